@@ -1,0 +1,1 @@
+"""The onboard process: configuration, CLI, runtime, the two loops, chunk schedule, telemetry, service."""

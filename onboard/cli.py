@@ -1,0 +1,63 @@
+"""`anchorvla`: one entry point, subcommands imported only when used (so `run` with an ONNX bundle never
+imports torch). A `UserError` anywhere ends with one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from drivers.errors import UserError
+
+# name -> (module, help). Each module has add_arguments(parser) and main(args) -> int.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("onboard.commands.run", "run the controller"),
+    "bench": ("onboard.commands.bench", "run a benchmark and print its table"),
+}
+
+# `anchorvla bench NAME`: name -> (module, help). Each module has add_arguments(parser) and main(args) -> int.
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "loop": ("tools.bench_loop", "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep loop"),
+}
+
+
+def _add_lazy(sub, name: str, module: str, help_text: str):
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(_module=module)
+    # Arguments are added when this subcommand is the one chosen (see main), keeping start-up cheap.
+    return parser
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anchorvla", description="AnchorVLA onboard controller")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_text) in COMMANDS.items():
+        p = _add_lazy(sub, name, module, help_text)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(importlib.import_module(args._module).main(args) or 0)
+    except UserError as exc:
+        print(f"anchorvla: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

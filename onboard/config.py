@@ -1,0 +1,203 @@
+"""Controller configuration: one pydantic model per section, loaded from YAML.
+
+Unknown keys, wrong types and out-of-range values are errors; `load_config` turns the first one into a
+`ConfigError` whose one-line message names the key path and what is accepted.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from drivers.errors import UserError
+from drivers.types import SO101_JOINTS
+from safety.config import SafetyConfig
+
+
+class ConfigError(UserError):
+    pass
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArmConfig(_Section):
+    driver: Literal["standin", "feetech", "emulated", "none"] = "standin"
+    port: str | None = Field(default=None, description="serial device of the servo adapter (feetech)")
+    baudrate: Literal[1_000_000, 500_000, 250_000, 128_000, 115_200, 76_800, 57_600, 38_400] = 1_000_000
+    ids: list[int] = Field(default=[1, 2, 3, 4, 5, 6], min_length=1, max_length=253)
+    joint_names: list[str] = Field(default=list(SO101_JOINTS), min_length=1)
+    calibration: Path | None = None
+    health_period_s: float = Field(default=0.2, gt=0, le=10, description="period of the slower health reads")
+    retries: int = Field(default=2, ge=0, le=10)
+
+
+class BaseConfig(_Section):
+    driver: Literal["standin", "go2", "emulated", "none"] = "standin"
+    interface: str = Field(default="lo", min_length=1, description="network interface wired to the Go2")
+    domain_id: int = Field(default=0, ge=0, le=232)
+    state_timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+
+class CameraConfig(_Section):
+    name: str = Field(min_length=1)
+    driver: Literal["standin", "realsense", "bag", "synthetic"] = "standin"
+    serial: str | None = None
+    path: Path | None = Field(default=None, description=".bag file for driver 'bag'")
+    width: int = Field(default=224, gt=0, le=4096)
+    height: int = Field(default=224, gt=0, le=4096)
+    fps: int = Field(default=30, gt=0, le=300)
+
+
+def _default_cameras() -> list[CameraConfig]:
+    return [CameraConfig(name="third_person"), CameraConfig(name="wrist")]
+
+
+class RobotConfig(_Section):
+    arm: ArmConfig = Field(default_factory=ArmConfig)
+    base: BaseConfig = Field(default_factory=BaseConfig)
+    cameras: list[CameraConfig] = Field(default_factory=_default_cameras)
+
+
+class BlendingConfig(_Section):
+    """How two overlapping chunks are merged where they cover the same ticks."""
+
+    mode: Literal["none", "linear", "exponential"] = "linear"
+    ticks: int = Field(default=3, ge=1, le=100, description="linear: cross-fade length in ticks")
+    decay: float = Field(default=0.5, gt=0, le=10, description="exponential: weight of the newer chunk is 1-exp(-decay*(i+1))")
+
+
+class StandinEngineConfig(_Section):
+    """The stand-in engine: a smooth trajectory with configurable compute time and failures (tests, bring-up)."""
+
+    compute_ms: float = Field(default=100.0, ge=0, le=10_000)
+    compute: Literal["sleep", "cpu"] = Field(
+        default="sleep", description="sleep: GIL-free wait; cpu: burn a core with numpy like a real CPU engine"
+    )
+    chunk_length: int = Field(default=10, ge=1, le=1000)
+    amplitude: float = Field(default=0.3, ge=0, le=1.5, description="rad of the joint sine waves")
+    period_s: float = Field(default=4.0, gt=0)
+    base_speed: float = Field(default=0.2, ge=0, le=1.0, description="m/s forward amplitude")
+    fail_every: int = Field(default=0, ge=0, description="raise on every Nth call (0: never)")
+    nan_every: int = Field(default=0, ge=0, description="return NaN on every Nth call (0: never)")
+
+
+class PolicyConfig(_Section):
+    engine: Literal["standin", "torch", "onnxruntime", "tensorrt"] = "standin"
+    bundle: Path | None = None
+    instruction: str = ""
+    execute_horizon: int = Field(default=5, ge=1, le=1000, description="actions of a chunk served (the paper's H)")
+    blending: BlendingConfig = Field(default_factory=BlendingConfig)
+    residual: bool = True
+    force_unverified: bool = False
+    standin: StandinEngineConfig = Field(default_factory=StandinEngineConfig)
+
+
+class ControlConfig(_Section):
+    rate_hz: float = Field(default=15.0, gt=0, le=1000)
+    fine_wait_ms: float = Field(
+        default=2.0, ge=0, le=20, description="last part of each wait done with a precise blocking sleep"
+    )
+    start_margin_ticks: float = Field(default=1.0, ge=0, le=100, description="slack when planning the next inference")
+    max_frame_age_s: float = Field(default=0.25, gt=0, le=10)
+
+
+class TelemetryConfig(_Section):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    report_every_s: float = Field(default=10.0, gt=0)
+
+
+class ServiceConfig(_Section):
+    notify: bool = Field(default=True, description="sd_notify READY/WATCHDOG/STOPPING when NOTIFY_SOCKET is set")
+    realtime_priority: int = Field(default=0, ge=0, le=99, description="SCHED_FIFO priority (0: leave as is)")
+    cpu_affinity: list[int] | None = None
+
+
+class Config(_Section):
+    robot: RobotConfig = Field(default_factory=RobotConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at `loc` (for listing accepted keys)."""
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        if model is None or isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ()) or ()
+        candidates = [ann, *args]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return model
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """One line for the first error: key path, problem, what is accepted."""
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    path = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+    if first["type"] == "extra_forbidden":
+        owner = _model_at(loc)
+        accepted = sorted(owner.model_fields) if owner else []
+        close = difflib.get_close_matches(str(loc[-1]), accepted, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"{path}: unknown key{hint} (accepted here: {', '.join(accepted)})"
+    got = first.get("input")
+    got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{path}: {first['msg']}{got_text}"
+
+
+def _resolve_paths(raw: dict, base_dir: Path) -> dict:
+    """Relative file paths in the config are relative to the config file's directory."""
+
+    def fix(value):
+        if isinstance(value, str) and (value.startswith("./") or value.startswith("../")):
+            return str((base_dir / value).resolve())
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        return value
+
+    return fix(raw)
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> Config:
+    """Read and validate a YAML config. Raises ConfigError with one line on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} (pass --config with a YAML file, e.g. configs/sim.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (robot, policy, control, ...)")
+    raw = _resolve_paths(raw, path.parent)
+    if overrides:
+        raw = _merge(raw, overrides)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {describe_validation_error(err)}") from None
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

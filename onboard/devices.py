@@ -1,0 +1,60 @@
+"""Builds the drivers and the engine a config names. Imports each driver's module only when chosen, so the
+process starts without the SDKs (or torch) it does not use."""
+
+from __future__ import annotations
+
+from drivers.errors import UserError
+from drivers.protocols import Arm, Base, Camera
+from onboard.config import Config
+from onboard.standins import StandinArm, StandinBase, StandinCamera, StandinEngine
+from policy_runtime.engines.base import PolicyEngine
+
+
+def _not_available(section: str, driver: str) -> UserError:
+    return UserError(f"{section}.driver '{driver}' is not available in this build (use 'standin')")
+
+
+def build_arm(config: Config) -> Arm:
+    arm = config.robot.arm
+    if arm.driver == "standin":
+        return StandinArm(tuple(arm.joint_names))
+    raise _not_available("robot.arm", arm.driver)
+
+
+def build_base(config: Config) -> Base | None:
+    base = config.robot.base
+    if base.driver == "none":
+        return None
+    if base.driver == "standin":
+        return StandinBase()
+    raise _not_available("robot.base", base.driver)
+
+
+def build_cameras(config: Config) -> list[Camera]:
+    cameras: list[Camera] = []
+    for cam in config.robot.cameras:
+        if cam.driver == "standin":
+            cameras.append(StandinCamera(cam.name, cam.width, cam.height, cam.fps))
+        else:
+            raise _not_available(f"robot.cameras[{cam.name}]", cam.driver)
+    return cameras
+
+
+def build_engine(config: Config) -> PolicyEngine:
+    policy = config.policy
+    dt_ns = round(1e9 / config.control.rate_hz)
+    if policy.engine == "standin":
+        s = policy.standin
+        return StandinEngine(
+            tuple(config.robot.arm.joint_names),
+            dt_ns,
+            compute_ms=s.compute_ms,
+            compute=s.compute,
+            chunk_length=s.chunk_length,
+            amplitude=s.amplitude,
+            period_s=s.period_s,
+            base_speed=s.base_speed,
+            fail_every=s.fail_every,
+            nan_every=s.nan_every,
+        )
+    raise UserError(f"policy.engine '{policy.engine}' is not available in this build (use 'standin')")

@@ -1,0 +1,243 @@
+"""The two loops. Both run on one asyncio event loop; inference runs in a worker thread.
+
+Fast loop: at absolute deadlines of the control rate, read the robot, take the schedule's action for this
+tick, add the residual correction, pass the safety layer, command the drivers. It never waits for the slow
+loop: with no action it holds the arm and stops the base.
+
+Slow loop: snapshot an observation (the state the fast loop read at its latest tick plus the newest
+frames), run the engine off the event-loop thread, hand the chunk to the schedule, and start the next
+inference early enough, from the measured latency, that the next chunk arrives before this one runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from drivers.errors import DeviceError
+from drivers.protocols import Arm, Base, Camera
+from drivers.types import ArmState, BaseState, BaseVelocity, Command
+from onboard.schedule import ChunkSchedule, PlannedAction
+from onboard.telemetry import RunStats
+from onboard.timing import wait_until
+from policy_runtime.engines.base import PolicyEngine
+from policy_runtime.types import BASE_CHANNELS, ActionChunk, Observation, arm_channel
+from safety.envelope import SafetyLayer
+
+log = logging.getLogger("anchorvla")
+
+
+@dataclass(frozen=True)
+class TickSnapshot:
+    """What the fast loop read at one tick; the slow loop builds observations from it."""
+
+    tick_ns: int
+    arm: ArmState | None
+    base: BaseState | None
+
+
+class ActionMapper:
+    """Turns an action vector (named channels) into a Command; channels the policy lacks hold/stop."""
+
+    def __init__(self, channels: tuple[str, ...], joint_names: tuple[str, ...]):
+        index = {name: i for i, name in enumerate(channels)}
+        self.arm_idx = np.array([index.get(arm_channel(j), -1) for j in joint_names])
+        self.base_idx = [index.get(c, -1) for c in BASE_CHANNELS]
+        self.joint_names = joint_names
+
+    def command(self, action: np.ndarray, hold_positions: np.ndarray, t_ns: int) -> Command:
+        arm = np.where(self.arm_idx >= 0, action[np.maximum(self.arm_idx, 0)], hold_positions)
+        vx, vy, wz = (float(action[i]) if i >= 0 else 0.0 for i in self.base_idx)
+        return Command(t_ns, self.joint_names, arm, BaseVelocity(vx, vy, wz))
+
+
+class FastLoop:
+    def __init__(
+        self,
+        arm: Arm,
+        base: Base | None,
+        cameras: list[Camera],
+        engine: PolicyEngine,
+        schedule: ChunkSchedule,
+        safety: SafetyLayer,
+        stats: RunStats,
+        rate_hz: float,
+        fine_wait_ms: float,
+        instruction: str,
+        use_residual: bool,
+    ):
+        self.arm, self.base, self.cameras = arm, base, cameras
+        self.engine, self.schedule, self.safety, self.stats = engine, schedule, safety, stats
+        self.period_ns = round(1e9 / rate_hz)
+        self.fine_wait_ns = int(fine_wait_ms * 1e6)
+        self.instruction = instruction
+        self.use_residual = use_residual
+        self.mapper = ActionMapper(engine.channels, arm.joint_names)
+        self.next_deadline_ns = 0
+        self.latest: TickSnapshot | None = None
+        self.last_command: Command | None = None
+        self.tick_listeners: list[Callable[[int], None]] = []  # called after each completed tick (watchdog)
+
+    def _read(self, device, what: str, tick_ns: int):
+        try:
+            return device.read_state()
+        except DeviceError as exc:
+            self.stats.device_errors += 1
+            self.safety.report_fault(f"{what}_comms", str(exc), tick_ns)
+            return None
+
+    def _desired(self, planned: PlannedAction | None, arm: ArmState | None, base: BaseState | None, tick_ns: int) -> Command:
+        if planned is None:
+            if self.stats.chunks:
+                self.stats.underruns += 1
+            return self.safety.hold(arm, tick_ns)
+        action = planned.action
+        if self.use_residual and arm is not None:
+            obs = Observation(tick_ns, arm, base, {}, self.instruction)  # the residual reads no images
+            correction = self.engine.residual(obs, planned.chunk, planned.j, action)
+            if correction is not None:
+                action = action + correction
+        hold = self.last_command.arm_positions if self.last_command is not None else (arm.positions if arm else None)
+        if hold is None:
+            hold = np.zeros(len(self.arm.joint_names))
+        return self.mapper.command(action, hold, tick_ns)
+
+    def _frames(self):
+        frames = {}
+        for cam in self.cameras:
+            f = cam.latest()
+            if f is not None:
+                frames[cam.name] = f
+        return frames
+
+    def _send(self, cmd: Command, tick_ns: int) -> None:
+        try:
+            self.arm.write_goal(cmd.arm_positions)
+        except DeviceError as exc:
+            self.stats.device_errors += 1
+            self.safety.report_fault("arm_comms", str(exc), tick_ns)
+        if self.base is not None:
+            try:
+                self.base.move(cmd.base.vx, cmd.base.vy, cmd.base.wz)
+            except DeviceError as exc:
+                self.stats.device_errors += 1
+                self.safety.report_fault("base_comms", str(exc), tick_ns)
+
+    def tick(self, tick_ns: int) -> None:
+        """One control step for the tick whose deadline is `tick_ns`."""
+        arm = self._read(self.arm, "arm", tick_ns)
+        base = self._read(self.base, "base", tick_ns) if self.base is not None else None
+        self.latest = TickSnapshot(tick_ns, arm, base)
+        planned = self.schedule.action_at(tick_ns, self.period_ns // 2)
+        desired = self._desired(planned, arm, base, tick_ns)
+        cmd = self.safety.filter(desired, arm, self.period_ns / 1e9)
+        self._send(cmd, tick_ns)
+        self.last_command = cmd
+
+    async def run(self, stop: asyncio.Event) -> None:
+        deadline = time.monotonic_ns() + self.period_ns
+        self.stats.started_ns = deadline
+        while not stop.is_set():
+            self.next_deadline_ns = deadline
+            await wait_until(deadline, self.fine_wait_ns)
+            if stop.is_set():
+                break
+            start = time.monotonic_ns()
+            self.stats.lateness_ms.add((start - deadline) / 1e6)
+            if start >= deadline + self.period_ns:
+                missed = (start - deadline) // self.period_ns
+                self.stats.overruns += 1
+                deadline += missed * self.period_ns  # run this tick for the current slot, skip the missed ones
+            self.tick(deadline)
+            self.stats.ticks += 1
+            self.stats.tick_compute_ms.add((time.monotonic_ns() - start) / 1e6)
+            for listener in self.tick_listeners:
+                listener(deadline)
+            deadline += self.period_ns
+        self.next_deadline_ns = deadline
+        self.stats.ended_ns = time.monotonic_ns()
+
+
+class SlowLoop:
+    def __init__(
+        self,
+        fast: FastLoop,
+        engine: PolicyEngine,
+        schedule: ChunkSchedule,
+        safety: SafetyLayer,
+        stats: RunStats,
+        max_frame_age_s: float,
+        start_margin_ticks: float,
+        instruction: str,
+    ):
+        self.fast, self.engine, self.schedule, self.safety, self.stats = fast, engine, schedule, safety, stats
+        self.max_frame_age_ns = int(max_frame_age_s * 1e9)
+        self.margin_ns = int(start_margin_ticks * fast.period_ns)
+        self.instruction = instruction
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.chunk_listeners: list[Callable[[Observation, ActionChunk], None]] = []  # recording, live view
+        self.anchor_frames: dict = {}
+
+    def latency_estimate_ns(self) -> int:
+        """A high estimate of the next inference's latency: the max of the last few."""
+        recent = self.stats.inference_ms.recent(8)
+        return int(max(recent) * 1e6) if recent else 0
+
+    def next_start_ns(self) -> int | None:
+        """When to take the next observation so its chunk is ready before the plan runs out."""
+        until = self.schedule.planned_until_ns
+        if until is None:
+            return None
+        return until + self.fast.period_ns - self.latency_estimate_ns() - self.margin_ns
+
+    def observe(self) -> Observation | None:
+        snap = self.fast.latest
+        if snap is None or snap.arm is None:
+            return None
+        frames = self.fast._frames()
+        stale = [name for name, f in frames.items() if snap.tick_ns - f.t_ns > self.max_frame_age_ns]
+        missing = [c.name for c in self.fast.cameras if c.name not in frames]
+        if stale or missing:
+            self.stats.stale_observations += 1
+            return None
+        for name, f in frames.items():
+            self.anchor_frames.setdefault(name, f)
+        return Observation(snap.tick_ns, snap.arm, snap.base, frames, self.instruction, dict(self.anchor_frames))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            start_at = self.next_start_ns()
+            if start_at is not None and start_at > time.monotonic_ns():
+                await asyncio.sleep((start_at - time.monotonic_ns()) / 1e9)
+                continue  # the plan may have changed while waiting; recompute
+            obs = self.observe()
+            if obs is None or self.safety.faulted:
+                await asyncio.sleep(self.fast.period_ns / 1e9)
+                continue
+            t0 = time.monotonic_ns()
+            try:
+                chunk = await loop.run_in_executor(self.executor, self.engine.infer, obs)
+            except Exception as exc:  # an engine failure must never stop the controller: hold and retry
+                self.stats.inference_failures += 1
+                log.warning("inference failed: %s", exc)
+                await asyncio.sleep(self.fast.period_ns / 1e9)
+                continue
+            self.stats.inference_ms.add((time.monotonic_ns() - t0) / 1e6)
+            if not self.safety.accept_chunk(chunk.actions):
+                log.warning("chunk rejected: non-finite actions")
+                await asyncio.sleep(self.fast.period_ns / 1e9)
+                continue
+            self.stats.chunks += 1
+            self.schedule.push(chunk, self.fast.next_deadline_ns)
+            for listener in self.chunk_listeners:
+                listener(obs, chunk)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)

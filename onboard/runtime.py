@@ -1,0 +1,152 @@
+"""The controller process: start-up order, the two loops, signals, safe stop and the summary.
+
+Start-up: drivers (arm, base, cameras), engine warm-up (off the event loop), then the loops. Shutdown on
+SIGINT/SIGTERM, on `--duration`, or on `stop()`: the loops end, then the safe stop runs (base Move 0 then
+StopMove; the arm holds its last commanded position), then devices close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+from drivers.errors import DeviceError
+from drivers.protocols import Arm, Base, Camera
+from onboard.config import Config
+from onboard.loops import FastLoop, SlowLoop
+from onboard.schedule import ChunkSchedule
+from onboard.telemetry import RunStats, summary
+from policy_runtime.engines.base import PolicyEngine
+from safety.envelope import SafetyLayer
+
+log = logging.getLogger("anchorvla")
+
+
+@dataclass
+class Devices:
+    arm: Arm
+    base: Base | None
+    cameras: list[Camera] = field(default_factory=list)
+
+
+class Runtime:
+    def __init__(self, config: Config, devices: Devices, engine: PolicyEngine):
+        self.config = config
+        self.devices = devices
+        self.engine = engine
+        self.stats = RunStats()
+        p = config.policy
+        self.schedule = ChunkSchedule(p.execute_horizon, p.blending.mode, p.blending.ticks, p.blending.decay)
+        self.safety = SafetyLayer(config.safety, tuple(devices.arm.joint_names))
+        self.fast = FastLoop(
+            devices.arm,
+            devices.base,
+            devices.cameras,
+            engine,
+            self.schedule,
+            self.safety,
+            self.stats,
+            config.control.rate_hz,
+            config.control.fine_wait_ms,
+            p.instruction,
+            p.residual,
+        )
+        self.slow = SlowLoop(
+            self.fast,
+            engine,
+            self.schedule,
+            self.safety,
+            self.stats,
+            config.control.max_frame_age_s,
+            config.control.start_margin_ticks,
+            p.instruction,
+        )
+        self._stop = asyncio.Event()
+        self.exit_reason = "running"
+        self.ready_listeners: list = []  # called once the loops start (systemd READY)
+
+    def stop(self, reason: str) -> None:
+        if not self._stop.is_set():
+            self.exit_reason = reason
+            self._stop.set()
+
+    def _start_devices(self) -> None:
+        d = self.devices
+        d.arm.start()
+        if d.base is not None:
+            d.base.start()
+        for cam in d.cameras:
+            cam.start()
+
+    def safe_stop(self) -> None:
+        """Base Move(0,0,0) then StopMove; arm holds. Each step tolerates a device that stopped answering."""
+        self.safety.counters.safe_stops += 1
+        base = self.devices.base
+        if base is not None:
+            for step in (lambda: base.move(0.0, 0.0, 0.0), base.stop_move):
+                try:
+                    step()
+                except DeviceError as exc:
+                    log.warning("safe stop: base did not answer: %s", exc)
+        hold = self.safety.hold(None, time.monotonic_ns())
+        try:
+            self.devices.arm.write_goal(hold.arm_positions)
+        except DeviceError as exc:
+            log.warning("safe stop: arm did not answer: %s", exc)
+
+    def _close_devices(self) -> None:
+        for dev in [*self.devices.cameras, self.devices.base, self.devices.arm]:
+            if dev is None:
+                continue
+            try:
+                dev.stop()
+            except Exception as exc:  # closing must go on for the others
+                log.warning("closing %s: %s", type(dev).__name__, exc)
+
+    async def run(self, duration_s: float | None = None) -> dict:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop, f"signal:{signal.Signals(sig).name}")
+        try:
+            await loop.run_in_executor(None, self._start_devices)
+            await loop.run_in_executor(None, self.engine.warmup)
+            tasks = [asyncio.ensure_future(self.fast.run(self._stop)), asyncio.ensure_future(self.slow.run(self._stop))]
+            for listener in self.ready_listeners:
+                listener()
+            if duration_s is not None:
+                loop.call_later(duration_s, self.stop, "duration")
+            done, _ = await asyncio.wait([*tasks, asyncio.ensure_future(self._stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task in tasks and task.exception() is not None:
+                    self.stop("error")
+                    raise task.exception()
+            self._stop.set()
+            tasks[1].cancel()  # an inference in flight is abandoned; the fast loop ends its tick by itself
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            self.safe_stop()
+            self.slow.close()
+            self._close_devices()
+            self.engine.close()
+        if not self.stats.ended_ns:
+            self.stats.ended_ns = time.monotonic_ns()
+        return summary(self.stats, self.schedule.stale_dropped, self.safety.counters.as_dict(), self.exit_reason)
+
+
+def run_event_loop(coro):
+    """Run a coroutine on uvloop when it is installed (tighter timers), else on stock asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    uvloop.install()
+    return asyncio.run(coro)
