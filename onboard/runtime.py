@@ -14,7 +14,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from drivers.errors import DeviceError
 from drivers.protocols import Arm, Base, Camera
 from onboard.config import Config
 from onboard.loops import FastLoop, SlowLoop
@@ -22,6 +21,7 @@ from onboard.schedule import ChunkSchedule
 from onboard.telemetry import RunStats, summary
 from policy_runtime.engines.base import PolicyEngine
 from safety.envelope import SafetyLayer
+from safety.stop import StopSequences
 
 log = logging.getLogger("anchorvla")
 
@@ -41,7 +41,9 @@ class Runtime:
         self.stats = RunStats()
         p = config.policy
         self.schedule = ChunkSchedule(p.execute_horizon, p.blending.mode, p.blending.ticks, p.blending.decay)
-        self.safety = SafetyLayer(config.safety, tuple(devices.arm.joint_names))
+        period_s = 1.0 / config.control.rate_hz
+        self.safety = SafetyLayer(config.safety, tuple(devices.arm.joint_names), period_s, p.execute_horizon)
+        self.stops = StopSequences(config.safety.stop, devices.arm, devices.base, self.safety, period_s)
         self.fast = FastLoop(
             devices.arm,
             devices.base,
@@ -55,6 +57,7 @@ class Runtime:
             p.instruction,
             p.residual,
         )
+        self.fast.fault_reaction = self.stops.fault_reaction
         self.slow = SlowLoop(
             self.fast,
             engine,
@@ -77,26 +80,22 @@ class Runtime:
     def _start_devices(self) -> None:
         d = self.devices
         d.arm.start()
+        self.safety.seed(d.arm.read_state())  # the envelope starts from the measured pose
         if d.base is not None:
             d.base.start()
         for cam in d.cameras:
             cam.start()
 
     def safe_stop(self) -> None:
-        """Base Move(0,0,0) then StopMove; arm holds. Each step tolerates a device that stopped answering."""
-        self.safety.counters.safe_stops += 1
-        base = self.devices.base
-        if base is not None:
-            for step in (lambda: base.move(0.0, 0.0, 0.0), base.stop_move):
-                try:
-                    step()
-                except DeviceError as exc:
-                    log.warning("safe stop: base did not answer: %s", exc)
-        hold = self.safety.hold(None, time.monotonic_ns())
-        try:
-            self.devices.arm.write_goal(hold.arm_positions)
-        except DeviceError as exc:
-            log.warning("safe stop: arm did not answer: %s", exc)
+        """The exit sequence (safety.stop.on_exit): safe stop, or park and release. Each step has a timeout and
+        tolerates a device that stopped answering (safety/stop.py)."""
+        if self.safety.previous_goal is None:  # the arm never started: nothing was commanded
+            return
+        self.stops.on_exit()
+
+    def estop(self, reason: str = "operator") -> None:
+        """Latch the e-stop fault, stop the base (StopMove or Damp) and hold the arm; the loops keep holding."""
+        self.stops.estop(reason)
 
     def _close_devices(self) -> None:
         for dev in [*self.devices.cameras, self.devices.base, self.devices.arm]:
