@@ -92,6 +92,7 @@ class SafetyLayer:
         self.faults.clear()
         self._stop_requested = False
         self._warnings.clear()
+        self.monitor.reset()
 
     def _found(self, findings: list[Finding], t_ns: int) -> None:
         for f in findings:

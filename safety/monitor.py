@@ -48,6 +48,12 @@ class Monitor:
         self._inference_budget_ns = int(self.s.inference_overrun_factor * chunk_budget_s * 1e9)
         self._inference_started_ns: int | None = None
 
+    def reset(self) -> None:
+        """Forget the consecutive-tick counts (operator reset); an inference in flight stays tracked."""
+        self._overload[:] = 0
+        self._stall[:] = 0
+        self._misses = {"arm": 0, "base": 0}
+
     # --- comms -------------------------------------------------------------------------------------
     def comms_failed(self, device: str, detail: str) -> Finding:
         """A read or write of `device` failed: a warning, or a fault after `comms_loss_ticks` in a row."""

@@ -1,0 +1,52 @@
+"""The fault scenarios of `anchorvla bench faults`, through the real Runtime against the stand-in rig."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drivers.types import SO101_JOINTS
+from safety.config import SafetyConfig
+from safety.envelope import SafetyLayer
+from safety.limits import Limits
+from tools.bench_faults import SCENARIOS, EnvelopeAudit, run_scenario, run_scenarios
+from tools.fault_rig import standin_rig
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, dict]:
+    return {r["scenario"]: r for r in run_scenarios(standin_rig)}
+
+
+@pytest.mark.parametrize("name", [s.name for s in SCENARIOS])
+def test_scenario_is_detected_within_3_ticks_with_its_reaction_and_no_command_outside_the_envelope(
+    results, name
+):
+    r = results[name]
+    assert r["ok"], r
+    assert r["detected_after_ms"] is not None and r["detected_after_ms"] <= 3 * 1000 / 15
+    assert r["out_of_envelope"] == 0
+    assert r["commands_audited"] > 20
+
+
+def test_the_audit_flags_commands_outside_the_envelope():
+    audit = EnvelopeAudit(Limits.from_config(SafetyConfig(), SO101_JOINTS), 1 / 15)
+    audit.check_goal(np.zeros(6))
+    audit.check_goal(np.full(6, 0.5))  # a step far above the rate limit
+    audit.check_goal(np.full(6, np.nan))
+    audit.check_goal(np.full(6, 9.0))
+    audit.check_move((3.0, 0.0, 0.0))
+    assert len(audit.violations) == 4
+
+
+def test_a_layer_that_passes_commands_through_fails_the_nan_scenario(monkeypatch):
+    """The suite can fail: with the envelope bypassed, NaN reaches the arm and the audit counts it."""
+
+    def bypass(self, desired, arm, dt_s):
+        return desired
+
+    monkeypatch.setattr(SafetyLayer, "filter", bypass)
+    monkeypatch.setattr(SafetyLayer, "accept_chunk", lambda self, actions, t_ns=None: True)
+    nan = next(s for s in SCENARIOS if s.name == "NaN chunk")
+    r = run_scenario(nan, standin_rig)
+    assert not r["ok"] and r["out_of_envelope"] > 0
