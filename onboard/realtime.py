@@ -8,6 +8,7 @@ one warning and the controller runs at normal priority.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -33,10 +34,8 @@ def set_thread_fifo(priority: int) -> bool:
 
 def set_thread_normal() -> None:
     if hasattr(os, "sched_setscheduler"):
-        try:
+        with contextlib.suppress(PermissionError):
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-        except PermissionError:
-            pass
 
 
 def set_affinity(cpus: list[int] | None) -> None:
