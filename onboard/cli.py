@@ -18,9 +18,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # `anchorvla bench NAME`: name -> (module, help). Each module has add_arguments(parser) and main(args) -> int.
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "loop": ("tools.bench_loop", "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep loop"),
-    "faults": ("tools.bench_faults", "fault scenarios through the Runtime: detection time, reaction, commands outside the envelope"),
-    "envelope": ("tools.bench_envelope", "cost of the safety envelope per tick, beside a bare clip in the same run"),
+    "loop": (
+        "tools.bench_loop",
+        "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep loop",
+    ),
+    "faults": (
+        "tools.bench_faults",
+        "fault scenarios through the Runtime: detection time, reaction, commands outside the envelope",
+    ),
+    "envelope": (
+        "tools.bench_envelope",
+        "cost of the safety envelope per tick, beside a bare clip in the same run",
+    ),
 }
 
 
