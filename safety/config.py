@@ -145,6 +145,9 @@ class StalenessLimits(_Strict):
         le=100,
         description="an inference in flight longer than this many executed chunks latches",
     )
+    inference_overrun_min_s: float = Field(
+        default=0.25, gt=0, le=60, description="floor of that budget, for chunks that last only a tick or two"
+    )
 
 
 class StopConfig(_Strict):
@@ -174,3 +177,6 @@ class SafetyConfig(_Strict):
     health: HealthThresholds = Field(default_factory=HealthThresholds)
     staleness: StalenessLimits = Field(default_factory=StalenessLimits)
     stop: StopConfig = Field(default_factory=StopConfig)
+    nonfinite_chunks: int = Field(
+        default=2, ge=1, le=100, description="chunks with NaN/inf in a row that latch policy_nonfinite"
+    )

@@ -1,7 +1,7 @@
 """The safety layer the runtime calls: one facade over the limits, the monitors and the fault latch.
 
 Each fast-loop tick: `observe()` (monitors; faults latch), `filter()` (the envelope of `limits.py`: every
-command sent passes it, holds included). Chunks with non-finite actions are rejected and latch a fault.
+command sent passes it, holds included). Chunks with non-finite actions are rejected; a few in a row latch a fault.
 While a fault is latched every command is a hold: the arm goes (rate-limited) to the pose it had when the
 fault latched and the gripper keeps its grip at the capped torque; the runtime stops the base once
 (`take_stop_request()`). Faults stay latched until an operator calls `reset()`.
@@ -17,7 +17,7 @@ import numpy as np
 from drivers.types import ArmState, BaseState, BaseVelocity, Command, Frame
 from safety.config import SafetyConfig
 from safety.limits import BASE_NONFINITE, NONFINITE, Limits, Previous, cap_residual, limit_command
-from safety.monitor import FAULT, Finding, Monitor
+from safety.monitor import FAULT, WARN, Finding, Monitor
 
 log = logging.getLogger("anchorvla.safety")
 
@@ -67,6 +67,7 @@ class SafetyLayer:
         self._warnings: set[str] = set()
         self.last_reasons: tuple[str, ...] = ()
         self._residual_caps: dict[tuple[str, ...], np.ndarray] = {}
+        self._nonfinite_run = 0  # non-finite chunks in a row
 
     # --- faults ------------------------------------------------------------------------------------
     @property
@@ -132,14 +133,17 @@ class SafetyLayer:
         return (now_ns - t_obs_ns) / 1e9 <= self.config.staleness.chunk_s
 
     def accept_chunk(self, actions: np.ndarray, t_ns: int | None = None) -> bool:
-        """A chunk with any non-finite action is refused and latches `policy_nonfinite`."""
-        if np.all(np.isfinite(actions)):
+        """A chunk with any non-finite action is refused (never executed); `nonfinite_chunks` refused in a row
+        latch `policy_nonfinite` (one bad chunk is skipped, a policy that keeps failing is stopped)."""
+        if np.isfinite(actions).all():
+            self._nonfinite_run = 0
             return True
         self.counters.rejected += 1
+        self._nonfinite_run += 1
         bad = int(np.count_nonzero(~np.isfinite(actions)))
-        self.report_fault(
-            "policy_nonfinite", f"the policy returned a chunk with {bad} non-finite values", t_ns or 0
-        )
+        level = FAULT if self._nonfinite_run >= self.config.nonfinite_chunks else WARN
+        detail = f"the policy returned a chunk with {bad} non-finite values ({self._nonfinite_run} in a row)"
+        self._found([Finding("policy_nonfinite", level, detail)], t_ns or 0)
         return False
 
     def cap_residual(self, correction: np.ndarray, channels: tuple[str, ...]) -> np.ndarray:

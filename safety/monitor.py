@@ -45,7 +45,8 @@ class Monitor:
         self._overload = np.zeros(n, dtype=np.int64)
         self._stall = np.zeros(n, dtype=np.int64)
         self._misses = {"arm": 0, "base": 0}
-        self._inference_budget_ns = int(self.s.inference_overrun_factor * chunk_budget_s * 1e9)
+        budget_s = max(self.s.inference_overrun_factor * chunk_budget_s, self.s.inference_overrun_min_s)
+        self._inference_budget_ns = int(budget_s * 1e9)
         self._inference_started_ns: int | None = None
 
     def reset(self) -> None:
@@ -77,6 +78,11 @@ class Monitor:
         )
 
     # --- inference ---------------------------------------------------------------------------------
+    @property
+    def inference_budget_s(self) -> float:
+        """How long an inference may run before it is an overrun."""
+        return self._inference_budget_ns / 1e9
+
     def inference_started(self, t_ns: int) -> None:
         self._inference_started_ns = t_ns
 
@@ -91,7 +97,7 @@ class Monitor:
             "inference_overrun",
             FAULT,
             f"inference running for {(now_ns - started) / 1e6:.0f} ms, longer than the "
-            f"{self._inference_budget_ns / 1e6:.0f} ms the executed chunk lasts",
+            f"{self._inference_budget_ns / 1e6:.0f} ms budget (the executed part of a chunk)",
         )
 
     # --- servo health ------------------------------------------------------------------------------

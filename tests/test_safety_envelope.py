@@ -77,15 +77,18 @@ def test_same_fault_latches_once():
     assert s.counters.faults == 1 and len(s.faults) == 1
 
 
-def test_non_finite_chunk_is_rejected_and_latches():
+def test_non_finite_chunks_are_rejected_and_two_in_a_row_latch():
     s = seeded()
     good = np.zeros((10, 9))
-    assert s.accept_chunk(good, 5)
     bad = good.copy()
     bad[3, 4] = np.nan
-    assert not s.accept_chunk(bad, 7)
-    assert s.counters.rejected == 1
-    assert [(f.name, f.t_ns) for f in s.faults] == [("policy_nonfinite", 7)]
+    assert s.accept_chunk(good, 5)
+    assert not s.accept_chunk(bad, 6)
+    assert s.accept_chunk(good, 7)  # one bad chunk is skipped; a good one resets the count
+    assert not s.accept_chunk(bad, 8) and not s.faulted and s.counters.warnings == 1
+    assert not s.accept_chunk(bad, 9)
+    assert s.counters.rejected == 3
+    assert [(f.name, f.t_ns) for f in s.faults] == [("policy_nonfinite", 9)]
 
 
 def test_residual_is_capped_per_channel_kind():
