@@ -99,6 +99,11 @@ class Runtime:
         """Latch the e-stop fault, stop the base (StopMove or Damp) and hold the arm; the loops keep holding."""
         self.stops.estop(reason)
 
+    def reset_faults(self) -> None:
+        """Operator reset: clear latched faults and the stale plan; the policy takes over from the held pose."""
+        self.schedule.clear()
+        self.safety.reset()
+
     def _close_devices(self) -> None:
         for dev in [*self.devices.cameras, self.devices.base, self.devices.arm]:
             if dev is None:

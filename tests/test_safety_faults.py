@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from drivers.types import SO101_JOINTS
+from onboard.runtime import Devices, Runtime, run_event_loop
 from safety.config import SafetyConfig
 from safety.envelope import SafetyLayer
 from safety.limits import Limits
-from tools.bench_faults import SCENARIOS, EnvelopeAudit, run_scenario, run_scenarios
+from tools.bench_faults import (
+    SCENARIOS,
+    AuditedArm,
+    AuditedBase,
+    EnvelopeAudit,
+    ScenarioEngine,
+    run_scenario,
+    run_scenarios,
+    scenario_config,
+)
 from tools.fault_rig import standin_rig
 
 
@@ -50,3 +62,41 @@ def test_a_layer_that_passes_commands_through_fails_the_nan_scenario(monkeypatch
     nan = next(s for s in SCENARIOS if s.name == "NaN chunk")
     r = run_scenario(nan, standin_rig)
     assert not r["ok"] and r["out_of_envelope"] > 0
+
+
+def test_a_latched_fault_holds_until_the_operator_resets_then_motion_resumes():
+    config = scenario_config()
+    rig = standin_rig(config)
+    audit = EnvelopeAudit(Limits.from_config(config.safety, SO101_JOINTS), 1 / 15)
+    devices = Devices(
+        AuditedArm(rig.devices.arm, audit), AuditedBase(rig.devices.base, audit), rig.devices.cameras
+    )
+    engine = ScenarioEngine(
+        SO101_JOINTS, round(1e9 / 15), compute_ms=20, amplitude=0.5, period_s=3.0, base_speed=0.3
+    )
+    runtime = Runtime(config, devices, engine)
+    marks: dict[str, int] = {}
+
+    def on_tick(_deadline_ns: int) -> None:
+        marks["n"] = marks.get("n", 0) + 1
+        if marks["n"] == 10:
+            rig.faults.overheat("wrist_flex", 70.0)
+        elif marks["n"] == 20:
+            assert runtime.safety.faulted  # still latched after 10 ticks
+            marks["cooled"] = time.monotonic_ns()
+            rig.faults.overheat("wrist_flex", 40.0)  # cooled down: still latched until the reset
+        elif marks["n"] == 25:
+            assert runtime.safety.faulted
+            marks["reset"] = time.monotonic_ns()
+            runtime.reset_faults()
+        elif marks["n"] == 45:
+            runtime.stop("test over")
+
+    runtime.fast.tick_listeners.append(on_tick)
+    run_event_loop(runtime.run(10.0))
+    assert runtime.safety.counters.faults == 1 and not runtime.safety.faulted
+    held = [v for t, v in audit.moves if marks["cooled"] <= t < marks["reset"]]
+    resumed = [v for t, v in audit.moves if t >= marks["reset"]]
+    assert not held  # no base motion while latched
+    assert any(v[0] > 0 for v in resumed)  # the policy drives the base again after the reset
+    assert not audit.violations
