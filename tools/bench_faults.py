@@ -147,7 +147,9 @@ class Context:
         """The joint whose goal moves fastest now (a stall shows best on a moving joint)."""
         (_, a), (_, b) = self.audit.goals[-2], self.audit.goals[-1]
         speeds = np.abs(b - a)
-        speeds[-1] = 0.0  # not the gripper
+        gripper = self.runtime.safety.limits.gripper
+        if gripper >= 0:
+            speeds[gripper] = 0.0  # a gripper stopped by what it holds is not a stall
         return self.runtime.safety.joint_names[int(np.argmax(speeds))]
 
 
