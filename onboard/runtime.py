@@ -96,8 +96,8 @@ class Runtime:
         self.stops.on_exit()
 
     def estop(self, reason: str = "operator") -> None:
-        """Latch the e-stop fault, stop the base (StopMove or Damp) and hold the arm; the loops keep holding."""
-        self.stops.estop(reason)
+        """Latch the e-stop fault and stop the base (StopMove or Damp); the fast loop holds the arm."""
+        self.stops.estop(reason, hold_arm=False)
 
     def reset_faults(self) -> None:
         """Operator reset: clear latched faults and the stale plan; the policy takes over from the held pose."""

@@ -113,7 +113,8 @@ class StopSequences:
         (log.info if report.ok else log.warning)("%s", report.describe())
         return report
 
-    def safe_stop(self) -> StopReport:
+    def safe_stop(self, hold_arm: bool = True) -> StopReport:
+        """`hold_arm=False` while the fast loop runs: it writes the hold itself, and one writer per bus."""
         self.safety.counters.safe_stops += 1
         steps = []
         if self.base is not None:
@@ -122,10 +123,11 @@ class StopSequences:
                 run_step("base_move_zero", lambda: base.move(0.0, 0.0, 0.0), self.config.step_timeout_s)
             )
             steps.append(run_step("base_stop_move", base.stop_move, self.config.step_timeout_s))
-        steps.append(self._arm_hold())
+        if hold_arm:
+            steps.append(self._arm_hold())
         return self._finish("safe_stop", steps)
 
-    def estop(self, reason: str = "operator") -> StopReport:
+    def estop(self, reason: str = "operator", hold_arm: bool = True) -> StopReport:
         self.safety.report_fault("estop", f"e-stop: {reason}", time.monotonic_ns())
         self.safety.take_stop_request()  # this is the reaction
         self.safety.counters.safe_stops += 1
@@ -135,12 +137,16 @@ class StopSequences:
                 steps.append(run_step("base_damp", self.base.damp, self.config.step_timeout_s))
             else:
                 steps.append(run_step("base_stop_move", self.base.stop_move, self.config.step_timeout_s))
-        steps.append(self._arm_hold())
+        if hold_arm:
+            steps.append(self._arm_hold())
         return self._finish("estop", steps)
 
     def fault_reaction(self) -> StopReport:
-        """What the runtime runs once when a fault latches."""
-        return self.estop("fault") if self.config.fault_reaction == "estop" else self.safe_stop()
+        """What the fast loop runs once when a fault latches: the base part of the configured sequence (the
+        fast loop itself holds the arm, every tick, while the fault is latched)."""
+        if self.config.fault_reaction == "estop":
+            return self.estop("fault", hold_arm=False)
+        return self.safe_stop(hold_arm=False)
 
     def park_and_release(self) -> StopReport:
         """Base stopped, arm to the rest pose at the park speed, then torque off (only once there)."""

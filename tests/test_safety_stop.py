@@ -95,9 +95,11 @@ def test_estop_latches_and_damps_or_stops_the_base():
     assert base2.stop_moves == 1 and base2.damps == 0
 
 
-def test_fault_reaction_follows_the_config():
-    _, base, _, stops = rig(StopConfig(fault_reaction="estop", estop_base="damp"))
-    assert stops.fault_reaction().sequence == "estop" and base.damps == 1
+def test_fault_reaction_follows_the_config_and_leaves_the_arm_to_the_fast_loop():
+    arm, base, _, stops = rig(StopConfig(fault_reaction="estop", estop_base="damp"))
+    report = stops.fault_reaction()
+    assert report.sequence == "estop" and base.damps == 1
+    assert [s.name for s in report.steps] == ["base_damp"] and not arm.goals_written
     _, _, _, stops = rig()
     assert stops.fault_reaction().sequence == "safe_stop"
 
