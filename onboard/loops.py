@@ -84,7 +84,7 @@ class FastLoop:
         self.latest: TickSnapshot | None = None
         self.last_command: Command | None = None
         self.tick_listeners: list[Callable[[int], None]] = []  # called after each completed tick (watchdog)
-        self.fault_reaction: Callable[[], object] | None = None  # run once when a safety fault latches (base stop)
+        self.fault_reaction: Callable[[], object] | None = None  # started once when a safety fault latches
 
     def _read(self, device, what: str, tick_ns: int):
         try:

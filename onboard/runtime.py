@@ -58,7 +58,7 @@ class Runtime:
             p.instruction,
             p.residual,
         )
-        self.fast.fault_reaction = self.stops.fault_reaction
+        self.fast.fault_reaction = self.stops.start_fault_reaction
         self.slow = SlowLoop(
             self.fast,
             engine,

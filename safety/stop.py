@@ -100,6 +100,7 @@ class StopSequences:
             )
         self.rest_pose = np.array([config.rest_pose.get(j, 0.0) for j in safety.joint_names])
         self.reports: list[StopReport] = []
+        self._reaction: threading.Thread | None = None
 
     def _arm_hold(self) -> StepResult:
         cmd = self.safety.filter(self.safety.hold(None, time.monotonic_ns()), None, self.period_s)
@@ -148,6 +149,17 @@ class StopSequences:
             return self.estop("fault", hold_arm=False)
         return self.safe_stop(hold_arm=False)
 
+    def start_fault_reaction(self) -> threading.Thread:
+        """Run `fault_reaction` in a thread, so a base that stopped answering never delays the fast loop's
+        ticks (which keep holding the arm meanwhile)."""
+        self._reaction = threading.Thread(target=self.fault_reaction, name="fault-reaction", daemon=True)
+        self._reaction.start()
+        return self._reaction
+
+    def _wait_for_reaction(self) -> None:
+        if self._reaction is not None:
+            self._reaction.join(3 * self.config.step_timeout_s)
+
     def park_and_release(self) -> StopReport:
         """Base stopped, arm to the rest pose at the park speed, then torque off (only once there)."""
         self.safety.counters.safe_stops += 1
@@ -189,4 +201,5 @@ class StopSequences:
         return self._finish("park_and_release", steps)
 
     def on_exit(self) -> StopReport:
+        self._wait_for_reaction()  # one sequence at a time on the base
         return self.park_and_release() if self.config.on_exit == "park_release" else self.safe_stop()

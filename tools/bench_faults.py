@@ -391,6 +391,7 @@ def run_scenario(scenario: Scenario, factory: DeviceFactory, config: Config | No
         "faults": sorted(faults),
         "commands_audited": len(audit.goals) + len(audit.moves),
         "ticks": summary["ticks"],
+        "overruns": summary["overruns"],
         "ok": bool(in_time and reaction_ok and not audit.violations),
     }
 
