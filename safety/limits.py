@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from drivers.errors import UserError
 from safety.config import SafetyConfig
 
 # Reasons a command was changed; the names appear in logs and counters.
@@ -60,7 +61,9 @@ class Limits:
     def from_config(cls, config: SafetyConfig, joint_names: tuple[str, ...]) -> Limits:
         missing = [n for n in joint_names if n not in config.joints]
         if missing:
-            raise ValueError(f"safety.joints has no limits for {', '.join(missing)}")
+            raise UserError(
+                f"safety.joints has no limits for {', '.join(missing)} (add min/max in rad for each arm joint)"
+            )
         js = [config.joints[n] for n in joint_names]
         lo = np.array([j.min for j in js], dtype=np.float64)
         hi = np.array([j.max for j in js], dtype=np.float64)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from drivers.errors import UserError
 from drivers.types import SO101_JOINTS
 from safety.config import JointLimit, SafetyConfig
 from safety.limits import (
@@ -148,5 +149,5 @@ def test_config_rejects_inverted_limits_and_unknown_keys():
         SafetyConfig.model_validate({"base": {"max_vx": 9.0}})  # beyond the Go2's own 3.8 m/s
     with pytest.raises(ValidationError, match="Extra inputs"):
         SafetyConfig.model_validate({"health": {"max_temp": 60}})
-    with pytest.raises(ValueError, match="no limits for elbow"):
+    with pytest.raises(UserError, match="no limits for elbow"):
         Limits.from_config(SafetyConfig(joints={"a": JointLimit(min=-math.pi, max=math.pi)}), ("a", "elbow"))
