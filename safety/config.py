@@ -115,6 +115,9 @@ class HealthThresholds(_Strict):
         default=0.05, gt=0, le=5.0, description="rad/s below which a joint counts as still"
     )
     stall_ticks: int = Field(default=2, ge=1, le=100)
+    out_of_range_tolerance: float = Field(
+        default=0.05, ge=0, le=1.0, description="rad a measured joint may sit beyond its hard limits"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> HealthThresholds:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from drivers.errors import DeviceError
 from drivers.types import ArmState, BaseState, BaseVelocity, Command, Frame
 from safety.config import SafetyConfig
 from safety.limits import BASE_NONFINITE, NONFINITE, Limits, Previous, cap_residual, limit_command
@@ -166,10 +167,15 @@ class SafetyLayer:
         self._loads = arm.loads
 
     def seed(self, arm: ArmState) -> None:
-        """Start from the measured pose (clipped into the soft limits), at rest. Call before the first tick."""
+        """Start from the measured pose (clipped into the soft limits), at rest. Call before the first tick.
+
+        Refuses a pose no goal may start from (a non-finite position, or one beyond a hard limit by more than
+        `health.out_of_range_tolerance`): commanding such an arm would make it jump."""
+        problem = self.monitor.out_of_range(arm.positions)
+        if problem is not None:
+            raise DeviceError(f"{problem}; not starting: check the arm calibration")
         self._remember(arm)
-        pose = np.where(np.isfinite(arm.positions), arm.positions, 0.0)
-        pose = np.clip(pose, self.limits.soft_lo, self.limits.soft_hi)
+        pose = np.clip(arm.positions, self.limits.soft_lo, self.limits.soft_hi)
         self._previous = Previous(pose, np.zeros_like(pose), np.zeros(3))
 
     @property

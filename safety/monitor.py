@@ -42,6 +42,9 @@ class Monitor:
         self.joint_names = joint_names
         n = len(joint_names)
         self.gripper = joint_names.index(config.gripper.joint) if config.gripper.joint in joint_names else -1
+        tol = self.h.out_of_range_tolerance
+        self._lo = np.array([config.joints[j].min for j in joint_names]) - tol
+        self._hi = np.array([config.joints[j].max for j in joint_names]) + tol
         self._overload = np.zeros(n, dtype=np.int64)
         self._stall = np.zeros(n, dtype=np.int64)
         self._misses = {"arm": 0, "base": 0}
@@ -105,6 +108,17 @@ class Monitor:
         i = int(pick(values))
         return f"{self.joint_names[i]} {fmt.format(values[i])}"
 
+    def out_of_range(self, positions: np.ndarray) -> str | None:
+        """What is wrong with a measured pose no arm can be in (non-finite, beyond a hard limit), or None."""
+        bad = ~np.isfinite(positions) | (positions < self._lo) | (positions > self._hi)
+        if not bad.any():
+            return None
+        i = int(np.flatnonzero(bad)[0])
+        return (
+            f"{self.joint_names[i]} measured at {positions[i]:.3f} rad, outside its limits "
+            f"{self._lo[i]:.3f}..{self._hi[i]:.3f} (calibration lost or not applied?)"
+        )
+
     def _health(self, arm: ArmState, goal: np.ndarray | None) -> list[Finding]:
         h, out = self.h, []
         if arm.temperatures_c is not None:
@@ -163,6 +177,9 @@ class Monitor:
                         "servo_status", WARN, f"{self.joint_names[i]} reports {describe_bits(int(bits[i]))}"
                     )
                 )
+        problem = self.out_of_range(arm.positions)
+        if problem is not None:
+            out.append(Finding("joint_out_of_range", FAULT, problem))
         if goal is not None:
             out.extend(self._stalled(arm, goal))
         return out

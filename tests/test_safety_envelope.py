@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from drivers.errors import DeviceError
 from drivers.types import SO101_JOINTS, ArmState, BaseVelocity, Command
 from safety.config import SafetyConfig
 from safety.envelope import SafetyLayer
@@ -111,8 +112,17 @@ def test_without_a_starting_pose_the_layer_refuses_to_invent_one():
     with pytest.raises(RuntimeError, match="seed"):
         s.filter(command(np.zeros(N)), None, DT)
     # With a measured state it starts from there (clipped into the soft limits).
-    cmd = s.filter(command(np.zeros(N)), state(np.full(N, 10.0)), DT)
+    cmd = s.filter(command(s.limits.hard_hi + 0.03), state(s.limits.hard_hi + 0.03), DT)
     np.testing.assert_allclose(cmd.arm_positions, s.limits.soft_hi)
+
+
+@pytest.mark.parametrize("bad", [np.nan, 10.0])
+def test_a_pose_beyond_the_hard_limits_is_refused_at_start(bad):
+    s = SafetyLayer(SafetyConfig(), SO101_JOINTS)
+    pose = np.zeros(N)
+    pose[2] = bad
+    with pytest.raises(DeviceError, match="elbow_flex .* calibration"):
+        s.seed(state(pose))
 
 
 def test_park_moves_toward_the_rest_pose_at_the_park_speed_even_while_faulted():

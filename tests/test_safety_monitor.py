@@ -176,3 +176,9 @@ def test_faults_latch_until_reset_and_a_lasting_condition_latches_again():
 def test_error_bits_are_named():
     assert describe_bits(4 | 32) == "overheat+overload"
     assert describe_bits(0x40) == "0x40"
+
+
+def test_a_measured_joint_beyond_its_hard_limit_latches():
+    s = layer()
+    s.observe(P, with_joint("positions", 2.5, joint="shoulder_pan"))
+    assert fault_names(s) == ["joint_out_of_range"] and "calibration" in s.faults[0].detail

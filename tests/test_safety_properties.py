@@ -136,7 +136,10 @@ def episodes(draw):
                 "event": draw(st.sampled_from(["none", "none", "none", "fault", "reset", "hold"])),
             }
         )
-    return draw(vec(st.floats(-3.0, 3.0))), steps
+    start = LIMITS["default"].hard_lo + draw(vec(fraction)) * (
+        LIMITS["default"].hard_hi - LIMITS["default"].hard_lo
+    )
+    return start, steps
 
 
 @PROFILE
