@@ -57,7 +57,7 @@ class StandinArm:
         self.goals_written.append(self._goal)
 
     def release_torque(self) -> None:
-        """Torque off (the park-and-release sequence's last step); the joints no longer follow goals."""
+        """Torque off (the park-and-release sequence's last step); the stand-in stays where it is."""
         if self.silent:
             raise DeviceError("stand-in arm: no status packet")
         self._advance()

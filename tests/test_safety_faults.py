@@ -12,16 +12,8 @@ from onboard.runtime import Devices, Runtime, run_event_loop
 from safety.config import SafetyConfig
 from safety.envelope import SafetyLayer
 from safety.limits import Limits
-from tools.bench_faults import (
-    SCENARIOS,
-    AuditedArm,
-    AuditedBase,
-    EnvelopeAudit,
-    ScenarioEngine,
-    run_scenario,
-    run_scenarios,
-    scenario_config,
-)
+from tools.bench_faults import SCENARIOS, ScenarioEngine, run_scenario, run_scenarios, scenario_config
+from tools.envelope_audit import AuditedArm, AuditedBase, EnvelopeAudit
 from tools.fault_rig import standin_rig
 
 
