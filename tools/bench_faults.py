@@ -339,18 +339,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    header = f"{'scenario':<34}{'detected ms':>12}  {'out of env':>10}  {'result':<6}  reaction taken"
+    header = f"{'scenario':<34}{'detected ms':>12}{'commands':>10}{'out of env':>12}  {'result':<6}  reaction taken / expected"
     print(header)
     print("-" * len(header))
     for r in rows:
         det = "-" if r["detected_after_ms"] is None else f"{r['detected_after_ms']:.1f}"
+        result = "PASS" if r["ok"] else "FAIL"
         print(
-            f"{r['scenario']:<34}{det:>12}  {r['out_of_envelope']:>10}  {'PASS' if r['ok'] else 'FAIL':<6}  {r['reaction']}"
+            f"{r['scenario']:<34}{det:>12}{r['commands_audited']:>10}{r['out_of_envelope']:>12}  {result:<6}  {r['reaction']}"
         )
+        print(f"{'':<78}expected: {r['expected']}")
         if not r["ok"]:
-            print(f"{'':<34}expected: {r['expected']}; faults latched: {', '.join(r['faults']) or 'none'}")
+            print(f"{'':<78}faults latched: {', '.join(r['faults']) or 'none'}")
             for v in r["violations"]:
-                print(f"{'':<34}violation: {v}")
+                print(f"{'':<78}violation: {v}")
 
 
 def main(args: argparse.Namespace):
