@@ -1,0 +1,267 @@
+"""The servo bus over scservo_sdk, with the timeouts, retries and quirk fixes the SDK lacks.
+
+Quirks handled here (read in scservo_sdk 1.0.0's source):
+- Packet timeout: the SDK waits `bytes * byte_time + 2 * 16 ms + 2 ms` for every answer, a 34 ms stall per
+  missing reply at any baud rate. `_BusPort` sizes it from the baud rate, the servos' Return_Delay and an adapter latency
+  margin that doubles on each retry (a late answer is usually a busy host, not a lost packet).
+- Polling: the SDK spins on a non-blocking read; `_BusPort.readPort` blocks in select() until bytes arrive
+  or the packet time is up, which frees the CPU and the GIL.
+- Stale input: the SDK's `clearPort` flushes the *output* buffer, so a late reply to a timed-out request is
+  read as the answer to the next one. `_BusPort.clearPort` drops pending input before every instruction.
+- Busy flag: `is_using` is set by txPacket and cleared only on the normal paths; an exception in between
+  (adapter unplugged) leaves the port "busy" for good. Every transaction here clears it in `finally`.
+- Ping: `ping` indexes the model-number answer without checking its length; a late status packet from an
+  earlier try (same id, no data) makes it raise IndexError. Read here as a corrupted answer.
+- Stale sync-read data: GroupSyncRead keeps the previous answer of a servo that did not answer this time
+  and `isAvailable` does not notice. The buffers are emptied before each sync read.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import scservo_sdk as scs
+import serial
+
+from drivers.errors import DeviceError
+from drivers.feetech.table import Register, decode, encode, from_bytes, reg, to_bytes
+
+log = logging.getLogger(__name__)
+
+UDEV_HINT = "deploy/99-anchorvla-so101.rules"
+
+
+class _BusPort(scs.PortHandler):
+    """PortHandler with a timeout sized from the baud rate, a blocking read and an input flush."""
+
+    def __init__(self, port_name: str, latency_ms: float):
+        super().__init__(port_name)
+        self.latency_ms = latency_ms
+        self.return_delay_ms = 0.51  # the servos' Return_Delay; the factory 250 (x 2 us) until configured
+        self.replies_expected = 1  # answers the next packet timeout covers (a sync read sets it)
+        self.attempt = 0  # retry number: each retry waits twice as long for the latency part
+
+    def clearPort(self):
+        self.ser.reset_input_buffer()
+
+    def setPacketTimeout(self, packet_length):
+        self.packet_start_time = self.getCurrentTime()
+        # The instruction itself is still on the wire when the timer starts: count a max-size one too.
+        self.packet_timeout = (
+            self.tx_time_per_byte * (packet_length + 20)
+            + self.replies_expected * self.return_delay_ms
+            + self.latency_ms * 2**self.attempt
+        )
+
+    def readPort(self, length):
+        remaining_s = max(0.0, (self.packet_timeout - self.getTimeSinceStart()) / 1000.0)
+        fd = self.ser.fileno()
+        ready, _, _ = select.select([fd], [], [], remaining_s)
+        return os.read(fd, length) if ready else b""
+
+
+@dataclass
+class BusStats:
+    transactions: int = 0
+    retries: int = 0  # attempts repeated after a missing or bad reply
+    failures: int = 0  # transactions that failed after all retries
+
+
+def open_port_error(port: str, exc: BaseException) -> DeviceError:
+    """One line for a port that would not open, naming the fix."""
+    err = getattr(exc, "errno", None)
+    text = str(exc)
+    if err == errno.EACCES or "Permission denied" in text:
+        return DeviceError(
+            f"permission denied on {port}: add yourself to the dialout group (sudo usermod -aG dialout $USER, "
+            f"then log in again) or install the udev rule: sudo cp {UDEV_HINT} /etc/udev/rules.d/ && "
+            "sudo udevadm control --reload && sudo udevadm trigger"
+        )
+    if err == errno.ENOENT or "No such file" in text or "could not open port" in text:
+        return DeviceError(
+            f"serial port {port} does not exist: check the adapter is plugged in and pass the right --port "
+            "(ls /dev/serial/by-id/ /dev/ttyACM* /dev/ttyUSB*; with the udev rule: /dev/so101)"
+        )
+    if err == errno.EBUSY:
+        return DeviceError(
+            f"serial port {port} is busy: another program holds it (close it, e.g. lsof {port})"
+        )
+    return DeviceError(f"could not open serial port {port}: {text}")
+
+
+class FeetechBus:
+    """One serial line of STS servos. Every call is bounded by the packet timeouts times (1 + retries)."""
+
+    def __init__(self, port: str, baudrate: int = 1_000_000, retries: int = 2, latency_ms: float = 2.0):
+        self.port_name = port
+        self.baudrate = baudrate
+        self.retries = retries
+        self.stats = BusStats()
+        self._port = _BusPort(port, latency_ms)
+        self._packets = scs.PacketHandler(0)
+        self._sync_reads: dict[tuple[int, int, tuple[int, ...]], scs.GroupSyncRead] = {}
+
+    @property
+    def byte_time_s(self) -> float:
+        return 10.0 / self.baudrate
+
+    def set_return_delay_s(self, seconds: float) -> None:
+        """Tell the timeouts what Return_Delay the servos were configured with."""
+        self._port.return_delay_ms = seconds * 1e3
+
+    def open(self) -> None:
+        self._port.baudrate = self.baudrate
+        try:
+            ok = self._port.setupPort(self.baudrate)
+        except (OSError, serial.SerialException) as exc:
+            raise open_port_error(self.port_name, exc) from None
+        if not ok:
+            raise DeviceError(f"could not open serial port {self.port_name} at {self.baudrate} baud")
+
+    def close(self) -> None:
+        if self._port.is_open:
+            self._port.closePort()
+
+    # -- one transaction with the SDK's busy flag and link errors handled ----------------------------------
+    def _call(self, fn: Callable):
+        try:
+            return fn()
+        except (OSError, serial.SerialException) as exc:
+            raise DeviceError(
+                f"serial link {self.port_name} failed: {exc} (adapter unplugged or powered off?)"
+            ) from None
+        finally:
+            self._port.is_using = False
+
+    def _retry(self, what: str, attempt: Callable[[], tuple[int, object]]):
+        """Run `attempt` (returns (sdk_result, value)) up to 1 + retries times; raise on the last failure."""
+        self.stats.transactions += 1
+        result = scs.COMM_SUCCESS
+        for n in range(self.retries + 1):
+            self._port.attempt = n
+            result, value = self._call(attempt)
+            if result == scs.COMM_SUCCESS:
+                return value
+            if n < self.retries:
+                self.stats.retries += 1
+                self._drain()
+        self.stats.failures += 1
+        raise DeviceError(f"{what}: {self._packets.getTxRxResult(result)} after {self.retries + 1} tries")
+
+    def _drain(self) -> None:
+        """After a missing or bad answer: let a late one arrive, then drop it, so it is not taken for the next."""
+        time.sleep(self._port.latency_ms * 2**self._port.attempt / 1000.0)
+        self._call(self._port.clearPort)
+
+    # -- single servo ----------------------------------------------------------------------------------
+    def ping(self, servo_id: int) -> tuple[int, int]:
+        """(model number, sdk result), without raising: for scans and start-up checks. Retries a missing answer."""
+        for n in range(self.retries + 1):
+            self._port.attempt = n
+            model, result = self._ping_once(servo_id)
+            if result != scs.COMM_RX_TIMEOUT or n == self.retries:
+                return model, result
+            self._drain()
+        return model, result
+
+    def _ping_once(self, servo_id: int) -> tuple[int, int]:
+
+        def attempt():
+            try:
+                model, result, _ = self._packets.ping(self._port, servo_id)
+            except IndexError:
+                return 0, scs.COMM_RX_CORRUPT
+            return model, result
+
+        return self._call(attempt)
+
+    def read_raw(self, servo_id: int, address: int, length: int) -> tuple[bytes, int]:
+        """(bytes, error bits) of `length` bytes from `address`."""
+
+        def attempt():
+            data, result, error = self._packets.readTxRx(self._port, servo_id, address, length)
+            ok = result == scs.COMM_SUCCESS and len(data) == length
+            return (result if not ok else scs.COMM_SUCCESS), (bytes(data), error)
+
+        return self._retry(f"servo {servo_id}: read of address {address}", attempt)
+
+    def read(self, servo_id: int, register: str | Register) -> int:
+        r = reg(register) if isinstance(register, str) else register
+        data, _ = self.read_raw(servo_id, r.address, r.size)
+        return decode(from_bytes(data, r.size), r)
+
+    def write(self, servo_id: int, register: str | Register, value: int) -> int:
+        """Write one register and wait for the status; returns the servo's error bits."""
+        r = reg(register) if isinstance(register, str) else register
+        data = to_bytes(encode(value, r), r.size)
+
+        def attempt():
+            result, error = self._packets.writeTxRx(self._port, servo_id, r.address, r.size, data)
+            return result, error
+
+        return self._retry(f"servo {servo_id}: write of {r.name}", attempt)
+
+    # -- group transactions ----------------------------------------------------------------------------
+    def _group(self, address: int, length: int, ids: tuple[int, ...]) -> scs.GroupSyncRead:
+        key = (address, length, ids)
+        group = self._sync_reads.get(key)
+        if group is None:
+            group = scs.GroupSyncRead(self._port, self._packets, address, length)
+            for i in ids:
+                group.addParam(i)
+            self._sync_reads[key] = group
+        return group
+
+    def sync_read(
+        self, address: int, length: int, ids: Iterable[int], what: str = "sync read"
+    ) -> dict[int, bytes]:
+        """{id: bytes} for every id; the ids that did not answer are asked again (only they) up to `retries` times."""
+        missing = tuple(ids)
+        got: dict[int, bytes] = {}
+        self.stats.transactions += 1
+        result = scs.COMM_SUCCESS
+        for n in range(self.retries + 1):
+            self._port.attempt = n
+            group = self._group(address, length, missing)
+            for i in missing:
+                group.data_dict[i] = []  # drop the previous answer (stale-data quirk)
+            self._port.replies_expected = len(missing)
+            try:
+                result = self._call(group.txRxPacket)
+            finally:
+                self._port.replies_expected = 1
+            for i in missing:
+                data = group.data_dict[i]
+                if len(data) == length:
+                    got[i] = bytes(data)
+            missing = tuple(i for i in missing if i not in got)
+            if not missing:
+                return got
+            if n < self.retries:
+                self.stats.retries += 1
+                self._drain()
+        self.stats.failures += 1
+        raise DeviceError(
+            f"servo id {', '.join(map(str, missing))} did not answer the {what} "
+            f"({self._packets.getTxRxResult(result)} after {self.retries + 1} tries)"
+        )
+
+    def sync_write(self, address: int, length: int, raw_by_id: dict[int, int]) -> None:
+        """One SYNC_WRITE of `length`-byte raw values (no answer comes back, so nothing to retry)."""
+        group = scs.GroupSyncWrite(self._port, self._packets, address, length)
+        for servo_id, raw in raw_by_id.items():
+            group.addParam(servo_id, to_bytes(int(raw), length))
+        result = self._call(group.txPacket)
+        if result != scs.COMM_SUCCESS:
+            self.stats.failures += 1
+            raise DeviceError(f"sync write to {self.port_name} failed: {self._packets.getTxRxResult(result)}")
+
+    def sync_write_register(self, register: str, values_by_id: dict[int, int]) -> None:
+        r = reg(register)
+        self.sync_write(r.address, r.size, {i: encode(v, r) for i, v in values_by_id.items()})
