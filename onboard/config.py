@@ -34,7 +34,7 @@ class ArmConfig(_Section):
     joint_names: list[str] = Field(default=list(SO101_JOINTS), min_length=1)
     calibration: Path | None = None
     health_period_s: float = Field(default=0.2, gt=0, le=10, description="period of the slower health reads")
-    retries: int = Field(default=2, ge=0, le=10)
+    retries: int = Field(default=3, ge=0, le=10, description="retries of a missing servo answer inside one tick")
 
 
 class BaseConfig(_Section):

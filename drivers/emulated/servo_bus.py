@@ -8,6 +8,7 @@ a SYNC_READ answer one after another. The kernel does not pace a pty, so the ser
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -250,13 +251,11 @@ class ServoBusEmulator:
         wire = packets[0]
         for other in packets[1:]:  # two servos with one id: their answers collide on the line
             shifted = b"\xff" + other
-            wire = bytearray(a & b for a, b in zip(wire + b"\xff", shifted))
+            wire = bytearray(a & b for a, b in zip(wire + b"\xff", shifted, strict=True))
         end = start + len(wire) * self.byte_s
         _wait_until(end)
-        try:
+        with contextlib.suppress(OSError):
             os.write(self._master, bytes(wire))
-        except OSError:
-            pass
         self._wire_free = end
         return end
 
@@ -273,6 +272,6 @@ class ServoBusEmulator:
         rad = self.calibration.ticks_to_rad(ticks)
         index = {n: i for i, n in enumerate(self.world.joint_names)}
         with self.world.lock:
-            for name, value in zip(self.calibration.joint_names, rad):
+            for name, value in zip(self.calibration.joint_names, rad, strict=True):
                 if name in index:
                     self.world.joint_positions[index[name]] = value

@@ -3,7 +3,7 @@
 Quirks handled here (read in scservo_sdk 1.0.0's source):
 - Packet timeout: the SDK waits `bytes * byte_time + 2 * 16 ms + 2 ms` for every answer, a 34 ms stall per
   missing reply at any baud rate. `_BusPort` sizes it from the baud rate, the servos' Return_Delay and an adapter latency
-  margin that doubles on each retry (a late answer is usually a busy host, not a lost packet).
+  margin that doubles on each retry (up to 4x) (a late answer is usually a busy host, not a lost packet).
 - Polling: the SDK spins on a non-blocking read; `_BusPort.readPort` blocks in select() until bytes arrive
   or the packet time is up, which frees the CPU and the GIL.
 - Stale input: the SDK's `clearPort` flushes the *output* buffer, so a late reply to a timed-out request is
@@ -56,7 +56,7 @@ class _BusPort(scs.PortHandler):
         self.packet_timeout = (
             self.tx_time_per_byte * (packet_length + 20)
             + self.replies_expected * self.return_delay_ms
-            + self.latency_ms * 2**self.attempt
+            + self.latency_ms * 2 ** min(self.attempt, 2)
         )
 
     def readPort(self, length):
@@ -96,15 +96,26 @@ def open_port_error(port: str, exc: BaseException) -> DeviceError:
 
 
 class FeetechBus:
-    """One serial line of STS servos. Every call is bounded by the packet timeouts times (1 + retries)."""
+    """One serial line of STS servos. A call that gets no good answer is retried `retries` times, and more
+    while it is younger than `budget_s` (half a 15 Hz tick by default): a busy host, not only a lost
+    packet, makes an answer late. Its worst case is about budget_s + 20 ms."""
 
-    def __init__(self, port: str, baudrate: int = 1_000_000, retries: int = 2, latency_ms: float = 2.0):
+    def __init__(
+        self,
+        port: str,
+        baudrate: int = 1_000_000,
+        retries: int = 3,
+        latency_ms: float = 2.0,
+        budget_s: float = 0.03,
+    ):
         self.port_name = port
         self.baudrate = baudrate
         self.retries = retries
+        self.budget_s = budget_s  # retries continue past `retries` while a call is younger than this
         self.stats = BusStats()
         self._port = _BusPort(port, latency_ms)
         self._packets = scs.PacketHandler(0)
+        self.last_errors: dict[int, int] = {}  # status byte of each servo's latest sync-read answer
         self._sync_reads: dict[tuple[int, int, tuple[int, ...]], scs.GroupSyncRead] = {}
 
     @property
@@ -143,32 +154,53 @@ class FeetechBus:
         """Run `attempt` (returns (sdk_result, value)) up to 1 + retries times; raise on the last failure."""
         self.stats.transactions += 1
         result = scs.COMM_SUCCESS
-        for n in range(self.retries + 1):
+        t0 = time.monotonic()
+        n = 0
+        while True:
             self._port.attempt = n
             result, value = self._call(attempt)
             if result == scs.COMM_SUCCESS:
+                self._settle_after_retry(n)
                 return value
-            if n < self.retries:
-                self.stats.retries += 1
-                self._drain()
+            if not self._may_retry(n, t0):
+                break
+            n += 1
+            self.stats.retries += 1
+            self._drain()
         self.stats.failures += 1
-        raise DeviceError(f"{what}: {self._packets.getTxRxResult(result)} after {self.retries + 1} tries")
+        raise DeviceError(f"{what}: {self._packets.getTxRxResult(result)} after {n + 1} tries")
+
+    def _may_retry(self, attempts_done: int, t0: float) -> bool:
+        """At least `retries` retries; more while the call is inside its time budget."""
+        return attempts_done < self.retries or time.monotonic() - t0 < self.budget_s
 
     def _drain(self) -> None:
         """After a missing or bad answer: let a late one arrive, then drop it, so it is not taken for the next."""
-        time.sleep(self._port.latency_ms * 2**self._port.attempt / 1000.0)
+        time.sleep(self._port.latency_ms * 2 ** min(self._port.attempt, 2) / 1000.0)
         self._call(self._port.clearPort)
+
+    def _settle_after_retry(self, attempt: int) -> None:
+        """An answer that needed a retry may have a twin still on its way (the late answer to the first try):
+        drop it before the next instruction. Status packets do not say which request they answer."""
+        if attempt > 0:
+            self._drain()
 
     # -- single servo ----------------------------------------------------------------------------------
     def ping(self, servo_id: int) -> tuple[int, int]:
-        """(model number, sdk result), without raising: for scans and start-up checks. Retries a missing answer."""
+        """(model number, sdk result), without raising: for scans and start-up checks. Retries a failed answer;
+        the result is COMM_RX_CORRUPT if most tries were corrupted (two servos answering at once)."""
+        results = []
         for n in range(self.retries + 1):
             self._port.attempt = n
             model, result = self._ping_once(servo_id)
-            if result != scs.COMM_RX_TIMEOUT or n == self.retries:
+            if result == scs.COMM_SUCCESS:
+                self._settle_after_retry(n)
                 return model, result
+            results.append(result)
             self._drain()
-        return model, result
+        if 2 * results.count(scs.COMM_RX_CORRUPT) > len(results):
+            return 0, scs.COMM_RX_CORRUPT
+        return 0, next(r for r in results if r != scs.COMM_RX_CORRUPT)
 
     def _ping_once(self, servo_id: int) -> tuple[int, int]:
 
@@ -221,36 +253,57 @@ class FeetechBus:
     def sync_read(
         self, address: int, length: int, ids: Iterable[int], what: str = "sync read"
     ) -> dict[int, bytes]:
-        """{id: bytes} for every id; the ids that did not answer are asked again (only they) up to `retries` times."""
+        """{id: bytes} for every id; the ids that did not answer are asked again (only they) up to `retries` times.
+
+        The answers are collected by the id in each status packet rather than GroupSyncRead.rxPacket's strict
+        order: there, one silent servo also discards the answers of every servo after it. The status bytes
+        of the answers are kept in `last_errors`.
+        """
         missing = tuple(ids)
         got: dict[int, bytes] = {}
         self.stats.transactions += 1
         result = scs.COMM_SUCCESS
-        for n in range(self.retries + 1):
+        t0 = time.monotonic()
+        n = 0
+        while True:
             self._port.attempt = n
-            group = self._group(address, length, missing)
-            for i in missing:
-                group.data_dict[i] = []  # drop the previous answer (stale-data quirk)
             self._port.replies_expected = len(missing)
             try:
-                result = self._call(group.txRxPacket)
+                result = self._call(lambda m=missing: self._sync_read_once(address, length, m, got))
             finally:
                 self._port.replies_expected = 1
-            for i in missing:
-                data = group.data_dict[i]
-                if len(data) == length:
-                    got[i] = bytes(data)
             missing = tuple(i for i in missing if i not in got)
             if not missing:
+                self._settle_after_retry(n)
                 return got
-            if n < self.retries:
-                self.stats.retries += 1
-                self._drain()
+            if not self._may_retry(n, t0):
+                break
+            n += 1
+            self.stats.retries += 1
+            self._drain()
         self.stats.failures += 1
         raise DeviceError(
             f"servo id {', '.join(map(str, missing))} did not answer the {what} "
-            f"({self._packets.getTxRxResult(result)} after {self.retries + 1} tries)"
+            f"({self._packets.getTxRxResult(result)} after {n + 1} tries)"
         )
+
+    def _sync_read_once(self, address: int, length: int, ids: tuple[int, ...], got: dict[int, bytes]) -> int:
+        group = self._group(address, length, ids)
+        for i in ids:
+            group.data_dict[i] = []  # drop the previous answer (stale-data quirk)
+        result = group.txPacket()
+        waiting = set(ids)
+        while result == scs.COMM_SUCCESS and waiting:
+            packet, result = self._packets.rxPacket(self._port)
+            if result != scs.COMM_SUCCESS:
+                break
+            servo_id = packet[2]
+            if servo_id in waiting and len(packet) >= 6 + length:
+                group.data_dict[servo_id] = packet[5 : 5 + length]
+                got[servo_id] = bytes(packet[5 : 5 + length])
+                self.last_errors[servo_id] = packet[4]
+                waiting.discard(servo_id)
+        return result
 
     def sync_write(self, address: int, length: int, raw_by_id: dict[int, int]) -> None:
         """One SYNC_WRITE of `length`-byte raw values (no answer comes back, so nothing to retry)."""

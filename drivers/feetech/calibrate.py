@@ -81,7 +81,7 @@ def build_calibration(
     from drivers.errors import UserError
 
     joints = {}
-    for name, i in zip(joint_names, ids):
+    for name, i in zip(joint_names, ids, strict=True):
         if maxes[i] - mins[i] < 20:
             raise UserError(
                 f"{name} (id {i}) moved only {maxes[i] - mins[i]} ticks: move every joint through its full range"

@@ -148,7 +148,7 @@ def default_calibration(
 ) -> ArmCalibration:
     """A calibration centred on 2048 with the URDF's range widths: for the emulator, never for a real arm."""
     joints = {}
-    for servo_id, name in zip(ids, joint_names):
+    for servo_id, name in zip(ids, joint_names, strict=True):
         lo, hi = URDF_LIMITS_DEG.get(name, (-90.0, 90.0))
         half = round((hi - lo) / 2 / 360 * TICKS_PER_REV)
         joints[name] = JointCalibration(

@@ -53,14 +53,10 @@ def check_servos(bus: FeetechBus, ids: tuple[int, ...]) -> None:
     for servo_id in ids:
         model, result = bus.ping(servo_id)
         if result == scs.COMM_RX_CORRUPT:
-            model, result = bus.ping(servo_id)  # one more try: a single corrupted reply happens
-            if result == scs.COMM_RX_CORRUPT:
-                raise DeviceError(
-                    f"servo id {servo_id} answers with corrupted packets: two servos probably share id {servo_id} "
-                    "(connect them one at a time and give each its own id)"
-                )
-        if result != scs.COMM_SUCCESS:
-            model, result = bus.ping(servo_id)
+            raise DeviceError(
+                f"servo id {servo_id} answers with corrupted packets: two servos probably share id {servo_id} "
+                "(connect them one at a time and give each its own id)"
+            )
         if result != scs.COMM_SUCCESS:
             raise DeviceError(
                 f"servo id {servo_id} does not answer on {bus.port_name} at {bus.baudrate} baud: check its cable, "
@@ -95,7 +91,7 @@ class SO101Arm:
         baudrate: int = 1_000_000,
         joint_names: tuple[str, ...] | None = None,
         health_period_s: float = 0.2,
-        retries: int = 2,
+        retries: int = 3,
         tuning: ServoTuning | None = None,
         calibration_path: str = "the calibration file",
     ):
@@ -176,7 +172,7 @@ class SO101Arm:
     def hold_present_pose(self) -> None:
         """Goal = present position, then torque on and Lock set: the arm stiffens where it is."""
         ticks = self._read_positions()
-        self.bus.sync_write_register("Goal_Position", dict(zip(self.ids, ticks.tolist())))
+        self.bus.sync_write_register("Goal_Position", dict(zip(self.ids, ticks.tolist(), strict=True)))
         self.set_torque(True)
 
     def set_torque(self, enabled: bool) -> None:
@@ -232,7 +228,11 @@ class SO101Arm:
             self._velocities = self._health["velocities"]
             bits = self._health["error_bits"]
             if bits.any():
-                bad = [f"{n}: {describe_errors(int(b))}" for n, b in zip(self.joint_names, bits) if b]
+                bad = [
+                    f"{n}: {describe_errors(int(b))}"
+                    for n, b in zip(self.joint_names, bits, strict=True)
+                    if b
+                ]
                 log.warning("servo error bits: %s", "; ".join(bad))
         elif self._prev is not None and t_ns > self._prev[0]:
             self._velocities = (positions - self._prev[1]) / ((t_ns - self._prev[0]) / 1e9)
@@ -254,7 +254,7 @@ class SO101Arm:
     def write_goal(self, positions: np.ndarray) -> None:
         ticks = self._cal.rad_to_ticks(np.asarray(positions, dtype=np.float64))
         try:
-            self.bus.sync_write_register("Goal_Position", dict(zip(self.ids, ticks.tolist())))
+            self.bus.sync_write_register("Goal_Position", dict(zip(self.ids, ticks.tolist(), strict=True)))
         except DeviceError:
             self.comm_failures += 1
             raise

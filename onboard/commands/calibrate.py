@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _table(mins: dict[int, int], positions: dict[int, int], maxes: dict[int, int]) -> str:
     lines = [f"{'joint':<14}{'id':>4}{'min':>7}{'pos':>7}{'max':>7}"]
-    for name, i in zip(SO101_JOINTS, positions):
+    for name, i in zip(SO101_JOINTS, positions, strict=False):
         lines.append(f"{name:<14}{i:>4}{mins[i]:>7}{positions[i]:>7}{maxes[i]:>7}")
     return "\n".join(lines)
 
