@@ -281,3 +281,39 @@ def test_runtime_builds_the_emulated_arm_and_reports_a_silent_servo():
     finally:
         arm.stop()
     assert arm.emulator._thread is None
+
+
+def test_controller_on_the_emulated_arm_faults_within_three_ticks_of_a_silent_servo():
+    """The whole runtime (fast + slow loop, safety) on driver 'emulated': a servo goes quiet mid-run."""
+    import threading
+
+    from onboard.config import Config
+    from onboard.devices import build_arm, build_engine
+    from onboard.runtime import Devices, Runtime, run_event_loop
+
+    config = Config.model_validate(
+        {
+            "robot": {"arm": {"driver": "emulated"}, "base": {"driver": "none"}, "cameras": []},
+            "policy": {"standin": {"compute_ms": 20, "amplitude": 0.1}},
+        }
+    )
+    arm = build_arm(config)
+    runtime = Runtime(config, Devices(arm, None, []), build_engine(config))
+    silenced = {}
+
+    def silence():
+        arm.emulator.servo(3).faults.silent = True
+        silenced["t_ns"] = time.monotonic_ns()
+
+    timer = threading.Timer(1.0, silence)
+    timer.start()
+    try:
+        result = run_event_loop(runtime.run(1.6))
+    finally:
+        timer.cancel()
+    faults = {f.name: f for f in runtime.safety.faults}
+    assert "arm_comms" in faults, result
+    assert "servo id 3" in faults["arm_comms"].detail
+    period_ns = 1e9 / config.control.rate_hz
+    assert faults["arm_comms"].t_ns - silenced["t_ns"] <= 3 * period_ns
+    assert arm.emulator._thread is None  # the runtime closed the arm, and with it the emulator

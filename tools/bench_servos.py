@@ -90,8 +90,9 @@ def sweep(bus, calibration, joint: str, amplitude_deg: float, max_load: float) -
     start = bus.read(j.id, "Present_Position")
     amp = round(np.radians(amplitude_deg) / RAD_PER_TICK)
     lo, hi = max(j.range_min, start - amp), min(j.range_max, start + amp)
+    n = max(4, round(2 * amplitude_deg))  # goal steps of about half a degree, one every 25 ms
     path = np.concatenate(
-        [np.linspace(start, hi, 40), np.linspace(hi, lo, 80), np.linspace(lo, start, 40)]
+        [np.linspace(start, hi, n), np.linspace(hi, lo, 2 * n), np.linspace(lo, start, n)]
     ).round()
     bus.write(j.id, "Goal_Position", start)
     bus.write(j.id, "Goal_Velocity", 20)  # 1000 ticks/s cap
