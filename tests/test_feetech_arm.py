@@ -86,13 +86,17 @@ def test_a_servo_that_stops_answering_is_a_fault_at_once(arm, emulator):
     assert arm.read_state().comm_failures == 1  # it recovers, the count stays visible
 
 
-def test_error_bits_reach_the_arm_state(emulator):
-    a = SO101Arm(emulator.port, CAL, health_period_s=0.0)  # every read is a health read
+def test_error_bits_reach_the_arm_state_every_tick(emulator):
+    a = SO101Arm(emulator.port, CAL, health_period_s=10.0)  # one health read, at the first tick
     a.start()
     try:
+        a.read_state()
         emulator.servo(6).faults.voltage_v = 3.0
-        state = a.read_state()
-        assert state.error_bits[5] & 1 and state.voltages_v[5] == pytest.approx(3.0)
+        emulator.servo(2).faults.error_bits = 32
+        state = a.read_state()  # a position-only tick
+        assert state.error_bits.tolist() == [0, 32, 0, 0, 0, 1]
+        assert state.voltages_v[5] == pytest.approx(12.0)  # the health fields are older (health_t_ns)
+        assert state.health_t_ns < state.t_ns
     finally:
         a.stop()
 

@@ -1,8 +1,9 @@
 """The SO-101 arm (six STS3215 on one bus) as an `drivers.protocols.Arm`.
 
 Per tick: one SYNC_READ of Present_Position and one SYNC_WRITE of Goal_Position. Every `health_period_s`
-the tick's read also covers velocity, load, voltage, temperature and status (one wider SYNC_READ).
-Velocities between health reads are the finite difference of positions.
+the tick's read is one wider SYNC_READ that also covers velocity, load, voltage and temperature. The error
+bits come in the status byte of every answer, so they are fresh each tick. Velocities between health reads
+are the finite difference of positions.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from drivers.types import ArmState
 log = logging.getLogger(__name__)
 
 _POS = reg("Present_Position")
-_HEALTH_FIRST, _HEALTH_LAST = reg("Present_Position"), reg("Status")  # 56..65 in one read
+_HEALTH_FIRST, _HEALTH_LAST = reg("Present_Position"), reg("Present_Temperature")  # 56..63 in one read
 _HEALTH_LEN = _HEALTH_LAST.address + _HEALTH_LAST.size - _HEALTH_FIRST.address
 
 
@@ -114,6 +115,7 @@ class SO101Arm:
         self._health: dict[str, np.ndarray] = {}
         self._prev: tuple[int, np.ndarray] | None = None
         self._velocities = np.zeros(len(self.ids))
+        self._logged_bits = np.zeros(len(self.ids), dtype=np.int64)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -134,6 +136,14 @@ class SO101Arm:
             raise
 
     def stop(self) -> None:
+        st = self.bus.stats
+        log.info(
+            "servo bus %s: %d transactions, %d retries, %d failed",
+            self.bus.port_name,
+            st.transactions,
+            st.retries,
+            st.failures,
+        )
         self.bus.close()
 
     def configure(self) -> None:
@@ -188,7 +198,7 @@ class SO101Arm:
 
     def _read_health(self) -> np.ndarray:
         data = self.bus.sync_read(_HEALTH_FIRST.address, _HEALTH_LEN, self.ids, "health read")
-        rows = {name: [] for name in ("pos", "vel", "load", "volt", "temp", "status")}
+        rows = {name: [] for name in ("pos", "vel", "load", "volt", "temp")}
         for i in self.ids:
             d = data[i]
 
@@ -202,14 +212,12 @@ class SO101Arm:
             rows["load"].append(field("Present_Load"))
             rows["volt"].append(field("Present_Voltage"))
             rows["temp"].append(field("Present_Temperature"))
-            rows["status"].append(field("Status"))
         sign = np.array([-1.0 if self._cal.joints[n].drive_mode else 1.0 for n in self.joint_names])
         self._health = {
             "velocities": sign * np.array(rows["vel"], dtype=np.float64) * SPEED_UNIT_TICKS_S * RAD_PER_TICK,
             "loads": np.array(rows["load"], dtype=np.float64) / 1000.0,
             "voltages_v": np.array(rows["volt"], dtype=np.float64) / 10.0,
             "temperatures_c": np.array(rows["temp"], dtype=np.float64),
-            "error_bits": np.array(rows["status"], dtype=np.int64),
         }
         return np.array(rows["pos"], dtype=np.int64)
 
@@ -226,17 +234,19 @@ class SO101Arm:
         if health_due:
             self._last_health_ns = t_ns
             self._velocities = self._health["velocities"]
-            bits = self._health["error_bits"]
-            if bits.any():
-                bad = [
-                    f"{n}: {describe_errors(int(b))}"
-                    for n, b in zip(self.joint_names, bits, strict=True)
-                    if b
-                ]
-                log.warning("servo error bits: %s", "; ".join(bad))
         elif self._prev is not None and t_ns > self._prev[0]:
             self._velocities = (positions - self._prev[1]) / ((t_ns - self._prev[0]) / 1e9)
         self._prev = (t_ns, positions)
+        # Every answer's status byte carries the error bits: fresh each tick, not only at the health rate.
+        error_bits = np.array([self.bus.last_errors.get(i, 0) for i in self.ids], dtype=np.int64)
+        if error_bits.any() and not np.array_equal(error_bits, self._logged_bits):
+            bad = [
+                f"{n}: {describe_errors(int(b))}"
+                for n, b in zip(self.joint_names, error_bits, strict=True)
+                if b
+            ]
+            log.warning("servo error bits: %s", "; ".join(bad))
+        self._logged_bits = error_bits
         h = self._health
         return ArmState(
             t_ns,
@@ -246,7 +256,7 @@ class SO101Arm:
             loads=h.get("loads"),
             temperatures_c=h.get("temperatures_c"),
             voltages_v=h.get("voltages_v"),
-            error_bits=h.get("error_bits"),
+            error_bits=error_bits,
             health_t_ns=self._last_health_ns,
             comm_failures=self.comm_failures,
         )
