@@ -176,14 +176,15 @@ class FeetechBus:
 
     def _drain(self) -> None:
         """After a missing or bad answer: let a late one arrive, then drop it, so it is not taken for the next."""
-        time.sleep(self._port.latency_ms * 2 ** min(self._port.attempt, 2) / 1000.0)
+        time.sleep(self._port.latency_ms / 2 * 2 ** min(self._port.attempt, 2) / 1000.0)
         self._call(self._port.clearPort)
 
     def _settle_after_retry(self, attempt: int) -> None:
         """An answer that needed a retry may have a twin still on its way (the late answer to the first try):
         drop it before the next instruction. Status packets do not say which request they answer."""
         if attempt > 0:
-            self._drain()
+            time.sleep(self._port.latency_ms / 2 / 1000.0)
+            self._call(self._port.clearPort)
 
     # -- single servo ----------------------------------------------------------------------------------
     def ping(self, servo_id: int) -> tuple[int, int]:
@@ -214,12 +215,18 @@ class FeetechBus:
         return self._call(attempt)
 
     def read_raw(self, servo_id: int, address: int, length: int) -> tuple[bytes, int]:
-        """(bytes, error bits) of `length` bytes from `address`."""
+        """(bytes, error bits) of `length` bytes from `address`.
+
+        Built on txRxPacket rather than readTxRx, which truncates any status packet of the right id to
+        `length` bytes: a late answer to an earlier, longer read would pass as this one's.
+        """
+        request = [0, 0, servo_id, 4, scs.INST_READ, address, length, 0]
 
         def attempt():
-            data, result, error = self._packets.readTxRx(self._port, servo_id, address, length)
-            ok = result == scs.COMM_SUCCESS and len(data) == length
-            return (result if not ok else scs.COMM_SUCCESS), (bytes(data), error)
+            packet, result, error = self._packets.txRxPacket(self._port, request)
+            if result == scs.COMM_SUCCESS and packet[3] != length + 2:
+                return scs.COMM_RX_CORRUPT, None
+            return result, (None if result != scs.COMM_SUCCESS else (bytes(packet[5 : 5 + length]), error))
 
         return self._retry(f"servo {servo_id}: read of address {address}", attempt)
 
@@ -298,7 +305,9 @@ class FeetechBus:
             if result != scs.COMM_SUCCESS:
                 break
             servo_id = packet[2]
-            if servo_id in waiting and len(packet) >= 6 + length:
+            if (
+                servo_id in waiting and packet[3] == length + 2
+            ):  # a stale answer of another length is not this one
                 group.data_dict[servo_id] = packet[5 : 5 + length]
                 got[servo_id] = bytes(packet[5 : 5 + length])
                 self.last_errors[servo_id] = packet[4]

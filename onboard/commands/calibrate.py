@@ -55,6 +55,8 @@ def _calibrate_arm(args: argparse.Namespace) -> int:
         lines = len(ids) + 1
 
         def show(mins, positions, maxes):
+            if not sys.stdout.isatty():
+                return  # no live redraw into a file or pipe; the final table is printed below
             sys.stdout.write(f"\x1b[{lines}F" if show.drawn else "")
             sys.stdout.write(_table(mins, positions, maxes) + "\n")
             sys.stdout.flush()
@@ -62,6 +64,8 @@ def _calibrate_arm(args: argparse.Namespace) -> int:
 
         show.drawn = False
         mins, maxes = record_ranges(bus, ids, stop, show)
+        if not sys.stdout.isatty():
+            print(_table(mins, {i: (mins[i] + maxes[i]) // 2 for i in ids}, maxes))
         calibration = build_calibration(SO101_JOINTS[: len(ids)], ids, offsets, mins, maxes)
         write_calibration(bus, calibration)
         save_calibration(args.out, calibration)

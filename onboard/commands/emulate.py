@@ -47,7 +47,8 @@ def main(args: argparse.Namespace) -> int:
         ids=tuple(args.ids), baudrate=args.baudrate, calibration=calibration, link=args.link
     )
     done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell's background job ignores it by default
+        signal.signal(sig, lambda *_: done.set())
     with emulator:
         for s in emulator.servos:
             s.faults.drop_reply = args.drop_reply
@@ -56,9 +57,6 @@ def main(args: argparse.Namespace) -> int:
             f"emulating STS3215 ids {args.ids} at {args.baudrate} baud on {emulator.port} (link {args.link}); Ctrl-C to stop",
             flush=True,
         )
-        try:
-            while not done.wait(0.5):
-                pass
-        except KeyboardInterrupt:
+        while not done.wait(0.5):
             pass
     return 0
