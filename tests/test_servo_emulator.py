@@ -7,6 +7,8 @@ import time
 import numpy as np
 import pytest
 import scservo_sdk as scs
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from drivers.emulated.servo_bus import ServoBusEmulator
 from drivers.emulated.sts_servo import EmulatedServo
@@ -280,3 +282,33 @@ def test_raw_read_past_the_table_is_zero_padded():
     s = EmulatedServo(9)
     assert s.read(84, 4)[2:] == b"\x00\x00"
     assert from_bytes(s.read(3, 2), 2) == 777
+
+
+def test_signed_present_registers_on_the_wire(sdk, emulator):
+    """Present_Velocity (bit 15) and Present_Load (bit 10) read through the SDK while moving down / pushing."""
+    port, ph = sdk
+    s = emulator.servo(1)
+    sdk_write(ph, port, 1, reg("Goal_Velocity"), 10)  # 500 ticks/s: still moving after the next read
+    sdk_write(ph, port, 1, reg("Goal_Position"), 1048)
+    sdk_write(ph, port, 1, reg("Torque_Enable"), 1)
+    time.sleep(0.1)
+    raw_speed = ph.read2ByteTxRx(port, 1, reg("Present_Velocity").address)[0]
+    assert raw_speed & (1 << 15) and decode(raw_speed, reg("Present_Velocity")) == -10
+    with emulator.lock:
+        s.faults.stalled = True
+    raw_load = ph.read2ByteTxRx(port, 1, reg("Present_Load").address)[0]
+    assert raw_load & (1 << 10) and decode(raw_load, reg("Present_Load")) < 0
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=st.binary(min_size=1, max_size=64))
+def test_line_noise_never_stops_the_bus(emulator, garbage):
+    """Arbitrary bytes (noise, truncated or malformed packets) are ignored; the next ping is answered."""
+    port = scs.PortHandler(emulator.port)
+    port.openPort()
+    try:
+        port.ser.write(b"\xff\xff" + garbage)
+        time.sleep(0.003)  # longer than the servos' idle reset: a half packet is dropped
+        assert scs.PacketHandler(0).ping(port, 2)[:2] == (777, scs.COMM_SUCCESS)
+    finally:
+        port.closePort()

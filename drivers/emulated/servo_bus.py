@@ -186,7 +186,10 @@ class ServoBusEmulator:
             if checksum(packet[2:-1]) != packet[-1]:
                 continue  # a servo ignores a corrupted instruction
             self.packets += 1
-            self._execute(packet[2], packet[4], packet[5:-1])
+            try:
+                self._execute(packet[2], packet[4], packet[5:-1])
+            except IndexError:  # too few parameters for the instruction: a servo ignores it
+                log.debug("ignored a malformed instruction packet %s", packet.hex())
 
     def _execute(self, target: int, inst: int, params: bytes) -> None:
         now = self._wire_free
