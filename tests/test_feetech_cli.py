@@ -188,3 +188,21 @@ def test_sweep_aborts_on_a_stalled_joint(tmp_path, capsys):
         )
         figures, ok = bench_servos.main(args)
     assert not ok and figures["sweep"].startswith("ABORTED")
+
+
+def test_run_with_the_feetech_driver_on_a_missing_port_is_one_line(tmp_path):
+    from drivers.feetech.calibration import default_calibration, save_calibration
+
+    save_calibration(tmp_path / "so101.json", default_calibration())
+    config = tmp_path / "robot.yaml"
+    config.write_text(
+        "robot:\n  arm: {driver: feetech, port: /dev/ttyNOPE0, calibration: ./so101.json}\n  base: {driver: none}\n"
+    )
+    run = cli("run", "--config", str(config), "--duration", "1")
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert (
+        run.stderr.strip()
+        .splitlines()[-1]
+        .startswith("anchorvla: error: serial port /dev/ttyNOPE0 does not exist")
+    )

@@ -141,6 +141,8 @@ class FeetechBus:
 
     # -- one transaction with the SDK's busy flag and link errors handled ----------------------------------
     def _call(self, fn: Callable):
+        if not self._port.is_open:
+            raise DeviceError(f"serial port {self.port_name} is not open (the arm did not start)")
         try:
             return fn()
         except (OSError, serial.SerialException) as exc:
