@@ -97,10 +97,7 @@ def test_bench_on_a_missing_port_is_one_line(tmp_path):
 
 
 def test_calibrate_import_of_a_lerobot_file(tmp_path):
-    from tests.test_feetech_table import LEROBOT
-
-    src, out = tmp_path / "lerobot.json", tmp_path / "arm.json"
-    src.write_text(json.dumps(LEROBOT))
+    src, out = ROOT / "tests" / "data" / "lerobot_so101_follower_calibration.json", tmp_path / "arm.json"
     run = cli("calibrate", "import", str(src), "--out", str(out))
     assert run.returncode == 0, run.stderr
     assert json.loads(out.read_text())["joints"]["gripper"]["range_max"] == 3489

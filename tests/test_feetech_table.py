@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,14 +62,9 @@ def test_addresses_do_not_overlap():
             taken[a] = r.name
 
 
-LEROBOT = {
-    "shoulder_pan": {"id": 1, "drive_mode": 0, "homing_offset": -1470, "range_min": 758, "range_max": 3292},
-    "shoulder_lift": {"id": 2, "drive_mode": 0, "homing_offset": 157, "range_min": 612, "range_max": 3401},
-    "elbow_flex": {"id": 3, "drive_mode": 0, "homing_offset": -1096, "range_min": 882, "range_max": 3087},
-    "wrist_flex": {"id": 4, "drive_mode": 0, "homing_offset": 1974, "range_min": 887, "range_max": 3196},
-    "wrist_roll": {"id": 5, "drive_mode": 0, "homing_offset": -1051, "range_min": 153, "range_max": 3941},
-    "gripper": {"id": 6, "drive_mode": 0, "homing_offset": 1387, "range_min": 2028, "range_max": 3489},
-}
+# A LeRobot SO-101 follower calibration as LeRobot writes it (~/.cache/huggingface/lerobot/calibration/...).
+LEROBOT_FILE = Path(__file__).parent / "data" / "lerobot_so101_follower_calibration.json"
+LEROBOT = json.loads(LEROBOT_FILE.read_text())
 
 
 def test_lerobot_file_imports_and_round_trips(tmp_path):
