@@ -189,10 +189,10 @@ def test_a_late_reply_is_not_taken_for_the_next_answer(emulator):
         servo = emulator.servo(1)
         servo.set_value("Return_Delay", 0)
         bus.set_return_delay_s(0.0)
-        servo.faults.delay_s = 0.006  # answers after the timeout
+        servo.faults.delay_s = 0.03  # answers long after the ~2.3 ms timeout
         with pytest.raises(DeviceError):
             bus.read(1, "Max_Torque_Limit")  # 1000
-        time.sleep(0.02)  # the late answer is now waiting in the input buffer
+        time.sleep(0.06)  # the late answer is now waiting in the input buffer
         servo.faults.delay_s = 0.0
         assert bus.read(1, "Torque_Limit") == 1000
         assert bus.read(1, "P_Coefficient") == 32  # 1 byte: the stale 2-byte answer would read 232

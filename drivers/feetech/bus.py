@@ -1,17 +1,20 @@
 """The servo bus over scservo_sdk, with the timeouts, retries and quirk fixes the SDK lacks.
 
 Quirks handled here (read in scservo_sdk 1.0.0's source):
-- Packet timeout: the SDK waits `bytes * byte_time + 2 * 16 ms + 2 ms` for every answer, a 34 ms stall per
-  missing reply at any baud rate. `_BusPort` sizes it from the baud rate, the servos' Return_Delay and an adapter latency
-  margin that doubles on each retry (up to 4x) (a late answer is usually a busy host, not a lost packet).
+- Packet timeout: the SDK waits `bytes * byte_time + 2 * 16 ms + 2 ms` for every answer, a 34 ms stall
+  per missing reply at any baud rate. `_BusPort` sizes it from the baud rate, the servos' Return_Delay
+  and an adapter latency margin that doubles on each retry, up to 4x (a late answer is usually a busy
+  host, not a lost packet).
 - Polling: the SDK spins on a non-blocking read; `_BusPort.readPort` blocks in select() until bytes arrive
   or the packet time is up, which frees the CPU and the GIL.
 - Stale input: the SDK's `clearPort` flushes the *output* buffer, so a late reply to a timed-out request is
   read as the answer to the next one. `_BusPort.clearPort` drops pending input before every instruction.
 - Busy flag: `is_using` is set by txPacket and cleared only on the normal paths; an exception in between
   (adapter unplugged) leaves the port "busy" for good. Every transaction here clears it in `finally`.
-- Ping: `ping` indexes the model-number answer without checking its length; a late status packet from an
-  earlier try (same id, no data) makes it raise IndexError. Read here as a corrupted answer.
+- Answers name no request: the SDK takes the first status packet from the id as the answer, so a late
+  answer to an earlier request passes as this one's (and its `ping` raises IndexError on one without
+  data). Here an answer must carry the expected number of bytes, and consecutive single reads ask for
+  different sizes, so a late answer is skipped; after a retried sync read the line is left to settle.
 - Stale sync-read data: GroupSyncRead keeps the previous answer of a servo that did not answer this time
   and `isAvailable` does not notice. The buffers are emptied before each sync read.
 """
@@ -30,11 +33,12 @@ import scservo_sdk as scs
 import serial
 
 from drivers.errors import DeviceError
-from drivers.feetech.table import Register, decode, encode, from_bytes, reg, to_bytes
+from drivers.feetech.table import TABLE_SIZE, Register, decode, encode, from_bytes, reg, to_bytes
 
 log = logging.getLogger(__name__)
 
 UDEV_HINT = "deploy/99-anchorvla-so101.rules"
+MODEL = reg("Model_Number")
 
 
 class _BusPort(scs.PortHandler):
@@ -115,6 +119,7 @@ class FeetechBus:
         self.stats = BusStats()
         self._port = _BusPort(port, latency_ms)
         self._packets = scs.PacketHandler(0)
+        self._read_seq = 0
         self.last_errors: dict[int, int] = {}  # status byte of each servo's latest sync-read answer
         self._sync_reads: dict[tuple[int, int, tuple[int, ...]], scs.GroupSyncRead] = {}
 
@@ -162,7 +167,6 @@ class FeetechBus:
             self._port.attempt = n
             result, value = self._call(attempt)
             if result == scs.COMM_SUCCESS:
-                self._settle_after_retry(n)
                 return value
             if not self._may_retry(n, t0):
                 break
@@ -189,15 +193,38 @@ class FeetechBus:
             self._call(self._port.clearPort)
 
     # -- single servo ----------------------------------------------------------------------------------
+    def _exchange(self, request: list[int], params: int) -> tuple[list[int], int, int]:
+        """Send `request`; (packet, result, error) of the first answer from its id carrying `params` bytes.
+
+        Answers of another size are late answers to earlier requests and are skipped inside the same
+        timeout window (the SDK's txRxPacket takes the first answer from the id, whatever it is).
+        """
+        packet, result, error = self._packets.txRxPacket(self._port, request)
+        while result == scs.COMM_SUCCESS and (packet[2] != request[2] or packet[3] != params + 2):
+            packet, result = self._packets.rxPacket(self._port)
+            error = packet[4] if result == scs.COMM_SUCCESS else 0
+        return packet, result, error
+
+    def _read_once(self, servo_id: int, address: int, length: int) -> tuple[int, tuple[bytes, int] | None]:
+        # Consecutive reads ask for different sizes (1..3 bytes more than needed): a late answer to the
+        # previous read can then never be taken for this one, even when it holds the same register.
+        self._read_seq = self._read_seq % 3 + 1
+        extra = max(0, min(self._read_seq, TABLE_SIZE - address - length))
+        request = [0, 0, servo_id, 4, scs.INST_READ, address, length + extra, 0]
+        packet, result, error = self._exchange(request, length + extra)
+        if result != scs.COMM_SUCCESS:
+            return result, None
+        return result, (bytes(packet[5 : 5 + length]), error)
+
     def ping(self, servo_id: int) -> tuple[int, int]:
-        """(model number, sdk result), without raising: for scans and start-up checks. Retries a failed answer;
-        the result is COMM_RX_CORRUPT if most tries were corrupted (two servos answering at once)."""
+        """(model number, sdk result), without raising: for scans and start-up checks. PING, then a read of
+        Model_Number, as the SDK's ping does. Retries a failed answer; the result is COMM_RX_CORRUPT if most
+        tries were corrupted (two servos answering at once)."""
         results = []
         for n in range(self.retries + 1):
             self._port.attempt = n
-            model, result = self._ping_once(servo_id)
+            model, result = self._call(lambda: self._ping_once(servo_id))
             if result == scs.COMM_SUCCESS:
-                self._settle_after_retry(n)
                 return model, result
             results.append(result)
             self._drain()
@@ -206,31 +233,17 @@ class FeetechBus:
         return 0, next(r for r in results if r != scs.COMM_RX_CORRUPT)
 
     def _ping_once(self, servo_id: int) -> tuple[int, int]:
-
-        def attempt():
-            try:
-                model, result, _ = self._packets.ping(self._port, servo_id)
-            except IndexError:
-                return 0, scs.COMM_RX_CORRUPT
-            return model, result
-
-        return self._call(attempt)
+        _, result, _ = self._exchange([0, 0, servo_id, 2, scs.INST_PING, 0], 0)
+        if result != scs.COMM_SUCCESS:
+            return 0, result
+        result, answer = self._read_once(servo_id, MODEL.address, MODEL.size)
+        return (from_bytes(answer[0], MODEL.size) if answer else 0), result
 
     def read_raw(self, servo_id: int, address: int, length: int) -> tuple[bytes, int]:
-        """(bytes, error bits) of `length` bytes from `address`.
-
-        Built on txRxPacket rather than readTxRx, which truncates any status packet of the right id to
-        `length` bytes: a late answer to an earlier, longer read would pass as this one's.
-        """
-        request = [0, 0, servo_id, 4, scs.INST_READ, address, length, 0]
-
-        def attempt():
-            packet, result, error = self._packets.txRxPacket(self._port, request)
-            if result == scs.COMM_SUCCESS and packet[3] != length + 2:
-                return scs.COMM_RX_CORRUPT, None
-            return result, (None if result != scs.COMM_SUCCESS else (bytes(packet[5 : 5 + length]), error))
-
-        return self._retry(f"servo {servo_id}: read of address {address}", attempt)
+        """(bytes, error bits) of `length` bytes from `address`."""
+        return self._retry(
+            f"servo {servo_id}: read of address {address}", lambda: self._read_once(servo_id, address, length)
+        )
 
     def read(self, servo_id: int, register: str | Register) -> int:
         r = reg(register) if isinstance(register, str) else register
@@ -240,10 +253,19 @@ class FeetechBus:
     def write(self, servo_id: int, register: str | Register, value: int) -> int:
         """Write one register and wait for the status; returns the servo's error bits."""
         r = reg(register) if isinstance(register, str) else register
-        data = to_bytes(encode(value, r), r.size)
+        request = [
+            0,
+            0,
+            servo_id,
+            r.size + 3,
+            scs.INST_WRITE,
+            r.address,
+            *to_bytes(encode(value, r), r.size),
+            0,
+        ]
 
         def attempt():
-            result, error = self._packets.writeTxRx(self._port, servo_id, r.address, r.size, data)
+            _, result, error = self._exchange(list(request), 0)
             return result, error
 
         return self._retry(f"servo {servo_id}: write of {r.name}", attempt)

@@ -69,18 +69,27 @@ def check_servos(bus: FeetechBus, ids: tuple[int, ...]) -> None:
             )
 
 
+_CALIBRATED = ("Homing_Offset", "Min_Position_Limit", "Max_Position_Limit")
+_CAL_FIRST = min(reg(n).address for n in _CALIBRATED)
+_CAL_LEN = max(reg(n).address + reg(n).size for n in _CALIBRATED) - _CAL_FIRST
+
+
 def eeprom_mismatches(bus: FeetechBus, calibration: ArmCalibration) -> list[str]:
-    """Differences between the servos' EEPROM and the calibration file, one phrase each."""
+    """Differences between the servos' EEPROM and the calibration file, one phrase each (one read per servo)."""
     out = []
     for name, j in calibration.joints.items():
-        for register, expected in (
-            ("Homing_Offset", j.homing_offset),
-            ("Min_Position_Limit", j.range_min),
-            ("Max_Position_Limit", j.range_max),
-        ):
-            actual = bus.read(j.id, register)
-            if actual != expected:
-                out.append(f"{name} (id {j.id}) {register} is {actual}, file says {expected}")
+        block, _ = bus.read_raw(j.id, _CAL_FIRST, _CAL_LEN)
+        expected = {
+            "Homing_Offset": j.homing_offset,
+            "Min_Position_Limit": j.range_min,
+            "Max_Position_Limit": j.range_max,
+        }
+        for register, want in expected.items():
+            r = reg(register)
+            off = r.address - _CAL_FIRST
+            actual = decode(from_bytes(block[off : off + r.size], r.size), r)
+            if actual != want:
+                out.append(f"{name} (id {j.id}) {register} is {actual}, file says {want}")
     return out
 
 
@@ -167,16 +176,15 @@ class SO101Arm:
                 for register, value in changes.items():
                     self.bus.write(servo_id, register, value)
                 self.bus.write(servo_id, "Lock", 1)
+                if self.bus.read(servo_id, "Return_Delay") != 0:
+                    raise DeviceError(
+                        f"servo id {servo_id} kept its Return_Delay after a write: its EEPROM may be worn"
+                    )
             self.bus.write(servo_id, "Acceleration", t.acceleration)
-            if self.bus.read(servo_id, "Return_Delay") != 0:
-                raise DeviceError(
-                    f"servo id {servo_id} kept its Return_Delay after a write: its EEPROM may be locked or worn"
-                )
             self.bus.write(servo_id, "Maximum_Acceleration", t.acceleration)
             self.bus.write(
                 servo_id, "Torque_Limit", t.gripper_torque_limit if servo_id == gripper_id else 1000
             )
-
         self.bus.set_return_delay_s(0.0)
 
     def hold_present_pose(self) -> None:
@@ -197,29 +205,22 @@ class SO101Arm:
         return np.array([decode(from_bytes(data[i], 2), _POS) for i in self.ids], dtype=np.int64)
 
     def _read_health(self) -> np.ndarray:
+        """One wide sync read (Present_Position .. Present_Temperature); keeps the health fields, returns ticks."""
         data = self.bus.sync_read(_HEALTH_FIRST.address, _HEALTH_LEN, self.ids, "health read")
-        rows = {name: [] for name in ("pos", "vel", "load", "volt", "temp")}
-        for i in self.ids:
-            d = data[i]
 
-            def field(name, d=d):
-                r = reg(name)
-                off = r.address - _HEALTH_FIRST.address
-                return decode(from_bytes(d[off : off + r.size], r.size), r)
+        def column(name: str) -> np.ndarray:
+            r = reg(name)
+            off = r.address - _HEALTH_FIRST.address
+            return np.array([decode(from_bytes(data[i][off : off + r.size], r.size), r) for i in self.ids])
 
-            rows["pos"].append(field("Present_Position"))
-            rows["vel"].append(field("Present_Velocity"))
-            rows["load"].append(field("Present_Load"))
-            rows["volt"].append(field("Present_Voltage"))
-            rows["temp"].append(field("Present_Temperature"))
         sign = np.array([-1.0 if self._cal.joints[n].drive_mode else 1.0 for n in self.joint_names])
         self._health = {
-            "velocities": sign * np.array(rows["vel"], dtype=np.float64) * SPEED_UNIT_TICKS_S * RAD_PER_TICK,
-            "loads": np.array(rows["load"], dtype=np.float64) / 1000.0,
-            "voltages_v": np.array(rows["volt"], dtype=np.float64) / 10.0,
-            "temperatures_c": np.array(rows["temp"], dtype=np.float64),
+            "velocities": sign * column("Present_Velocity") * SPEED_UNIT_TICKS_S * RAD_PER_TICK,
+            "loads": sign * column("Present_Load") / 1000.0,
+            "voltages_v": column("Present_Voltage") / 10.0,
+            "temperatures_c": column("Present_Temperature").astype(np.float64),
         }
-        return np.array(rows["pos"], dtype=np.int64)
+        return column("Present_Position").astype(np.int64)
 
     def read_state(self) -> ArmState:
         now = time.monotonic_ns()
