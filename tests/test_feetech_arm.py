@@ -321,3 +321,17 @@ def test_controller_on_the_emulated_arm_faults_within_three_ticks_of_a_silent_se
     period_ns = 1e9 / config.control.rate_hz
     assert faults["arm_comms"].t_ns - silenced["t_ns"] <= 3 * period_ns
     assert arm.emulator._thread is None  # the runtime closed the arm, and with it the emulator
+
+
+def test_second_start_writes_no_eeprom_and_torque_off_unlocks(emulator):
+    first = SO101Arm(emulator.port, CAL)
+    first.start()
+    first.set_torque(False)
+    assert all(s.value("Torque_Enable") == 0 and s.value("Lock") == 0 for s in emulator.servos)
+    first.stop()
+    written = [s.eeprom_writes for s in emulator.servos]
+    assert all(w > 0 for w in written)  # the factory Return_Delay and PID were changed once
+    again = SO101Arm(emulator.port, CAL)
+    again.start()
+    again.stop()
+    assert [s.eeprom_writes for s in emulator.servos] == written

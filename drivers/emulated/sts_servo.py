@@ -71,6 +71,9 @@ class EmulatedServo:
         self.latched_errors = 0
         self.faults = ServoFaults()
         self.pending: tuple[int, bytes] | None = None  # REG_WRITE awaiting ACTION
+        self.eeprom_writes = (
+            0  # bytes written to EEPROM over the bus (flash wears: start-up should write none)
+        )
         self._t: float | None = None
         self.load = 0.0  # 0.1 % of max torque, signed
         self.set_value("Goal_Position", self.present_ticks())  # at power-up the goal is where the horn is
@@ -108,6 +111,7 @@ class EmulatedServo:
             if r is None or not r.writable or (r.area == "eeprom" and locked):
                 continue
             self.mem[address + i] = byte
+            self.eeprom_writes += r.area == "eeprom"
             goal_touched |= r.name == "Goal_Position"
             torque_touched |= r.name == "Torque_Enable"
         if torque_touched and self.value("Torque_Enable") == 1:
