@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 
 
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def anchorvla(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "onboard.cli", *args],
         capture_output=True,
@@ -68,7 +68,7 @@ def emulated_link(tmp_path):
 
 def test_bench_servos_against_the_emulator_command(emulated_link, tmp_path):
     figures_path = tmp_path / "bench.json"
-    run = cli(
+    run = anchorvla(
         "bench",
         "servos",
         "--port",
@@ -91,17 +91,17 @@ def test_bench_servos_against_the_emulator_command(emulated_link, tmp_path):
 
 
 def test_bench_on_a_missing_port_is_one_line(tmp_path):
-    run = cli("bench", "servos", "--port", str(tmp_path / "ttyUSB9"))
+    run = anchorvla("bench", "servos", "--port", str(tmp_path / "ttyUSB9"))
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0 and "does not exist" in run.stderr
 
 
 def test_calibrate_import_of_a_lerobot_file(tmp_path):
     src, out = ROOT / "tests" / "data" / "lerobot_so101_follower_calibration.json", tmp_path / "arm.json"
-    run = cli("calibrate", "import", str(src), "--out", str(out))
+    run = anchorvla("calibrate", "import", str(src), "--out", str(out))
     assert run.returncode == 0, run.stderr
     assert json.loads(out.read_text())["joints"]["gripper"]["range_max"] == 3489
-    bad = cli("calibrate", "import", str(tmp_path / "missing.json"), "--out", str(out))
+    bad = anchorvla("calibrate", "import", str(tmp_path / "missing.json"), "--out", str(out))
     assert bad.returncode == 2 and "calibration file not found" in bad.stderr
 
 
@@ -195,7 +195,7 @@ def test_run_with_the_feetech_driver_on_a_missing_port_is_one_line(tmp_path):
     config.write_text(
         "robot:\n  arm: {driver: feetech, port: /dev/ttyNOPE0, calibration: ./so101.json}\n  base: {driver: none}\n"
     )
-    run = cli("run", "--config", str(config), "--duration", "1")
+    run = anchorvla("run", "--config", str(config), "--duration", "1")
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr
     assert (
