@@ -42,6 +42,12 @@ def cycle_min_s(n_servos: int, baudrate: int) -> float:
     return (sync_write + sync_read + replies) * 10.0 / baudrate
 
 
+def return_delays_s(bus, ids: list[int]) -> float:
+    """The servos' Return_Delay summed: each answer of a sync read waits that long before it starts."""
+
+    return sum(bus.read(i, "Return_Delay") for i in ids) * RETURN_DELAY_UNIT_S
+
+
 def histogram(samples_ms: np.ndarray, bins: int = 10, width: int = 40) -> list[str]:
     hi = float(np.percentile(samples_ms, 99))
     counts, edges = np.histogram(np.clip(samples_ms, None, hi), bins=bins)
@@ -132,7 +138,6 @@ def main(args: argparse.Namespace) -> tuple[dict, bool]:
     from drivers.feetech.bus import FeetechBus
     from drivers.feetech.calibration import load_calibration
     from drivers.feetech.so101 import eeprom_mismatches
-    from drivers.feetech.table import RETURN_DELAY_UNIT_S
 
     bus = FeetechBus(args.port, args.baudrate)
     bus.open()
@@ -169,7 +174,7 @@ def main(args: argparse.Namespace) -> tuple[dict, bool]:
             ok &= result.startswith("ok")
         retries_before = bus.stats.retries
         samples = time_cycles(bus, ids, args.cycles)
-        return_delay_ms = sum(bus.read(i, "Return_Delay") for i in ids) * RETURN_DELAY_UNIT_S * 1e3
+        return_delay_ms = return_delays_s(bus, ids) * 1e3
         minimum_ms = cycle_min_s(len(ids), args.baudrate) * 1e3 + return_delay_ms
         median = float(np.median(samples))
         figures.update(
