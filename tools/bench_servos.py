@@ -44,6 +44,7 @@ def cycle_min_s(n_servos: int, baudrate: int) -> float:
 
 def return_delays_s(bus, ids: list[int]) -> float:
     """The servos' Return_Delay summed: each answer of a sync read waits that long before it starts."""
+    from drivers.feetech.table import RETURN_DELAY_UNIT_S
 
     return sum(bus.read(i, "Return_Delay") for i in ids) * RETURN_DELAY_UNIT_S
 
