@@ -87,7 +87,8 @@ class RealSenseCamera:
     """One colour stream: live (`serial`) or played back (`path`). Implements `drivers.protocols.Camera`.
 
     `realtime=False` plays a recording as fast as the reader thread takes frames (every frame passes through
-    `latest`'s slot, the newest wins). `record` (live only) records the stream to a `.db3` file while running.
+    `latest`'s slot, the newest wins). `record` (live only) records the stream to a `.db3` file while running;
+    after a reconnect the recording goes on in `<stem>.part1.db3`, `.part2`, ... so nothing is overwritten.
     """
 
     def __init__(
@@ -119,8 +120,9 @@ class RealSenseCamera:
         self.serial, self.path = serial, path
         self.width, self.height, self.fps = width, height, fps
         self.realtime, self.loop, self.record = realtime, loop, record
+        self.stall_periods = stall_periods
         self.period_ns = round(1e9 / fps)
-        self.stall_ns = int(stall_periods * self.period_ns)
+        self.stall_ns = int(stall_periods * self.period_ns)  # follows the stream's own rate once open
         self.reconnect_ns = int(reconnect_after_s * 1e9)
         self._rs = import_rs()
         self._lock = threading.Lock()
@@ -177,7 +179,8 @@ class RealSenseCamera:
 
     # --- librealsense --------------------------------------------------------------------------------------
 
-    def _config(self):
+    def _config(self, part: int):
+        """Pipeline config; `part` numbers the openings, so a recording after a reconnect goes to a new file."""
         rs = self._rs
         cfg = rs.config()
         if self.path is not None:
@@ -194,12 +197,15 @@ class RealSenseCamera:
             cfg.enable_device(self.serial)
             cfg.enable_stream(rs.stream.color, self.width, self.height, rs.format.rgb8, self.fps)
             if self.record is not None:
-                cfg.enable_record_to_file(str(self.record))
+                record = Path(self.record)
+                if part:
+                    record = record.with_name(f"{record.stem}.part{part}{record.suffix}")
+                cfg.enable_record_to_file(str(record))
         return cfg
 
-    def _open(self):
+    def _open(self, part: int = 0):
         rs = self._rs
-        cfg = self._config()
+        cfg = self._config(part)
         pipeline = rs.pipeline()
         try:
             profile = pipeline.start(cfg)
@@ -220,6 +226,7 @@ class RealSenseCamera:
                 f"camera '{self.name}': {self.path} holds {stream.format()} colour, expected RGB8"
             )
         self.period_ns = round(1e9 / stream.fps())
+        self.stall_ns = int(self.stall_periods * self.period_ns)
         self._ended = False
         self._last_frame_number = self._last_device_ms = None
         self._clock.reset()
@@ -245,7 +252,7 @@ class RealSenseCamera:
         self._close()
         while not self._stop.is_set():
             try:
-                self._pipeline = self._open()
+                self._pipeline = self._open(part=self._reconnects + 1)
                 self._reconnects += 1
                 self._last_arrival_ns = time.monotonic_ns()
                 log.info("camera %s: reconnected", self.name)
