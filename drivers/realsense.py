@@ -128,7 +128,6 @@ class RealSenseCamera:
         self._lock = threading.Lock()
         self._latest: Frame | None = None
         self._last_arrival_ns = 0
-        self._started_ns = 0
         self._frames = self._drops = self._reconnects = self._stalls = 0
         self._last_frame_number: int | None = None
         self._last_device_ms: float | None = None
@@ -142,7 +141,7 @@ class RealSenseCamera:
 
     def start(self) -> None:
         self._pipeline = self._open()
-        self._started_ns = self._last_arrival_ns = time.monotonic_ns()
+        self._last_arrival_ns = time.monotonic_ns()
         self._stop.clear()
         self._thread = threading.Thread(target=self._read_loop, name=f"camera-{self.name}", daemon=True)
         self._thread.start()

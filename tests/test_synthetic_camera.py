@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -132,3 +133,35 @@ def test_build_cameras_synthetic_needs_the_world():
     bad = Config.model_validate({"robot": {"cameras": [{"name": "top", "driver": "synthetic"}]}})
     with pytest.raises(UserError, match="view"):
         build_cameras(bad, world=World())
+
+
+def test_runtime_refuses_observations_from_a_stalled_synthetic_camera():
+    from onboard.runtime import Devices, Runtime, run_event_loop
+    from onboard.standins import StandinArm, StandinBase, StandinEngine
+
+    max_age_s = 0.1
+    config = Config.model_validate(
+        {"control": {"rate_hz": 15, "max_frame_age_s": max_age_s}, "policy": {"execute_horizon": 2}}
+    )
+    joints = tuple(config.robot.arm.joint_names)
+    world = world_with_cube([0.5, 0.0, 0.03])
+    cams = [SyntheticCamera(v, world, v, 48, 48, fps=30) for v in ("third_person", "wrist")]
+    engine = StandinEngine(joints, round(1e9 / 15), compute_ms=10, chunk_length=10)
+    runtime = Runtime(config, Devices(StandinArm(joints), StandinBase(), cams), engine)
+    observed = []
+    runtime.slow.chunk_listeners.append(lambda obs, chunk: observed.append(obs))
+    stalled_at = []
+
+    def stall_wrist():
+        cams[1].stall()
+        stalled_at.append(time.monotonic_ns())
+
+    timer = threading.Timer(0.5, stall_wrist)
+    timer.start()
+    try:
+        summary = run_event_loop(runtime.run(duration_s=1.2))
+    finally:
+        timer.cancel()
+    assert len(observed) > 2 and summary["stale_observations"] > 0
+    assert all(max(obs.frame_ages_s().values()) <= max_age_s for obs in observed)
+    assert observed[-1].t_ns <= stalled_at[0] + max_age_s * 1e9  # nothing computed from the stalled view
