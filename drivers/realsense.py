@@ -140,8 +140,8 @@ class RealSenseCamera:
     # --- the Camera protocol -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._pipeline = self._open()
         self._last_arrival_ns = time.monotonic_ns()
+        self._pipeline = self._open()
         self._stop.clear()
         self._thread = threading.Thread(target=self._read_loop, name=f"camera-{self.name}", daemon=True)
         self._thread.start()
@@ -205,8 +205,16 @@ class RealSenseCamera:
     def _open(self, part: int = 0):
         rs = self._rs
         cfg = self._config(part)
+        self._ended = False
+        self._last_frame_number = self._last_device_ms = None
+        self._clock.reset()
         pipeline = rs.pipeline()
         try:
+            if self.path is not None:
+                # Resolve first: the context keeps this playback device for the file and start() uses it, so the
+                # playback mode holds from the first frame (set after start(), a slow reader could lose frames).
+                resolved = cfg.resolve(rs.pipeline_wrapper(pipeline)).get_device().as_playback()
+                resolved.set_real_time(self.realtime)
             profile = pipeline.start(cfg)
         except RuntimeError as exc:
             what = (
@@ -215,9 +223,6 @@ class RealSenseCamera:
                 else f"serial {self.serial} at {self.width}x{self.height}@{self.fps} RGB8"
             )
             raise DeviceError(f"camera '{self.name}': librealsense could not start {what}: {exc}") from None
-        device = profile.get_device()
-        if device.is_playback():
-            device.as_playback().set_real_time(self.realtime)
         stream = profile.get_stream(rs.stream.color).as_video_stream_profile()
         if stream.format() != rs.format.rgb8:
             pipeline.stop()
@@ -226,9 +231,6 @@ class RealSenseCamera:
             )
         self.period_ns = round(1e9 / stream.fps())
         self.stall_ns = int(self.stall_periods * self.period_ns)
-        self._ended = False
-        self._last_frame_number = self._last_device_ms = None
-        self._clock.reset()
         return pipeline
 
     def _close(self) -> None:
@@ -251,9 +253,9 @@ class RealSenseCamera:
         self._close()
         while not self._stop.is_set():
             try:
+                self._last_arrival_ns = time.monotonic_ns()
                 self._pipeline = self._open(part=self._reconnects + 1)
                 self._reconnects += 1
-                self._last_arrival_ns = time.monotonic_ns()
                 log.info("camera %s: reconnected", self.name)
                 return
             except DeviceError as exc:
