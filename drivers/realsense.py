@@ -7,7 +7,8 @@ frame's device timestamp is mapped to `time.monotonic_ns()` (`ClockMapper`), so 
 frame ages with its own clock. When no frame came for `stall_periods` frame periods the camera reports a
 stall (`stalled`, `age_s()`); `latest()` keeps returning the last frame with its old timestamp, so its age
 grows and the slow loop refuses it. After `reconnect_after_s` of silence (an unplug) the reader closes the
-pipeline and reopens it, waiting for the serial to come back.
+pipeline and reopens it, waiting for the serial to come back. A recording's silences are part of it: playback
+is not reopened unless a `reconnect_after_s` is given (tests do, to drive the reconnect path).
 
 Files: this librealsense (2.59) records ROS2 `.db3` files and plays back both `.db3` and the legacy ROS1
 `.bag` it recorded before. pyrealsense2 needs libusb-1.0 at run time (Debian/Ubuntu: `libusb-1.0-0`).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -104,7 +106,7 @@ class RealSenseCamera:
         loop: bool = False,
         record: Path | None = None,
         stall_periods: float = 1.5,
-        reconnect_after_s: float = 1.0,
+        reconnect_after_s: float | None = None,
     ):
         if (serial is None) == (path is None):
             raise UserError(f"camera '{name}': give exactly one of serial (live camera) or path (recording)")
@@ -123,7 +125,9 @@ class RealSenseCamera:
         self.stall_periods = stall_periods
         self.period_ns = round(1e9 / fps)
         self.stall_ns = int(stall_periods * self.period_ns)  # follows the stream's own rate once open
-        self.reconnect_ns = int(reconnect_after_s * 1e9)
+        if reconnect_after_s is None:
+            reconnect_after_s = 1.0 if serial is not None else math.inf  # live: 1 s; playback: never
+        self.reconnect_ns = reconnect_after_s * 1e9
         self._rs = import_rs()
         self._lock = threading.Lock()
         self._latest: Frame | None = None

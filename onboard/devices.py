@@ -46,7 +46,9 @@ def build_cameras(config: Config, world: World | None = None) -> list[Camera]:
             from drivers.realsense import RealSenseCamera
 
             if cam.driver == "realsense" and not cam.serial:
-                raise UserError(f"{where}: driver 'realsense' needs serial (run 'rs-enumerate-devices -s' to list them)")
+                raise UserError(
+                    f"{where}: driver 'realsense' needs serial (run 'rs-enumerate-devices -s' to list them)"
+                )
             if cam.driver == "bag" and cam.path is None:
                 raise UserError(f"{where}: driver 'bag' needs path (a .db3 or .bag recording)")
             cameras.append(
@@ -60,14 +62,16 @@ def build_cameras(config: Config, world: World | None = None) -> list[Camera]:
                     realtime=cam.realtime,
                     loop=cam.loop,
                     record=cam.record if cam.driver == "realsense" else None,
-                    reconnect_after_s=cam.reconnect_after_s,
+                    reconnect_after_s=cam.reconnect_after_s if cam.driver == "realsense" else None,
                 )
             )
         elif cam.driver == "synthetic":
             from drivers.emulated.cameras import SyntheticCamera
 
             if world is None:
-                raise UserError(f"{where}: driver 'synthetic' renders the emulated robot; use it with the emulated arm/base")
+                raise UserError(
+                    f"{where}: driver 'synthetic' renders the emulated robot; use it with the emulated arm/base"
+                )
             view = cam.view or cam.name
             cameras.append(SyntheticCamera(cam.name, world, view, cam.width, cam.height, cam.fps))
         else:

@@ -28,6 +28,7 @@ def recordings(tmp_path_factory):
         "wrist": d / "wrist.db3",
         "stall": d / "stall.db3",
         "drops": d / "drops.db3",
+        "long_gap": d / "long_gap.db3",
     }
     record_together(
         {
@@ -35,6 +36,7 @@ def recordings(tmp_path_factory):
             paths["wrist"]: dict(images=numbered_images(24, 2), fps=FPS, serial="222222222222"),
             paths["stall"]: dict(images=numbered_images(16, 3), fps=FPS, gaps_s={8: 0.4}),
             paths["drops"]: dict(images=numbered_images(12, 4), fps=FPS, skip_numbers=[5, 6]),
+            paths["long_gap"]: dict(images=numbered_images(4, 5), fps=FPS, gaps_s={2: 1.2}),
         }
     )
     return paths
@@ -73,7 +75,7 @@ def test_two_cameras_play_back_in_order_at_the_recorded_rate(recordings):
 
 
 def test_stalled_stream_is_reported_within_two_frame_periods_and_keeps_its_old_frame(recordings):
-    cam = RealSenseCamera("stall", path=recordings["stall"], fps=FPS, reconnect_after_s=5.0)
+    cam = RealSenseCamera("stall", path=recordings["stall"], fps=FPS)
     cam.start()
     try:
         seen, polls = poll_new_frames(cam, 1.0)
@@ -94,6 +96,19 @@ def test_stalled_stream_is_reported_within_two_frame_periods_and_keeps_its_old_f
     assert [f.seq for _, f in seen] == sorted(f.seq for _, f in seen)
     assert stats.stalls >= 2  # the gap, then the end of the recording
     assert stats.ended and stats.stalled and stats.age_s > 2 * PERIOD_S
+
+
+def test_a_silence_in_a_recording_is_played_not_reopened(recordings):
+    cam = RealSenseCamera("long_gap", path=recordings["long_gap"], fps=FPS)  # live cameras reopen after 1 s
+    cam.start()
+    try:
+        seen, _ = poll_new_frames(cam, 1.6)
+        stats = cam.stats()
+    finally:
+        cam.stop()
+    assert [int(f.image[0, 0, 0]) for _, f in seen] == [0, 1, 2, 3]
+    assert (seen[2][0] - seen[1][0]) / 1e9 > 1.1
+    assert stats.reconnects == 0 and stats.frames == 4
 
 
 def test_dropped_frames_are_counted(recordings):

@@ -51,9 +51,7 @@ def play(paths: dict[str, Path], fps: int, realtime: bool) -> dict[str, dict]:
     """Play both recordings at once, reading each camera's newest frame every millisecond."""
     from drivers.realsense import RealSenseCamera
 
-    cams = [
-        RealSenseCamera(v, path=paths[v], fps=fps, realtime=realtime, reconnect_after_s=10) for v in VIEWS
-    ]
+    cams = [RealSenseCamera(v, path=paths[v], fps=fps, realtime=realtime) for v in VIEWS]
     seen: dict[str, list[tuple[int, object]]] = {v: [] for v in VIEWS}
     t0 = time.monotonic()
     for cam in cams:
