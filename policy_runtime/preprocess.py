@@ -1,8 +1,9 @@
 """The policy's inputs from raw observations, in one place for training and inference (numpy only: the onboard
 process runs without torch).
 
-Images: centre crop to the policy's aspect ratio, bilinear resize to its size, scale to [0, 1], normalise
-with the given per-channel mean/std, HxWx3 uint8 -> float32 3xHxW.
+Images: centre crop to the policy's aspect ratio, bilinear resize to its size (the same numbers as torch's
+`interpolate(mode="bilinear", align_corners=False)`), scale to [0, 1], normalise with the given per-channel
+mean/std, HxWx3 uint8 -> float32 3xHxW; `preprocess_frames` stacks an observation's cameras in a given order.
 
 Proprio: a float32 vector with a named layout. Channel names:
 
@@ -18,14 +19,14 @@ than the policy seeing a made-up zero.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from drivers.emulated.kinematics import forward
 from drivers.errors import UserError
-from drivers.types import SO101_JOINTS, ArmState, BaseState
+from drivers.types import SO101_JOINTS, ArmState, BaseState, Frame
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,6 +81,24 @@ def preprocess_image(
     out -= np.asarray(mean, dtype=np.float32)
     out /= np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def preprocess_frames(
+    frames: Mapping[str, Frame],
+    cameras: Sequence[str],
+    size: tuple[int, int],
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    crop: bool = True,
+) -> np.ndarray:
+    """The policy's image input: float32 (len(cameras), 3, H, W), cameras in the order the policy was trained with."""
+    missing = [c for c in cameras if c not in frames]
+    if missing:
+        raise UserError(
+            f"the policy needs camera(s) {', '.join(missing)}; the robot has {', '.join(frames) or 'none'} "
+            "(name robot.cameras[] as in the checkpoint)"
+        )
+    return np.stack([preprocess_image(frames[c].image, size, mean, std, crop) for c in cameras])
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,13 @@ import pytest
 
 from drivers.emulated.kinematics import forward
 from drivers.errors import UserError
-from drivers.types import SO101_JOINTS, ArmState, BaseState
+from drivers.types import SO101_JOINTS, ArmState, BaseState, Frame
 from policy_runtime.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ProprioLayout,
     center_crop,
+    preprocess_frames,
     preprocess_image,
 )
 
@@ -60,6 +61,18 @@ def test_resize_matches_torch_bilinear():
 def test_preprocess_imports_no_torch():
     code = "import sys, policy_runtime.preprocess; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_frames_are_stacked_in_the_policy_camera_order():
+    frames = {
+        "wrist": Frame(0, "wrist", np.full((30, 40, 3), 255, np.uint8)),
+        "third_person": Frame(0, "third_person", np.zeros((60, 80, 3), np.uint8)),
+    }
+    out = preprocess_frames(frames, ("third_person", "wrist"), (16, 16), mean=(0, 0, 0), std=(1, 1, 1))
+    assert out.shape == (2, 3, 16, 16) and out.dtype == np.float32
+    assert out[0].max() == 0 and out[1].min() == 1
+    with pytest.raises(UserError, match="needs camera.*top"):
+        preprocess_frames(frames, ("top", "wrist"), (16, 16))
 
 
 def test_bad_image_is_refused():
