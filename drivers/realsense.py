@@ -131,7 +131,7 @@ class RealSenseCamera:
         self._rs = import_rs()
         self._lock = threading.Lock()
         self._latest: Frame | None = None
-        self._last_arrival_ns = 0
+        self._quiet_since_ns = 0  # capture time of the newest frame, or when the stream was (re)opened
         self._frames = self._drops = self._reconnects = self._stalls = 0
         self._last_frame_number: int | None = None
         self._last_device_ms: float | None = None
@@ -144,7 +144,7 @@ class RealSenseCamera:
     # --- the Camera protocol -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._last_arrival_ns = time.monotonic_ns()
+        self._quiet_since_ns = time.monotonic_ns()
         self._pipeline = self._open()
         self._stop.clear()
         self._thread = threading.Thread(target=self._read_loop, name=f"camera-{self.name}", daemon=True)
@@ -164,12 +164,13 @@ class RealSenseCamera:
     # --- health --------------------------------------------------------------------------------------------
 
     def silence_s(self) -> float:
-        """Seconds since the last frame arrived (since start before the first one)."""
-        return (time.monotonic_ns() - self._last_arrival_ns) / 1e9
+        """Seconds since the newest frame was captured (since the stream was opened, before its first frame)."""
+        return (time.monotonic_ns() - self._quiet_since_ns) / 1e9
 
     @property
     def stalled(self) -> bool:
-        return self._thread is not None and time.monotonic_ns() - self._last_arrival_ns > self.stall_ns
+        """No frame captured for `stall_periods` (1.5) frame periods: set within 2 periods of the newest frame."""
+        return self._thread is not None and time.monotonic_ns() - self._quiet_since_ns > self.stall_ns
 
     def age_s(self) -> float | None:
         frame = self.latest()
@@ -257,7 +258,7 @@ class RealSenseCamera:
         self._close()
         while not self._stop.is_set():
             try:
-                self._last_arrival_ns = time.monotonic_ns()
+                self._quiet_since_ns = time.monotonic_ns()
                 self._pipeline = self._open(part=self._reconnects + 1)
                 self._reconnects += 1
                 log.info("camera %s: reconnected", self.name)
@@ -281,7 +282,7 @@ class RealSenseCamera:
                     self._take(color)
                     in_stall = False
                 continue
-            silence = time.monotonic_ns() - self._last_arrival_ns
+            silence = time.monotonic_ns() - self._quiet_since_ns
             if silence > self.stall_ns and not in_stall:
                 in_stall = True
                 self._stalls += 1
@@ -309,4 +310,4 @@ class RealSenseCamera:
             t_ns = max(t_ns, previous.t_ns + 1) if previous is not None else t_ns
             self._latest = Frame(t_ns, self.name, image, self._frames)
             self._frames += 1
-            self._last_arrival_ns = arrival
+            self._quiet_since_ns = t_ns

@@ -36,17 +36,22 @@ def record_together(specs: dict[Path, dict]) -> None:
 
 
 def poll_new_frames(camera, seconds: float, every_s: float = 0.002):
-    """(arrival_ns, frame, stalled) for each new frame seen, and (now_ns, stalled, frame) for every poll."""
+    """Poll `latest()` and `stalled` for `seconds`.
+
+    Returns (seen, polls): (arrival_ns, frame) for each new frame seen, and (before_ns, after_ns, stalled, frame)
+    for every poll, where the stall state was read between before_ns and after_ns.
+    """
     seen, polls = [], []
     end = time.monotonic() + seconds
     last_seq = None
     while time.monotonic() < end:
         frame = camera.latest()
-        now = time.monotonic_ns()
+        before = time.monotonic_ns()
         stalled = camera.stalled
-        polls.append((now, stalled, frame))
+        after = time.monotonic_ns()
+        polls.append((before, after, stalled, frame))
         if frame is not None and frame.seq != last_seq:
-            seen.append((now, frame))
+            seen.append((before, frame))
             last_seq = frame.seq
         time.sleep(every_s)
     return seen, polls
