@@ -18,8 +18,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # `anchorvla bench NAME`: name -> (module, help). Each module has add_arguments(parser) and main(args) -> int.
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "loop": ("tools.bench_loop", "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep loop"),
-    "cameras": ("tools.bench_cameras", "two-camera RealSense playback: frame rate, timestamp jitter, frame age; real time vs as fast as read"),
+    "loop": (
+        "tools.bench_loop",
+        "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep loop",
+    ),
+    "cameras": (
+        "tools.bench_cameras",
+        "two-camera RealSense playback: frame rate, timestamp jitter, frame age; real time vs as fast as read",
+    ),
 }
 
 
