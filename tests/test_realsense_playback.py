@@ -3,6 +3,7 @@ back by `RealSenseCamera` through the same pipeline code the robot's live camera
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import numpy as np
@@ -141,16 +142,22 @@ def test_as_fast_as_read_is_faster_than_real_time(recordings):
     assert elapsed < 23 * PERIOD_S  # the 0.77 s recording, read faster than it was made
 
 
-def test_silent_stream_is_reopened(recordings):
-    """A stream that stops while its device still seems there (an unplug) is closed and reopened."""
-    cam = RealSenseCamera("third_person", path=recordings["third_person"], fps=FPS, reconnect_after_s=0.2)
+def test_silent_stream_is_reopened_once_its_device_is_back(recordings, tmp_path, caplog):
+    """A stream that stops (an unplug) is closed, then reopened, retrying while its device is missing."""
+    path = tmp_path / "camera.db3"
+    shutil.copy(recordings["third_person"], path)
+    cam = RealSenseCamera("third_person", path=path, fps=FPS, reconnect_after_s=0.2)
     cam.start()
     try:
         while cam.stats().frames < 5:
             time.sleep(0.005)
-        cam._pipeline.get_active_profile().get_device().as_playback().pause()  # frames stop, file not at its end
+        cam._pipeline.get_active_profile().get_device().as_playback().pause()  # frames stop mid-file
         paused_seq = cam.latest().seq
-        deadline = time.monotonic() + 3
+        away = path.rename(tmp_path / "unplugged.db3")  # and the device is gone
+        time.sleep(0.6)  # past the 0.2 s of silence: the reopen fails, the camera retries every second
+        while_unplugged = cam.stats()
+        away.rename(path)  # plugged back in
+        deadline = time.monotonic() + 4
         while cam.stats().reconnects == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         while cam.latest().seq == paused_seq and time.monotonic() < deadline:
@@ -159,6 +166,8 @@ def test_silent_stream_is_reopened(recordings):
         stats = cam.stats()
     finally:
         cam.stop()
+    assert while_unplugged.reconnects == 0 and while_unplugged.stalled and while_unplugged.age_s > 0.5
+    assert "retrying" in caplog.text
     assert stats.reconnects == 1 and stats.stalls >= 1
     assert after.seq > paused_seq
     assert int(after.image[0, 0, 0]) < 5  # the reopened playback starts over
