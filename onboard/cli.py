@@ -20,11 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # `anchorvla bench NAME`: name -> (module, help). Each module has add_arguments(parser) and main(args) -> int.
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "loop": (
-        "tools.bench_loop",
-        "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep loop",
-    ),
-    "servos": ("tools.bench_servos", "servo bench: scan, table dump, EEPROM check, guarded sweep, bus cycle time"),
+    "loop": ("tools.bench_loop", "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep"),
+    "servos": ("tools.bench_servos", "servo bench: scan, table dump, EEPROM check, sweep, bus cycle time"),
+    "cameras": ("tools.bench_cameras", "camera playback: frame rate, timestamp jitter, frame age"),
 }
 
 
