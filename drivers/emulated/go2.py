@@ -11,6 +11,8 @@ replies, drop a fraction of requests and of state samples.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import logging
 import math
@@ -20,16 +22,16 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from cyclonedds.core import Listener
+from cyclonedds.core import InstanceState, ReadCondition, SampleState, ViewState, WaitSet
 from cyclonedds.internal import InvalidSample
 from cyclonedds.pub import DataWriter
 from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 
-from drivers.emulated.go2_body import ERR_REFUSED, STANDING_HEIGHT_M, BodyLimits, Go2Body
+from drivers.emulated.go2_body import STANDING_HEIGHT_M, BodyLimits, Go2Body
 from drivers.emulated.world import World
 from drivers.unitree import sport_api as api
-from drivers.unitree.dds_config import LOOPBACK_INTERFACE, Participant
+from drivers.unitree.dds_config import LOOPBACK_INTERFACE, Participant, queue_qos
 from drivers.unitree.go2 import Go2Base
 from drivers.unitree.idl import (
     Request_,
@@ -41,6 +43,8 @@ from drivers.unitree.idl import (
 )
 
 log = logging.getLogger("anchorvla.emulate.go2")
+
+ANY_SAMPLE = SampleState.Any | ViewState.Any | InstanceState.Any
 
 
 @dataclass
@@ -85,7 +89,8 @@ class Go2Emulator:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._participant: Participant | None = None
-        self._timers: list[threading.Timer] = []
+        self._delayed: list[tuple[float, int, Response_]] = []  # heap of (due monotonic s, seq, reply)
+        self._delayed_seq = itertools.count()
 
     # --- life cycle ---
 
@@ -94,11 +99,11 @@ class Go2Emulator:
         dp = self._participant.dp
         self._state_writer = DataWriter(dp, Topic(dp, api.TOPIC_STATE, SportModeState_))
         self._response_writer = DataWriter(dp, Topic(dp, api.TOPIC_RESPONSE, Response_))
-        self._request_reader = DataReader(
-            dp, Topic(dp, api.TOPIC_REQUEST, Request_), listener=Listener(on_data_available=self._on_requests)
-        )
+        self._request_reader = DataReader(dp, Topic(dp, api.TOPIC_REQUEST, Request_), qos=queue_qos())
+        self._waitset = WaitSet(dp)
+        self._waitset.attach(ReadCondition(self._request_reader, ANY_SAMPLE))
         self._stop.clear()
-        self._thread = threading.Thread(target=self._publish_loop, name="go2-emulator", daemon=True)
+        self._thread = threading.Thread(target=self._serve_loop, name="go2-emulator", daemon=True)
         self._thread.start()
         log.info(
             "emulated Go2 on interface '%s', DDS domain %d, state at %.0f Hz",
@@ -112,8 +117,6 @@ class Go2Emulator:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        for timer in self._timers:
-            timer.cancel()
         if self._participant is not None:
             self._participant.close()
             self._participant = None
@@ -125,66 +128,75 @@ class Go2Emulator:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    # --- RPC (Cyclone listener thread) ---
+    def _serve_loop(self) -> None:
+        """One thread: wait for requests until the next state deadline (or delayed reply), serve, publish.
 
-    def _on_requests(self, reader: DataReader) -> None:
-        for request in reader.take(64):
-            if isinstance(request, InvalidSample):
-                continue
-            now_ns = time.monotonic_ns()
-            if self.faults.drop_fraction and self._rng.random() < self.faults.drop_fraction:
-                continue
-            self._serve(request, now_ns)
+        No DDS listener: in one process Cyclone runs a listener in the writer's thread, and the Python
+        binding writes holding the GIL, so two threads writing to a reader with a Python listener can
+        deadlock. The waitset's wait releases the GIL.
+        """
+        next_state = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            wake = min([next_state, *(entry[0] for entry in self._delayed[:1])])
+            if wake > now:
+                self._waitset.wait(int((wake - now) * 1e9))
+            for request in self._request_reader.take(64):
+                if not isinstance(request, InvalidSample):
+                    self._on_request(request, time.monotonic_ns())
+            now = time.monotonic()
+            while self._delayed and self._delayed[0][0] <= now:
+                self._response_writer.write(heapq.heappop(self._delayed)[2])
+            if now >= next_state:
+                self._publish_state(now)
+                next_state += self.period_s
+                if next_state < now:
+                    next_state = now + self.period_s  # fell behind: do not burst
 
-    def _serve(self, request: Request_, now_ns: int) -> None:
+    # --- RPC ---
+
+    def _on_request(self, request: Request_, now_ns: int) -> None:
+        if self.faults.drop_fraction and self._rng.random() < self.faults.drop_fraction:
+            return
         identity = request.header.identity
+        data = ""
         try:
             params = json.loads(request.parameter) if request.parameter else {}
         except json.JSONDecodeError:
             params = None
         with self._lock:
             if not isinstance(params, dict):
-                code = ERR_REFUSED
+                code = api.ERR_API_PARAMETER
+            elif identity.api_id == api.API_VERSION:
+                code, data = api.OK, json.dumps(api.SPORT_API_VERSION)
             else:
                 code = self.body.request(identity.api_id, params, now_ns / 1e9)
         self.received.append(ReceivedRequest(identity.id, identity.api_id, now_ns, code))
         if request.header.policy.noreply or self.faults.silent:
             return
-        response = Response_(ResponseHeader_(identity, ResponseStatus_(code)), "", [])
+        response = Response_(ResponseHeader_(identity, ResponseStatus_(code)), data, [])
         if self.faults.reply_delay_s > 0:
-            timer = threading.Timer(self.faults.reply_delay_s, self._reply, (response,))
-            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
-            timer.start()
+            heapq.heappush(
+                self._delayed, (now_ns / 1e9 + self.faults.reply_delay_s, next(self._delayed_seq), response)
+            )
         else:
-            self._reply(response)
-
-    def _reply(self, response: Response_) -> None:
-        if not self._stop.is_set():
             self._response_writer.write(response)
 
     # --- state ---
 
-    def _publish_loop(self) -> None:
-        deadline = time.monotonic()
-        while not self._stop.is_set():
-            deadline += self.period_s
-            now = time.monotonic()
-            if deadline > now:
-                self._stop.wait(deadline - now)
-            else:
-                deadline = now  # fell behind: do not burst
-            with self._lock:
-                self.body.step(time.monotonic())
-                sample = self._state_sample()
-                pose = (self.body.x, self.body.y, self.body.yaw)
-            if self.world is not None:
-                self.world.set_base_pose(*pose)
-            if self.faults.no_state or (
-                self.faults.drop_fraction and self._rng.random() < self.faults.drop_fraction
-            ):
-                continue
-            self._state_writer.write(sample)
-            self.states_published += 1
+    def _publish_state(self, now: float) -> None:
+        with self._lock:
+            self.body.step(now)
+            sample = self._state_sample()
+            pose = (self.body.x, self.body.y, self.body.yaw)
+        if self.world is not None:
+            self.world.set_base_pose(*pose)
+        if self.faults.no_state or (
+            self.faults.drop_fraction and self._rng.random() < self.faults.drop_fraction
+        ):
+            return
+        self._state_writer.write(sample)
+        self.states_published += 1
 
     def _state_sample(self) -> SportModeState_:
         b = self.body

@@ -17,8 +17,8 @@ from drivers.unitree.sport_client import clamp_move
 STANDING_HEIGHT_M = 0.32
 LYING_HEIGHT_M = 0.08
 
-# Emulator-only status code for a request the current mode (or a bad parameter) refuses (the vendor code is
-# not documented): e.g. BalanceStand while lying down.
+# Emulator-only status code for a request the current mode refuses (the vendor's code for this case is not
+# documented): e.g. BalanceStand while lying down, Move while the joints are locked.
 ERR_REFUSED = 4001
 
 
@@ -74,9 +74,9 @@ class Go2Body:
         try:
             vx, vy, wz = (float(params.get(k, 0.0)) for k in ("x", "y", "z"))
         except (TypeError, ValueError):
-            return ERR_REFUSED
+            return api.ERR_API_PARAMETER
         if not all(math.isfinite(v) for v in (vx, vy, wz)):
-            return ERR_REFUSED
+            return api.ERR_API_PARAMETER
         self.target = np.array(clamp_move(vx, vy, wz))
         self.last_move_s = now_s
         self.mode = api.MODE_LOCOMOTION
@@ -121,7 +121,7 @@ class Go2Body:
     def _speed_level(self, params: dict, now_s: float) -> int:
         level = params.get("data")
         if level not in (-1, 0, 1):
-            return ERR_REFUSED
+            return api.ERR_API_PARAMETER
         self.speed_level = level  # recorded only: the emulator keeps the vendor limits at every level
         return api.OK
 

@@ -79,3 +79,12 @@ class Participant:
                 domain.__del__()
             else:
                 _domains[self.domain_id] = (domain, interface, users - 1)
+
+
+def queue_qos(depth: int = 64):
+    """QoS for the RPC readers: keep the last `depth` samples, not only the newest (Cyclone's default is
+    keep-last 1, which loses one of two replies or requests that arrive between two takes). History is a
+    local policy: it matches the vendor's endpoints whatever they use."""
+    from cyclonedds.qos import Policy, Qos
+
+    return Qos(Policy.History.KeepLast(depth))

@@ -2,8 +2,8 @@
 
 Start-up waits for the state topic (bounded), checks the mode and brings the robot into balance stand
 (BalanceStand when it stands locked; StandUp first only when `stand_up_on_start`). On the fast loop,
-`move()` is a noreply write and `read_state()` copies the newest sample the listener thread stored: neither
-waits for the robot. `read_state()` raises DeviceError when the newest sample is older than `max_state_age_s`,
+`move()` is a noreply write and `read_state()` takes what the state reader holds without waiting (no
+listener threads: see sport_client): neither waits for the robot. `read_state()` raises DeviceError when the newest sample is older than `max_state_age_s`,
 which the runtime reports to the safety layer as fault "base_comms".
 """
 
@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 
 import numpy as np
-from cyclonedds.core import Listener
 from cyclonedds.internal import InvalidSample
 from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
@@ -68,37 +66,38 @@ class Go2Base:
         self._participant: Participant | None = None
         self.client: SportClient | None = None
         self._latest: tuple[int, SportModeState_] | None = None  # (receipt monotonic ns, sample)
-        self._first_state = threading.Event()
         self.states_received = 0
 
     # --- connection ---
 
-    def _on_state(self, reader: DataReader) -> None:
-        samples = [s for s in reader.take(16) if not isinstance(s, InvalidSample)]
+    def _take_state(self) -> tuple[int, SportModeState_] | None:
+        """Take the samples that arrived (non-blocking); the newest one is stamped with the time it was taken."""
+        samples = [s for s in self._state_reader.take(64) if not isinstance(s, InvalidSample)]
         if samples:
-            self._latest = (time.monotonic_ns(), samples[-1])  # one reference swap: no lock needed
+            self._latest = (time.monotonic_ns(), samples[-1])
             self.states_received += len(samples)
-            self._first_state.set()
+        return self._latest
 
     def connect(self) -> None:
         """Open the participant, the state reader and the RPC client; wait for the first state sample."""
         self._participant = Participant(self.interface, self.domain_id)
         dp = self._participant.dp
-        self._state_reader = DataReader(
-            dp,
-            Topic(dp, api.TOPIC_STATE, SportModeState_),
-            listener=Listener(on_data_available=self._on_state),
-        )
+        self._state_reader = DataReader(dp, Topic(dp, api.TOPIC_STATE, SportModeState_))
         self.client = SportClient(self._participant, self.where)
-        if not self._first_state.wait(self.state_timeout_s):
+        end = time.monotonic() + self.state_timeout_s
+        while self._take_state() is None and time.monotonic() < end:
+            time.sleep(0.002)
+        if self._latest is None:
             self.stop()
             raise DeviceError(
                 f"no Go2 state on {api.TOPIC_STATE} within {self.state_timeout_s:g} s on {self.where}: "
                 "is the robot on, the cable in, and robot.base.interface / domain_id right?"
             )
-        if not self.client.wait_matched(self.rpc_timeout_s):
+        if not self.client.wait_ready(self.rpc_timeout_s):
             self.stop()
-            raise DeviceError(f"Go2 sport service does not read {api.TOPIC_REQUEST} on {self.where}")
+            raise DeviceError(
+                f"Go2 sport service does not answer on {api.TOPIC_REQUEST} within {self.rpc_timeout_s:g} s on {self.where}"
+            )
 
     def start(self) -> None:
         """Connect, then bring the robot into balance stand so Move takes effect."""
@@ -143,7 +142,7 @@ class Go2Base:
             time.sleep(0.005)
 
     def mode(self) -> int:
-        if self._latest is None:
+        if self._take_state() is None:
             raise DeviceError(f"no Go2 state received on {self.where}")
         return int(self._latest[1].mode)
 
@@ -175,7 +174,7 @@ class Go2Base:
     # --- the Base protocol ---
 
     def read_state(self) -> BaseState:
-        latest = self._latest
+        latest = self._take_state()
         if latest is None:
             raise DeviceError(f"no Go2 state received on {self.where}")
         t_ns, sample = latest
@@ -187,7 +186,9 @@ class Go2Base:
         return state_to_base_state(sample, t_ns)
 
     def state_age_s(self) -> float:
-        return math.inf if self._latest is None else (time.monotonic_ns() - self._latest[0]) / 1e9
+        """Seconds since a new state sample was last taken (inf before the first)."""
+        latest = self._take_state()
+        return math.inf if latest is None else (time.monotonic_ns() - latest[0]) / 1e9
 
     def move(self, vx: float, vy: float, wz: float) -> None:
         self._require_client().move(vx, vy, wz)

@@ -7,7 +7,9 @@ TOPIC_RESPONSE = "rt/api/sport/response"
 TOPIC_STATE = "rt/sportmodestate"
 TOPIC_STATE_LOW_RATE = "rt/lf/sportmodestate"
 
-# API ids (unitree_sdk2py go2/sport/sport_api.py)
+# API ids (unitree_sdk2py go2/sport/sport_api.py; 1 is the RPC framework's own, answered by every service)
+API_VERSION = 1  # read-only: the service's API version string
+SPORT_API_VERSION = "1.0.0.1"
 DAMP = 1001  # emergency: the joints go limp, the body sags
 BALANCE_STAND = 1002
 STOP_MOVE = 1003
@@ -21,6 +23,7 @@ RISE_SIT = 1010
 SPEED_LEVEL = 1015  # parameter {"data": level}, level -1 slow, 0 normal, 1 fast
 
 API_NAMES = {
+    API_VERSION: "GetApiVersion",
     DAMP: "Damp",
     BALANCE_STAND: "BalanceStand",
     STOP_MOVE: "StopMove",
@@ -45,12 +48,14 @@ OK = 0
 ERR_SEND_FAILED = 3102  # no matched reader
 ERR_TIMEOUT = 3104
 ERR_API_NOT_IMPLEMENTED = 3203
+ERR_API_PARAMETER = 3204
 ERR_LEASE_DENIED = 3205
 
 CODE_MEANINGS = {
     ERR_SEND_FAILED: "send failed (no matched reader)",
     ERR_TIMEOUT: "timeout",
     ERR_API_NOT_IMPLEMENTED: "API not implemented",
+    ERR_API_PARAMETER: "bad parameter",
     ERR_LEASE_DENIED: "lease denied",
 }
 

@@ -2,9 +2,11 @@
 request id.
 
 `move()` is a noreply write: it returns as soon as Cyclone has put the sample on the wire and never waits
-for the robot. `call()` (StandUp, BalanceStand, StopMove, ...) waits for the reply on a `threading.Event`
-for at most its timeout; it is for start-up and shutdown, never for the fast loop. Replies arrive on
-Cyclone's listener thread.
+for the robot. `call()` (StandUp, BalanceStand, StopMove, ...) polls for its reply for at most its timeout;
+it is for start-up and shutdown, never for the fast loop.
+
+No DDS listeners here: within one process (an in-process emulator) Cyclone runs a listener in the
+writer's thread, and the Python binding writes holding the GIL, so concurrent writers can deadlock.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 import threading
 import time
 
-from cyclonedds.core import DDSException, Listener
+from cyclonedds.core import DDSException
 from cyclonedds.internal import InvalidSample
 from cyclonedds.pub import DataWriter
 from cyclonedds.sub import DataReader
@@ -23,7 +25,7 @@ from cyclonedds.topic import Topic
 
 from drivers.errors import DeviceError
 from drivers.unitree import sport_api as api
-from drivers.unitree.dds_config import Participant
+from drivers.unitree.dds_config import Participant, queue_qos
 from drivers.unitree.idl import (
     Request_,
     RequestHeader_,
@@ -43,14 +45,6 @@ def clamp_move(vx: float, vy: float, wz: float) -> tuple[float, float, float]:
     )
 
 
-class _Pending:
-    __slots__ = ("event", "response")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.response: Response_ | None = None
-
-
 class SportClient:
     """Sport-service RPC over one participant. `where` names the link in error messages."""
 
@@ -58,28 +52,23 @@ class SportClient:
         self.where = where
         dp = participant.dp
         self._writer = DataWriter(dp, Topic(dp, api.TOPIC_REQUEST, Request_))
-        self._pending: dict[int, _Pending] = {}
+        self._reader = DataReader(dp, Topic(dp, api.TOPIC_RESPONSE, Response_), qos=queue_qos())
+        self._waiting: set[int] = set()  # ids of calls in flight
+        self._replies: dict[int, Response_] = {}  # taken by one caller for another
         self._lock = threading.Lock()
-        self._reader = DataReader(
-            dp,
-            Topic(dp, api.TOPIC_RESPONSE, Response_),
-            listener=Listener(on_data_available=self._on_responses),
-        )
         # Ids are unique per client and across restarts (the vendor SDK uses monotonic_ns the same way).
         self._ids = itertools.count(time.monotonic_ns())
         self.last_move_id = 0
 
-    # --- replies (Cyclone listener thread) ---
+    # --- replies ---
 
-    def _on_responses(self, reader: DataReader) -> None:
-        for response in reader.take(64):
-            if isinstance(response, InvalidSample):
-                continue
-            with self._lock:
-                pending = self._pending.get(response.header.identity.id)
-            if pending is not None:  # replies to other clients' requests share the topic: ignore them
-                pending.response = response
-                pending.event.set()
+    def _collect(self) -> None:
+        """Take the replies that arrived; keep those for our calls in flight (the topic carries every
+        client's replies)."""
+        with self._lock:
+            for response in self._reader.take(64):
+                if not isinstance(response, InvalidSample) and response.header.identity.id in self._waiting:
+                    self._replies[response.header.identity.id] = response
 
     # --- requests ---
 
@@ -87,14 +76,20 @@ class SportClient:
         identity = RequestIdentity_(next(self._ids), api_id)
         return Request_(RequestHeader_(identity, RequestLease_(0), RequestPolicy_(0, noreply)), parameter, [])
 
-    def wait_matched(self, timeout_s: float) -> bool:
-        """Wait until the robot's request reader has matched our writer (so a request is not lost)."""
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait until a request gets its reply: ask the service's API version (read-only) every 50 ms.
+
+        Discovery matches each side on its own: until the robot's reply writer has matched our reader a
+        reply would be lost, and no local status shows the remote side's view, so a round trip decides.
+        """
         end = time.monotonic() + timeout_s
-        while not self._writer.get_matched_subscriptions():
-            if time.monotonic() >= end:
-                return False
-            time.sleep(0.002)
-        return True
+        while time.monotonic() < end:
+            code, _ = self.call(api.API_VERSION, "{}", min(0.05, max(0.001, end - time.monotonic())))
+            if code == api.OK:
+                return True
+            if code == api.ERR_SEND_FAILED:
+                time.sleep(0.002)
+        return False
 
     def move(self, vx: float, vy: float, wz: float) -> int:
         """Send Move (noreply), clipped to the vendor limits. Returns the request id. Never waits."""
@@ -118,20 +113,26 @@ class SportClient:
             return api.ERR_SEND_FAILED, ""
         request = self._request(api_id, parameter, noreply=False)
         request_id = request.header.identity.id
-        pending = _Pending()
         with self._lock:
-            self._pending[request_id] = pending
+            self._waiting.add(request_id)
+        end = time.monotonic() + timeout_s
         try:
             self._writer.write(request)
-            if not pending.event.wait(timeout_s):
-                return api.ERR_TIMEOUT, ""
+            while True:
+                self._collect()
+                with self._lock:
+                    response = self._replies.pop(request_id, None)
+                if response is not None:
+                    return response.header.status.code, response.data
+                if time.monotonic() >= end:
+                    return api.ERR_TIMEOUT, ""
+                time.sleep(0.001)
         except DDSException:
             return api.ERR_SEND_FAILED, ""
         finally:
             with self._lock:
-                self._pending.pop(request_id, None)
-        response = pending.response
-        return response.header.status.code, response.data
+                self._waiting.discard(request_id)
+                self._replies.pop(request_id, None)
 
     def call_ok(self, api_id: int, parameter: str = "{}", timeout_s: float = 0.5) -> str:
         """`call`, raising DeviceError unless the robot answered code 0."""
