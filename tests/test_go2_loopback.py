@@ -65,7 +65,6 @@ def test_start_up_balance_stands_a_locked_robot_and_moves_it(locked_go2):
 
 def test_replies_match_by_request_id_and_noreply_calls_get_no_answer(locked_go2):
     emu, _ = locked_go2
-    emu.faults.reply_delay_s = 0.1  # both calls are in flight together
     listener_dp = Participant("lo", 62)
     responses = DataReader(
         listener_dp.dp, Topic(listener_dp.dp, api.TOPIC_RESPONSE, Response_), qos=queue_qos()
@@ -74,6 +73,9 @@ def test_replies_match_by_request_id_and_noreply_calls_get_no_answer(locked_go2)
     try:
         a.connect()
         b.connect()
+        time.sleep(0.05)
+        responses.take(64)  # the connect round trips
+        emu.faults.reply_delay_s = 0.1  # both calls are in flight together
         results = {}
         calls = [("euler", a, api.EULER), ("stop", b, api.STOP_MOVE)]
         threads = [

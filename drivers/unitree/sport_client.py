@@ -60,16 +60,6 @@ class SportClient:
         self._ids = itertools.count(time.monotonic_ns())
         self.last_move_id = 0
 
-    # --- replies ---
-
-    def _collect(self) -> None:
-        """Take the replies that arrived; keep those for our calls in flight (the topic carries every
-        client's replies)."""
-        with self._lock:
-            for response in self._reader.take(64):
-                if not isinstance(response, InvalidSample) and response.header.identity.id in self._waiting:
-                    self._replies[response.header.identity.id] = response
-
     # --- requests ---
 
     def _request(self, api_id: int, parameter: str, noreply: bool) -> Request_:
@@ -77,19 +67,26 @@ class SportClient:
         return Request_(RequestHeader_(identity, RequestLease_(0), RequestPolicy_(0, noreply)), parameter, [])
 
     def wait_ready(self, timeout_s: float) -> bool:
-        """Wait until a request gets its reply: ask the service's API version (read-only) every 50 ms.
+        """Wait until a request gets its reply: ask the service's API version (read-only) every 50 ms,
+        any reply to any of them will do.
 
         Discovery matches each side on its own: until the robot's reply writer has matched our reader a
         reply would be lost, and no local status shows the remote side's view, so a round trip decides.
         """
         end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            code, _ = self.call(api.API_VERSION, "{}", min(0.05, max(0.001, end - time.monotonic())))
-            if code == api.OK:
-                return True
-            if code == api.ERR_SEND_FAILED:
-                time.sleep(0.002)
-        return False
+        sent: list[int] = []
+        next_ping = 0.0
+        try:
+            while (now := time.monotonic()) < end:
+                if now >= next_ping and self._writer.get_matched_subscriptions():
+                    sent.append(self._send(api.API_VERSION, "{}"))
+                    next_ping = now + 0.05
+                if self._poll(sent) is not None:
+                    return True
+                time.sleep(0.001)
+            return False
+        finally:
+            self._forget(sent)
 
     def move(self, vx: float, vy: float, wz: float) -> int:
         """Send Move (noreply), clipped to the vendor limits. Returns the request id. Never waits."""
@@ -104,6 +101,32 @@ class SportClient:
         self.last_move_id = request.header.identity.id
         return self.last_move_id
 
+    def _send(self, api_id: int, parameter: str) -> int:
+        """Write a request that wants a reply; returns its id (the caller `_forget`s it when done)."""
+        request = self._request(api_id, parameter, noreply=False)
+        request_id = request.header.identity.id
+        with self._lock:
+            self._waiting.add(request_id)
+        self._writer.write(request)
+        return request_id
+
+    def _poll(self, request_ids: list[int]) -> Response_ | None:
+        """The reply to one of `request_ids` if it has arrived (non-blocking)."""
+        with self._lock:
+            for response in self._reader.take(64):
+                if not isinstance(response, InvalidSample) and response.header.identity.id in self._waiting:
+                    self._replies[response.header.identity.id] = response
+            for request_id in request_ids:
+                if request_id in self._replies:
+                    return self._replies.pop(request_id)
+        return None
+
+    def _forget(self, request_ids: list[int]) -> None:
+        with self._lock:
+            for request_id in request_ids:
+                self._waiting.discard(request_id)
+                self._replies.pop(request_id, None)
+
     def call(self, api_id: int, parameter: str = "{}", timeout_s: float = 0.5) -> tuple[int, str]:
         """Send a request and wait at most `timeout_s` for its reply: (status code, data).
 
@@ -111,28 +134,19 @@ class SportClient:
         """
         if not self._writer.get_matched_subscriptions():
             return api.ERR_SEND_FAILED, ""
-        request = self._request(api_id, parameter, noreply=False)
-        request_id = request.header.identity.id
-        with self._lock:
-            self._waiting.add(request_id)
         end = time.monotonic() + timeout_s
+        ids: list[int] = []
         try:
-            self._writer.write(request)
-            while True:
-                self._collect()
-                with self._lock:
-                    response = self._replies.pop(request_id, None)
-                if response is not None:
-                    return response.header.status.code, response.data
+            ids.append(self._send(api_id, parameter))
+            while (response := self._poll(ids)) is None:
                 if time.monotonic() >= end:
                     return api.ERR_TIMEOUT, ""
                 time.sleep(0.001)
+            return response.header.status.code, response.data
         except DDSException:
             return api.ERR_SEND_FAILED, ""
         finally:
-            with self._lock:
-                self._waiting.discard(request_id)
-                self._replies.pop(request_id, None)
+            self._forget(ids)
 
     def call_ok(self, api_id: int, parameter: str = "{}", timeout_s: float = 0.5) -> str:
         """`call`, raising DeviceError unless the robot answered code 0."""
