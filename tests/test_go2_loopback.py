@@ -1,4 +1,4 @@
-"""The Go2 client against the emulated Go2 over DDS on loopback (domains 61..69)."""
+"""The Go2 client against the emulated Go2 over DDS on loopback (domains 60..65)."""
 
 from __future__ import annotations
 
@@ -166,3 +166,24 @@ class _ProcessLike:
     def set_faults(self, **faults) -> None:
         for key, value in faults.items():
             setattr(self.emu.faults, key, value)
+
+
+def test_a_client_with_the_vendors_dotted_type_names_talks_to_the_emulator():
+    import multiprocessing as mp
+
+    from tests.go2_vendor_style import call_stand_up
+
+    with Go2Emulator("lo", 60, rate_hz=50.0) as emu:
+        ctx = mp.get_context("spawn")
+        results = ctx.Queue()
+        child = ctx.Process(target=call_stand_up, args=(60, results))
+        child.start()
+        try:
+            code = results.get(timeout=30)
+        finally:
+            child.join(10)
+            if child.is_alive():
+                child.terminate()
+                child.join()
+        assert code == api.OK
+        assert any(r.api_id == api.STAND_UP for r in emu.received)
