@@ -84,14 +84,18 @@ def call_stand_up(domain_id: int, result_queue) -> None:
     from cyclonedds.sub import DataReader
     from cyclonedds.topic import Topic
 
-    dp = DomainParticipant(domain_id)  # configured by CYCLONEDDS_URI (loopback), as the vendor SDK's env would be
+    dp = DomainParticipant(
+        domain_id
+    )  # configured by CYCLONEDDS_URI (loopback), as the vendor SDK's env would be
     writer = DataWriter(dp, Topic(dp, "rt/api/sport/request", Request_))
     reader = DataReader(dp, Topic(dp, "rt/api/sport/response", Response_))
     end = time.monotonic() + 10.0
     request_id = time.monotonic_ns()
     while time.monotonic() < end:
         if writer.get_matched_subscriptions():
-            header = RequestHeader_(RequestIdentity_(request_id, 1004), RequestLease_(0), RequestPolicy_(0, False))
+            header = RequestHeader_(
+                RequestIdentity_(request_id, 1004), RequestLease_(0), RequestPolicy_(0, False)
+            )
             writer.write(Request_(header, "{}", []))
             deadline = time.monotonic() + 0.2
             while time.monotonic() < deadline:

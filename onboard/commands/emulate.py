@@ -29,15 +29,15 @@ def _wait_for_signal(duration_s: float | None) -> None:
 
 # --- go2 ---
 
-GO2_START_MODES = {"lie_down": 5, "locked": 6, "balance_stand": 1}  # SportModeState_.mode values
-
 
 def add_go2_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--domain-id", type=int, default=0, help="DDS domain (0..232); the interface is always lo"
     )
     parser.add_argument("--rate-hz", type=float, default=100.0, help="rt/sportmodestate publishing rate")
-    parser.add_argument("--mode", choices=sorted(GO2_START_MODES), default="lie_down", help="mode at start")
+    parser.add_argument(
+        "--mode", choices=sorted(_go2_start_modes()), default="lie_down", help="mode at start"
+    )
     parser.add_argument("--silent", action="store_true", help="fault: answer no RPC request")
     parser.add_argument("--no-state", action="store_true", help="fault: publish no state")
     parser.add_argument("--reply-delay-s", type=float, default=0.0, help="fault: delay every RPC reply")
@@ -48,6 +48,16 @@ def add_go2_arguments(parser: argparse.ArgumentParser) -> None:
         "--duration", type=float, default=None, help="stop after S seconds (default: until interrupted)"
     )
     parser.set_defaults(_emulate=run_go2)
+
+
+def _go2_start_modes() -> dict[str, int]:
+    from drivers.unitree import sport_api as api  # constants only: no DDS import
+
+    return {
+        "lie_down": api.MODE_LIE_DOWN,
+        "locked": api.MODE_JOINT_LOCK,
+        "balance_stand": api.MODE_BALANCE_STAND,
+    }
 
 
 def run_go2(args: argparse.Namespace) -> int:
@@ -61,7 +71,7 @@ def run_go2(args: argparse.Namespace) -> int:
     if not 0 <= args.drop_fraction <= 1 or args.reply_delay_s < 0:
         raise UserError("--drop-fraction must be 0..1 and --reply-delay-s >= 0")
     faults = Go2Faults(args.silent, args.no_state, args.reply_delay_s, args.drop_fraction)
-    emulator = Go2Emulator("lo", args.domain_id, args.rate_hz, GO2_START_MODES[args.mode], faults=faults)
+    emulator = Go2Emulator("lo", args.domain_id, args.rate_hz, _go2_start_modes()[args.mode], faults=faults)
     emulator.start()
     print(
         f"emulated Go2 on lo, DDS domain {args.domain_id}: sport RPC on rt/api/sport/request, state at "
