@@ -50,6 +50,7 @@ def main(args: argparse.Namespace):
     wire = sc.percentiles(seq["wire_delay_ms"])
     rows = {
         "Move on the wire after the tick deadline": wire,
+        "  of which: loop wake-up after the deadline": sc.percentiles(seq["lateness_ms"]),
         "move() call, robot answering": sc.percentiles(seq["move_call_ms"]),
         "read_state() call, robot answering": sc.percentiles(seq["read_call_ms"]),
         "move() call, robot silent": sc.percentiles(silent["move_call_ms"]),

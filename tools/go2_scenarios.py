@@ -41,6 +41,7 @@ class TickLog:
     tick_ns: list[int] = field(default_factory=list)
     move_ids: list[int] = field(default_factory=list)
     move_call_ms: list[float] = field(default_factory=list)
+    lateness_ms: list[float] = field(default_factory=list)  # loop wake-up after the tick deadline
     read_call_ms: list[float] = field(default_factory=list)
     read_errors: list[int] = field(default_factory=list)  # tick index of each read_state DeviceError
     twists: list[tuple[float, float, float]] = field(default_factory=list)
@@ -65,6 +66,7 @@ async def _fast_loop(base: Go2Base, rate_hz: float, seconds: float, twist_at, lo
         log.tick_ns.append(deadline)
         log.twists.append(twist)
         log.read_call_ms.append((t1 - t0) / 1e6)
+        log.lateness_ms.append((t0 - deadline) / 1e6)
         log.move_call_ms.append((t2 - t1) / 1e6)
         deadline += period
 
@@ -131,6 +133,7 @@ def drive_sequence(emu: Go2EmulatorProcess, domain_id: int, seconds: float, rate
         "wire_delay_ms": wire_delays_ms(log, received),
         "move_call_ms": log.move_call_ms,
         "read_call_ms": log.read_call_ms,
+        "lateness_ms": log.lateness_ms,
     }
 
 
