@@ -14,13 +14,27 @@ from drivers.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("onboard.commands.run", "run the controller"),
     "bench": ("onboard.commands.bench", "run a benchmark and print its table"),
-    "emulate": ("onboard.commands.emulate", "run a device emulator until interrupted (go2)"),
+    "emulate": (
+        "onboard.commands.emulate",
+        "run an emulated device until interrupted (servos: an STS3215 bus on a pty; go2: a Go2 on DDS over lo)",
+    ),
+    "calibrate": ("onboard.commands.calibrate", "calibrate the SO-101 arm or import a LeRobot calibration"),
 }
 
 # `anchorvla bench NAME`: name -> (module, help). Each module has add_arguments(parser) and main(args) -> int.
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "loop": ("tools.bench_loop", "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep loop"),
-    "go2": ("tools.bench_go2", "Go2 client vs emulated Go2 on loopback: Move on-wire delay, start-up, blocking"),
+    "loop": (
+        "tools.bench_loop",
+        "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep loop",
+    ),
+    "servos": (
+        "tools.bench_servos",
+        "servo bench: scan, table dump, EEPROM check, guarded sweep, bus cycle time",
+    ),
+    "go2": (
+        "tools.bench_go2",
+        "Go2 client vs emulated Go2 on loopback: Move on-wire delay, start-up, blocking",
+    ),
 }
 
 

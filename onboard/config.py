@@ -34,7 +34,7 @@ class ArmConfig(_Section):
     joint_names: list[str] = Field(default=list(SO101_JOINTS), min_length=1)
     calibration: Path | None = None
     health_period_s: float = Field(default=0.2, gt=0, le=10, description="period of the slower health reads")
-    retries: int = Field(default=2, ge=0, le=10)
+    retries: int = Field(default=3, ge=0, le=10, description="retries of a missing servo answer inside one tick")
 
 
 class BaseConfig(_Section):
@@ -43,12 +43,18 @@ class BaseConfig(_Section):
     domain_id: int = Field(default=0, ge=0, le=232)
     state_timeout_s: float = Field(default=2.0, gt=0, le=60, description="start-up wait for the first state")
     max_state_age_s: float = Field(
-        default=0.1, gt=0, le=5, description="read_state fails (fault base_comms) when the newest state is older"
+        default=0.1,
+        gt=0,
+        le=5,
+        description="read_state fails (fault base_comms) when the newest state is older",
     )
-    rpc_timeout_s: float = Field(default=0.5, gt=0, le=10, description="wait for a sport RPC reply (start-up, StopMove)")
+    rpc_timeout_s: float = Field(
+        default=0.5, gt=0, le=10, description="wait for a sport RPC reply (start-up, StopMove)"
+    )
     stand_up_on_start: bool = Field(default=False, description="StandUp at start-up when the Go2 lies down")
-    emulator_rate_hz: float = Field(default=100.0, gt=0, le=1000, description="driver 'emulated': state rate (on lo)")
-
+    emulator_rate_hz: float = Field(
+        default=100.0, gt=0, le=1000, description="driver 'emulated': state rate (on lo)"
+    )
 
 class CameraConfig(_Section):
     name: str = Field(min_length=1)
@@ -75,7 +81,9 @@ class BlendingConfig(_Section):
 
     mode: Literal["none", "linear", "exponential"] = "linear"
     ticks: int = Field(default=3, ge=1, le=100, description="linear: cross-fade length in ticks")
-    decay: float = Field(default=0.5, gt=0, le=10, description="exponential: weight of the newer chunk is 1-exp(-decay*(i+1))")
+    decay: float = Field(
+        default=0.5, gt=0, le=10, description="exponential: weight of the newer chunk is 1-exp(-decay*(i+1))"
+    )
 
 
 class StandinEngineConfig(_Section):
@@ -83,7 +91,8 @@ class StandinEngineConfig(_Section):
 
     compute_ms: float = Field(default=100.0, ge=0, le=10_000)
     compute: Literal["sleep", "cpu"] = Field(
-        default="sleep", description="sleep: GIL-free wait; cpu: burn a core with numpy like a real CPU engine"
+        default="sleep",
+        description="sleep: GIL-free wait; cpu: burn a core with numpy like a real CPU engine",
     )
     chunk_length: int = Field(default=10, ge=1, le=1000)
     amplitude: float = Field(default=0.3, ge=0, le=1.5, description="rad of the joint sine waves")
@@ -97,7 +106,9 @@ class PolicyConfig(_Section):
     engine: Literal["standin", "torch", "onnxruntime", "tensorrt"] = "standin"
     bundle: Path | None = None
     instruction: str = ""
-    execute_horizon: int = Field(default=5, ge=1, le=1000, description="actions of a chunk served (the paper's H)")
+    execute_horizon: int = Field(
+        default=5, ge=1, le=1000, description="actions of a chunk served (the paper's H)"
+    )
     blending: BlendingConfig = Field(default_factory=BlendingConfig)
     residual: bool = True
     force_unverified: bool = False
@@ -109,7 +120,15 @@ class ControlConfig(_Section):
     fine_wait_ms: float = Field(
         default=2.0, ge=0, le=20, description="last part of each wait done with a precise blocking sleep"
     )
-    start_margin_ticks: float = Field(default=1.0, ge=0, le=100, description="slack when planning the next inference")
+    gil_switch_interval_ms: float = Field(
+        default=0.5,
+        gt=0,
+        le=5,
+        description="how long another thread may hold the GIL while the fast loop waits",
+    )
+    start_margin_ticks: float = Field(
+        default=1.0, ge=0, le=100, description="slack when planning the next inference"
+    )
     max_frame_age_s: float = Field(default=0.25, gt=0, le=10)
 
 
@@ -119,9 +138,16 @@ class TelemetryConfig(_Section):
 
 
 class ServiceConfig(_Section):
-    notify: bool = Field(default=True, description="sd_notify READY/WATCHDOG/STOPPING when NOTIFY_SOCKET is set")
-    realtime_priority: int = Field(default=0, ge=0, le=99, description="SCHED_FIFO priority (0: leave as is)")
-    cpu_affinity: list[int] | None = None
+    notify: bool = Field(
+        default=True, description="sd_notify READY/WATCHDOG/STOPPING when NOTIFY_SOCKET is set"
+    )
+    realtime_priority: int = Field(
+        default=0,
+        ge=0,
+        le=98,
+        description="SCHED_FIFO priority of the fast loop (0: normal scheduling); inference runs one below",
+    )
+    cpu_affinity: list[int] | None = Field(default=None, description="CPUs the controller may run on")
 
 
 class Config(_Section):
@@ -184,7 +210,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
     """Read and validate a YAML config. Raises ConfigError with one line on any problem."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path} (pass --config with a YAML file, e.g. configs/sim.yaml)")
+        raise ConfigError(
+            f"config file not found: {path} (pass --config with a YAML file, e.g. configs/sim.yaml)"
+        )
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -192,7 +220,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (robot, policy, control, ...)")
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections (robot, policy, control, ...)"
+        )
     raw = _resolve_paths(raw, path.parent)
     if overrides:
         raw = _merge(raw, overrides)
@@ -205,5 +235,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
 def _merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for key, value in extra.items():
-        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _merge(out.get(key, {}), value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
     return out

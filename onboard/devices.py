@@ -18,6 +18,10 @@ def build_arm(config: Config) -> Arm:
     arm = config.robot.arm
     if arm.driver == "standin":
         return StandinArm(tuple(arm.joint_names))
+    if arm.driver in ("feetech", "emulated"):
+        from drivers.feetech.devices import build_so101
+
+        return build_so101(arm)
     raise _not_available("robot.arm", arm.driver)
 
 
