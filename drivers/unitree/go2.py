@@ -66,7 +66,6 @@ class Go2Base:
         self._participant: Participant | None = None
         self.client: SportClient | None = None
         self._latest: tuple[int, SportModeState_] | None = None  # (receipt monotonic ns, sample)
-        self.states_received = 0
 
     # --- connection ---
 
@@ -75,7 +74,6 @@ class Go2Base:
         samples = [s for s in self._state_reader.take(64) if not isinstance(s, InvalidSample)]
         if samples:
             self._latest = (time.monotonic_ns(), samples[-1])
-            self.states_received += len(samples)
         return self._latest
 
     def connect(self) -> None:

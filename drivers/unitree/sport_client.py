@@ -11,7 +11,6 @@ writer's thread, and the Python binding writes holding the GIL, so concurrent wr
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import threading
@@ -56,14 +55,19 @@ class SportClient:
         self._waiting: set[int] = set()  # ids of calls in flight
         self._replies: dict[int, Response_] = {}  # taken by one caller for another
         self._lock = threading.Lock()
-        # Ids are unique per client and across restarts (the vendor SDK uses monotonic_ns the same way).
-        self._ids = itertools.count(time.monotonic_ns())
-        self.last_move_id = 0
+        self._last_id = 0
 
     # --- requests ---
 
+    def _next_id(self) -> int:
+        """The monotonic clock in ns, strictly increasing (as the vendor SDK's ids): unique per client, across
+        restarts, and apart from other clients' ids."""
+        with self._lock:
+            self._last_id = max(time.monotonic_ns(), self._last_id + 1)
+            return self._last_id
+
     def _request(self, api_id: int, parameter: str, noreply: bool) -> Request_:
-        identity = RequestIdentity_(next(self._ids), api_id)
+        identity = RequestIdentity_(self._next_id(), api_id)
         return Request_(RequestHeader_(identity, RequestLease_(0), RequestPolicy_(0, noreply)), parameter, [])
 
     def wait_ready(self, timeout_s: float) -> bool:
@@ -98,8 +102,7 @@ class SportClient:
             self._writer.write(request)
         except DDSException as exc:
             raise DeviceError(f"Go2 Move could not be sent on {self.where}: {exc}") from None
-        self.last_move_id = request.header.identity.id
-        return self.last_move_id
+        return request.header.identity.id
 
     def _send(self, api_id: int, parameter: str) -> int:
         """Write a request that wants a reply; returns its id (the caller `_forget`s it when done)."""
