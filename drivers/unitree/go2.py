@@ -64,6 +64,7 @@ class Go2Base:
         self.mode_timeout_s = mode_timeout_s
         self.stand_up_on_start = stand_up_on_start
         self._participant: Participant | None = None
+        self._state_reader: DataReader | None = None
         self.client: SportClient | None = None
         self._latest: tuple[int, SportModeState_] | None = None  # (receipt monotonic ns, sample)
 
@@ -71,6 +72,8 @@ class Go2Base:
 
     def _take_state(self) -> tuple[int, SportModeState_] | None:
         """Take the samples that arrived (non-blocking); the newest one is stamped with the time it was taken."""
+        if self._state_reader is None:
+            return self._latest
         samples = [s for s in self._state_reader.take(64) if not isinstance(s, InvalidSample)]
         if samples:
             self._latest = (time.monotonic_ns(), samples[-1])
@@ -203,4 +206,5 @@ class Go2Base:
         if self._participant is not None:
             self._participant.close()
             self._participant = None
+            self._state_reader = None
             self.client = None
