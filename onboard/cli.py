@@ -14,7 +14,10 @@ from drivers.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("onboard.commands.run", "run the controller"),
     "bench": ("onboard.commands.bench", "run a benchmark and print its table"),
-    "emulate": ("onboard.commands.emulate", "run an emulated device (servos: an STS3215 bus on a pty)"),
+    "emulate": (
+        "onboard.commands.emulate",
+        "run an emulated device until interrupted (servos: an STS3215 bus on a pty; go2: a Go2 on DDS over lo)",
+    ),
     "calibrate": ("onboard.commands.calibrate", "calibrate the SO-101 arm or import a LeRobot calibration"),
 }
 
@@ -23,6 +26,16 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "loop": ("tools.bench_loop", "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep"),
     "servos": ("tools.bench_servos", "servo bench: scan, table dump, EEPROM check, sweep, bus cycle time"),
     "cameras": ("tools.bench_cameras", "camera playback: frame rate, timestamp jitter, frame age"),
+        "tools.bench_loop",
+        "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep loop",
+    ),
+        "tools.bench_servos",
+        "servo bench: scan, table dump, EEPROM check, guarded sweep, bus cycle time",
+    ),
+    "go2": (
+        "tools.bench_go2",
+        "Go2 client vs emulated Go2 on loopback: Move on-wire delay, start-up, blocking",
+    ),
 }
 
 

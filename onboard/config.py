@@ -41,8 +41,20 @@ class BaseConfig(_Section):
     driver: Literal["standin", "go2", "emulated", "none"] = "standin"
     interface: str = Field(default="lo", min_length=1, description="network interface wired to the Go2")
     domain_id: int = Field(default=0, ge=0, le=232)
-    state_timeout_s: float = Field(default=2.0, gt=0, le=60)
-
+    state_timeout_s: float = Field(default=2.0, gt=0, le=60, description="start-up wait for the first state")
+    max_state_age_s: float = Field(
+        default=0.1,
+        gt=0,
+        le=5,
+        description="read_state fails (fault base_comms) when the newest state is older",
+    )
+    rpc_timeout_s: float = Field(
+        default=0.5, gt=0, le=10, description="wait for a sport RPC reply (start-up, StopMove)"
+    )
+    stand_up_on_start: bool = Field(default=False, description="StandUp at start-up when the Go2 lies down")
+    emulator_rate_hz: float = Field(
+        default=100.0, gt=0, le=1000, description="driver 'emulated': state rate (on lo)"
+    )
 
 class CameraConfig(_Section):
     name: str = Field(min_length=1)
