@@ -26,16 +26,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "loop": ("tools.bench_loop", "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep"),
     "servos": ("tools.bench_servos", "servo bench: scan, table dump, EEPROM check, sweep, bus cycle time"),
     "cameras": ("tools.bench_cameras", "camera playback: frame rate, timestamp jitter, frame age"),
-        "tools.bench_loop",
-        "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep loop",
-    ),
-        "tools.bench_servos",
-        "servo bench: scan, table dump, EEPROM check, guarded sweep, bus cycle time",
-    ),
-    "go2": (
-        "tools.bench_go2",
-        "Go2 client vs emulated Go2 on loopback: Move on-wire delay, start-up, blocking",
-    ),
+    "go2": ("tools.bench_go2", "Go2 client vs emulated Go2 on lo: Move on-wire delay, start-up, blocking"),
 }
 
 
