@@ -14,6 +14,10 @@ from drivers.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("onboard.commands.run", "run the controller"),
     "bench": ("onboard.commands.bench", "run a benchmark and print its table"),
+    "service": ("onboard.commands.service", "run as a systemd service, or install the unit and udev rules"),
+    "ctl": ("onboard.commands.ctl", "operator control of a running controller (status, start, stop, estop, ...)"),
+    "replay": ("tools.replay", "re-run the schedule/residual/safety decisions on a recorded episode"),
+    "doctor": ("tools.doctor", "list what this machine has and lacks to run the controller, and how to fix it"),
 }
 
 # `anchorvla bench NAME`: name -> (module, help). Each module has add_arguments(parser) and main(args) -> int.

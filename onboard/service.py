@@ -1,0 +1,187 @@
+"""Running the controller as a systemd service: sd_notify, the watchdog, real-time options, and `serve`.
+
+systemd protocol (sd_notify(3)): datagrams of `KEY=VALUE` lines to the Unix socket in NOTIFY_SOCKET
+(a leading `@` means the abstract namespace). We send READY=1 once drivers and engine are warm and the
+loops run, WATCHDOG=1 from the fast loop after good ticks (at most every half WATCHDOG_USEC), and
+STOPPING=1 when the safe stop begins. A stuck fast loop sends no pings and systemd restarts the service.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+
+from drivers.errors import UserError
+from onboard.config import Config
+from onboard.journal import event
+from onboard.runtime import Devices, Runtime
+from policy_runtime.engines.base import PolicyEngine
+
+log = logging.getLogger("anchorvla.service")
+
+
+class Notifier:
+    """Sends sd_notify datagrams; does nothing when NOTIFY_SOCKET is unset (not started by systemd)."""
+
+    def __init__(self, environ: dict[str, str] | None = None):
+        env = os.environ if environ is None else environ
+        address = env.get("NOTIFY_SOCKET")
+        self.address = None
+        if address:
+            self.address = "\0" + address[1:] if address.startswith("@") else address
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if self.address else None
+        self.watchdog_interval_ns = self._watchdog_interval_ns(env)
+
+    @staticmethod
+    def _watchdog_interval_ns(env) -> int | None:
+        """Half of WATCHDOG_USEC (systemd's advice), when the watchdog is meant for this process."""
+        usec = env.get("WATCHDOG_USEC")
+        pid = env.get("WATCHDOG_PID")
+        if not usec or (pid and pid.isdigit() and int(pid) != os.getpid()):
+            return None
+        try:
+            return int(usec) * 1000 // 2
+        except ValueError:
+            raise UserError(f"WATCHDOG_USEC={usec!r} is not a number of microseconds") from None
+
+    @property
+    def enabled(self) -> bool:
+        return self._sock is not None
+
+    def send(self, *lines: str) -> None:
+        if self._sock is None:
+            return
+        try:
+            self._sock.sendto("\n".join(lines).encode(), self.address)
+        except OSError as exc:  # systemd gone or socket removed: keep controlling the robot
+            log.warning("sd_notify to %s failed: %s", self.address.lstrip("\0"), exc)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class WatchdogPinger:
+    """A fast-loop tick listener: WATCHDOG=1 after a good tick, at most once per interval.
+
+    A good tick is one that completed with an answer from the arm; ticks where the arm stays silent send
+    nothing, so a dead servo bus also ends in a restart (which reopens the port) once WatchdogSec passes.
+    """
+
+    def __init__(self, notifier: Notifier, runtime: Runtime):
+        self.notifier = notifier
+        self.runtime = runtime
+        self.interval_ns = notifier.watchdog_interval_ns
+        self.last_ping_ns: int | None = None
+        self.pings = 0
+
+    def __call__(self, tick_ns: int) -> None:
+        latest = self.runtime.fast.latest
+        if latest is None or latest.arm is None:
+            return
+        now = time.monotonic_ns()
+        if self.last_ping_ns is not None and now - self.last_ping_ns < self.interval_ns:
+            return
+        self.notifier.send("WATCHDOG=1")
+        self.last_ping_ns = now
+        self.pings += 1
+
+
+def apply_realtime(config: Config) -> None:
+    """Pin the calling (event-loop, fast-loop) thread and give it SCHED_FIFO, as configured.
+
+    Called once the loops run; threads created later inherit these settings, so the inference thread is
+    started first (see `serve`). Refusals are logged, not fatal: the controller still runs, less tightly.
+    """
+    svc = config.service
+    if svc.cpu_affinity:
+        try:
+            os.sched_setaffinity(0, svc.cpu_affinity)
+            event(log, logging.INFO, "fast loop pinned", cpus=",".join(map(str, svc.cpu_affinity)))
+        except OSError as exc:
+            event(log, logging.WARNING, "cpu affinity refused", cpus=svc.cpu_affinity, error=exc.strerror)
+    if svc.realtime_priority:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(svc.realtime_priority))
+            event(
+                log, logging.INFO, "fast loop real-time", policy="SCHED_FIFO", priority=svc.realtime_priority
+            )
+        except OSError as exc:
+            event(
+                log,
+                logging.WARNING,
+                "real-time priority refused (the unit needs LimitRTPRIO and CAP_SYS_NICE)",
+                priority=svc.realtime_priority,
+                error=exc.strerror,
+            )
+
+
+async def serve(
+    config: Config,
+    devices: Devices,
+    engine: PolicyEngine,
+    duration_s: float | None = None,
+    notifier: Notifier | None = None,
+) -> dict:
+    """The service's main loop: the runtime plus sd_notify, operator control, recording and the live view."""
+    from onboard.control import ControlEndpoint, Operator
+    from onboard.recorder import EpisodeRecorder, ResidualTap
+
+    notifier = notifier or (Notifier() if config.service.notify else Notifier({}))
+    recorder = None
+    if config.recording.enabled:
+        engine = ResidualTap(engine)
+    runtime = Runtime(config, devices, engine)
+    operator = Operator(runtime)
+    if config.recording.enabled:
+        recorder = EpisodeRecorder(config, runtime, engine)
+        operator.listeners.append(recorder.on_operator)
+    if config.telemetry.liveview.enabled:
+        from onboard.liveview import LiveView
+
+        LiveView(config, runtime).attach()
+    if config.service.start_idle:
+        runtime.pause()
+
+    pinger = WatchdogPinger(notifier, runtime)
+    if pinger.interval_ns is not None:
+        runtime.fast.tick_listeners.append(pinger)
+
+    def on_ready() -> None:
+        runtime.slow.executor.submit(lambda: None).result()  # create the inference thread before pinning
+        apply_realtime(config)
+        state = "idle (waiting for start)" if runtime.fast.paused else "running"
+        notifier.send("READY=1", f"STATUS={state}")
+        event(
+            log,
+            logging.INFO,
+            "ready",
+            state=state,
+            rate_hz=config.control.rate_hz,
+            engine=config.policy.engine,
+        )
+        if recorder is not None and not runtime.fast.paused:
+            recorder.begin(runtime.fast.instruction)
+
+    def on_stop(reason: str) -> None:
+        notifier.send("STOPPING=1", f"STATUS=stopping ({reason})")
+        event(log, logging.INFO, "stopping", reason=reason)
+
+    runtime.ready_listeners.append(on_ready)
+    runtime.stop_listeners.append(on_stop)
+    endpoint = ControlEndpoint(config.service.control, operator) if config.service.control.enabled else None
+    try:
+        if endpoint is not None:
+            await endpoint.start()
+        result = await runtime.run(duration_s)
+    finally:
+        if endpoint is not None:
+            await endpoint.close()
+        if recorder is not None:
+            recorder.close()
+        notifier.close()
+    result["watchdog_pings"] = pinger.pings
+    return result
