@@ -148,7 +148,7 @@ class RecordingConfig(_Section):
     enabled: bool = False
     root: Path = Field(default=Path("/var/lib/anchorvla/episodes"), description="dataset directory")
     images: bool = Field(default=False, description="also store the camera images of each chunk's observation")
-    max_episode_s: float = Field(default=600.0, gt=0, description="longer episodes are split (rotation)")
+    max_episode_s: float = Field(default=600.0, gt=0, description="recording of an episode stops after this long, until the next start")
     max_total_mb: float = Field(default=20_000.0, gt=0, description="oldest episodes are deleted above this size")
     flush_every: int = Field(default=150, ge=1, le=100_000, description="frames per parquet row group")
 

@@ -334,8 +334,8 @@ class EpisodeRecorder:
 
     def _action_vector(self, cmd) -> list[float]:
         """The sent command in the policy's channel order (what a policy trained on this data outputs)."""
-        values = {arm_channel(j): p for j, p in zip(cmd.joint_names, cmd.arm_positions)}
-        values.update(zip(BASE_CHANNELS, cmd.base.as_array()))
+        values = {arm_channel(j): p for j, p in zip(cmd.joint_names, cmd.arm_positions, strict=True)}
+        values.update(zip(BASE_CHANNELS, cmd.base.as_array(), strict=True))
         return [float(values.get(c, 0.0)) for c in self.runtime.engine.channels]
 
 

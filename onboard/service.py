@@ -139,10 +139,12 @@ async def serve(
     if config.recording.enabled:
         recorder = EpisodeRecorder(config, runtime, engine)
         operator.listeners.append(recorder.on_operator)
+    liveview = None
     if config.telemetry.liveview.enabled:
         from onboard.liveview import LiveView
 
-        LiveView(config, runtime).attach()
+        liveview = LiveView(config, runtime)
+        liveview.attach()
     if config.service.start_idle:
         runtime.pause()
 
@@ -182,6 +184,8 @@ async def serve(
             await endpoint.close()
         if recorder is not None:
             recorder.close()
+        if liveview is not None:
+            liveview.close()
         notifier.close()
     result["watchdog_pings"] = pinger.pings
     return result
