@@ -32,6 +32,7 @@ log = logging.getLogger("anchorvla.control")
 
 MOTION_COMMANDS = ("start", "pause", "resume", "stop", "estop", "reset-fault")
 COMMANDS = ("status", *MOTION_COMMANDS)
+REFUSAL_READ_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,8 @@ class ControlEndpoint:
         try:
             if refusal is not None:
                 event(log, logging.WARNING, "control client refused", peer=peer.description, reason=refusal)
+                with contextlib.suppress(asyncio.TimeoutError):  # let the client send its request, then answer
+                    await asyncio.wait_for(reader.readline(), REFUSAL_READ_TIMEOUT_S)
                 await self._reply(writer, {"ok": False, "error": f"refused: {refusal}"})
                 return
             while line := await reader.readline():
