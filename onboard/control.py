@@ -232,7 +232,9 @@ class ControlEndpoint:
         try:
             if refusal is not None:
                 event(log, logging.WARNING, "control client refused", peer=peer.description, reason=refusal)
-                with contextlib.suppress(asyncio.TimeoutError):  # let the client send its request, then answer
+                with contextlib.suppress(
+                    asyncio.TimeoutError
+                ):  # let the client send its request, then answer
                     await asyncio.wait_for(reader.readline(), REFUSAL_READ_TIMEOUT_S)
                 await self._reply(writer, {"ok": False, "error": f"refused: {refusal}"})
                 return

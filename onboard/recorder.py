@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 from pathlib import Path
@@ -159,7 +160,7 @@ class EpisodeRecorder:
         self.tap = tap
         rec = config.recording
         self.root = rec.root
-        self.max_frames = int(rec.max_episode_s * config.control.rate_hz)
+        self.max_frames = math.ceil(rec.max_episode_s * config.control.rate_hz)
         self.images = rec.images
         self.writer = _Writer(rec.root, rec.flush_every, int(rec.max_total_mb * 1e6))
         self.writer.start()

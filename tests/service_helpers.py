@@ -27,7 +27,11 @@ def short_dir() -> Path:
 def _deep_merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for key, value in extra.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _deep_merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
     return out
 
 
@@ -44,7 +48,9 @@ def devices_and_engine(config):
     return Devices(build_arm(config), build_base(config), build_cameras(config)), build_engine(config)
 
 
-def run_serve(config, duration_s: float, client=None, notifier: Notifier | None = None, devices=None, engine=None) -> dict:
+def run_serve(
+    config, duration_s: float, client=None, notifier: Notifier | None = None, devices=None, engine=None
+) -> dict:
     """Run the service main loop for `duration_s`; `client()` runs in a thread meanwhile. Re-raises its errors."""
     if devices is None:
         devices, default_engine = devices_and_engine(config)

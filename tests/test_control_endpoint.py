@@ -77,7 +77,9 @@ def test_ctl_drives_start_stop_estop(capsys, caplog):
     assert seen["running"]["chunks"] > 0
     assert seen["stop"][0] == 0 and seen["stopped"]["state"] == "paused"
     assert seen["stopped"]["safety"]["safe_stops"] == 1
-    assert seen["stopped_much_later"]["chunks"] == seen["stopped_later"]["chunks"]  # no inference while stopped
+    assert (
+        seen["stopped_much_later"]["chunks"] == seen["stopped_later"]["chunks"]
+    )  # no inference while stopped
     assert seen["estop"][0] == 0 and seen["estopped"]["state"] == "estopped"
     assert seen["estopped"]["faults"] == ["operator_estop: hand in the way"]
     assert seen["start_refused"][0] == 2 and "reset-fault first" in seen["start_refused"][2]
@@ -108,10 +110,14 @@ def test_tcp_needs_the_token(capsys, tmp_path):
         wrong_file = tmp_path / "wrong"
         wrong_file.write_text("not-the-token-at-all")
         capsys.readouterr()
-        seen["ctl_wrong"] = cli(["ctl", "--tcp", f"127.0.0.1:{port}", "--token-file", str(wrong_file), "start"])
+        seen["ctl_wrong"] = cli(
+            ["ctl", "--tcp", f"127.0.0.1:{port}", "--token-file", str(wrong_file), "start"]
+        )
         seen["ctl_wrong_err"] = capsys.readouterr().err
         seen["status_after"] = status(capsys, d / "control.sock")
-        seen["ctl_ok"] = cli(["ctl", "--tcp", f"127.0.0.1:{port}", "--token-file", str(token), "start", "wave"])
+        seen["ctl_ok"] = cli(
+            ["ctl", "--tcp", f"127.0.0.1:{port}", "--token-file", str(token), "start", "wave"]
+        )
         seen["status_ok"] = status(capsys, d / "control.sock")
 
     run_serve(config, 2.5, client=client)
@@ -182,7 +188,11 @@ def test_bad_endpoint_config_is_one_clear_line(capsys, control, message):
     config_path = d / "c.yaml"
     from service_helpers import SIM
 
-    lines = SIM.read_text() + "service:\n  control:\n" + "".join(f"    {k}: {v}\n" for k, v in {"socket": d / "c.sock", **control}.items())
+    lines = (
+        SIM.read_text()
+        + "service:\n  control:\n"
+        + "".join(f"    {k}: {v}\n" for k, v in {"socket": d / "c.sock", **control}.items())
+    )
     config_path.write_text(lines)
     rc = cli(["service", "run", "--config", str(config_path), "--duration", "1"])
     err = capsys.readouterr().err

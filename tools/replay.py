@@ -141,7 +141,7 @@ def _same(a, b) -> bool:
 
 def _show(value) -> str:
     if isinstance(value, np.ndarray):
-        return np.array2string(value, precision=6, separator=",")
+        return "[" + ", ".join(f"{v:.6g}" for v in value) + "]"
     return repr(value)
 
 
