@@ -46,7 +46,7 @@ def test_install_into_a_target_root_writes_unit_rules_user_and_config(tmp_path, 
     )
     assert svc["User"] == "anchorvla" and svc["DevicePolicy"] == "closed"
     assert svc["LimitRTPRIO"] and "CAP_SYS_NICE" in svc["AmbientCapabilities"]
-    assert "@PREFIX@" not in unit_text and "@USER@" not in unit_text and "@CPUS@" not in unit_text
+    assert "@PREFIX@" not in unit_text and "@USER@" not in unit_text and "@CONFIG@" not in unit_text
     rules = (root / "etc/udev/rules.d/99-anchorvla.rules").read_text()
     assert 'ENV{ID_SERIAL_SHORT}=="5A7C012345", SYMLINK+="anchorvla-arm"' in rules
     sysusers = (root / "usr/lib/sysusers.d/anchorvla.conf").read_text()

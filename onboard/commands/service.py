@@ -11,6 +11,7 @@ nothing. Only a real install (root /) runs the follow-up commands (systemd-sysus
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import shutil
 import subprocess
@@ -72,6 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         raise UserError(f"--duration must be > 0 seconds (got {args.duration})")
     configure_logging("DEBUG" if args.verbose else config.telemetry.log_level)
+    faulthandler.enable()  # the watchdog's SIGABRT dumps every thread's stack into the journal
     devices = Devices(build_arm(config), build_base(config), build_cameras(config))
     engine = build_engine(config)
     result = run_event_loop(serve(config, devices, engine, args.duration))
@@ -107,13 +109,11 @@ def _install(args: argparse.Namespace) -> int:
     real = root.resolve() == Path("/") and not args.dry_run
     if real and os.geteuid() != 0:
         raise UserError("installing into / needs root (run with sudo), or pass --root DIR / --dry-run")
-    cpus = config.service.cpu_affinity
     fills = {
         "@PREFIX@": str(args.prefix),
         "@CONFIG@": "/etc/anchorvla/onboard.yaml",
         "@USER@": args.user,
         "@ARM_SERIAL@": serial,
-        "@CPUS@": " ".join(map(str, cpus)) if cpus else "",
     }
 
     def fill(text: str) -> str:
@@ -122,8 +122,6 @@ def _install(args: argparse.Namespace) -> int:
         return text
 
     unit = fill((DEPLOY / UNIT_NAME).read_text())
-    if not cpus:
-        unit = unit.replace("\nCPUAffinity=\n", "\n# CPUAffinity= (set service.cpu_affinity in the config)\n")
     sysusers = (
         f"# The AnchorVLA controller's user; its group also admits operators to the control socket.\n"
         f'u {args.user} - "AnchorVLA onboard controller" /var/lib/anchorvla\n'
