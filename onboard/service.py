@@ -119,6 +119,80 @@ def apply_realtime(config: Config) -> None:
             )
 
 
+class Service:
+    """The runtime plus what running as a service adds: sd_notify and the watchdog, the operator control
+    endpoint, episode recording and the live view, each hooked in through the runtime's listener lists."""
+
+    def __init__(
+        self, config: Config, devices: Devices, engine: PolicyEngine, notifier: Notifier | None = None
+    ):
+        from onboard.control import ControlEndpoint, Operator
+        from onboard.recorder import EpisodeRecorder, ResidualTap
+
+        self.config = config
+        self.notifier = notifier or (Notifier() if config.service.notify else Notifier({}))
+        tap = ResidualTap(engine) if config.recording.enabled else None
+        self.runtime = Runtime(config, devices, tap or engine)
+        self.operator = Operator(self.runtime)
+        # Built in the order of what can refuse the config, before any thread starts.
+        control = config.service.control
+        self.endpoint = ControlEndpoint(control, self.operator) if control.enabled else None
+        self.liveview = None
+        if config.telemetry.liveview.enabled:
+            from onboard.liveview import LiveView
+
+            self.liveview = LiveView(config, self.runtime)
+            self.liveview.attach()
+        self.recorder = None
+        if tap is not None:
+            self.recorder = EpisodeRecorder(config, self.runtime, tap)
+            self.operator.listeners.append(self.recorder.on_operator)
+        if config.service.start_idle:
+            self.runtime.pause()
+        self.pinger = WatchdogPinger(self.notifier, self.runtime)
+        if self.pinger.interval_ns is not None:
+            self.runtime.fast.tick_listeners.append(self.pinger)
+        self.runtime.ready_listeners.append(self._on_ready)
+        self.runtime.stop_listeners.append(self._on_stop)
+
+    def _on_ready(self) -> None:
+        runtime = self.runtime
+        runtime.slow.executor.submit(lambda: None).result()  # create the inference thread before pinning
+        apply_realtime(self.config)
+        state = "idle (waiting for start)" if runtime.fast.paused else "running"
+        self.notifier.send("READY=1", f"STATUS={state}")
+        event(
+            log,
+            logging.INFO,
+            "ready",
+            state=state,
+            rate_hz=self.config.control.rate_hz,
+            engine=self.config.policy.engine,
+        )
+        if self.recorder is not None and not runtime.fast.paused:
+            self.recorder.begin(runtime.fast.instruction)
+
+    def _on_stop(self, reason: str) -> None:
+        self.notifier.send("STOPPING=1", f"STATUS=stopping ({reason})")
+        event(log, logging.INFO, "stopping", reason=reason)
+
+    async def run(self, duration_s: float | None = None) -> dict:
+        try:
+            if self.endpoint is not None:
+                await self.endpoint.start()
+            result = await self.runtime.run(duration_s)
+        finally:
+            if self.endpoint is not None:
+                await self.endpoint.close()
+            if self.recorder is not None:
+                self.recorder.close()
+            if self.liveview is not None:
+                self.liveview.close()
+            self.notifier.close()
+        result["watchdog_pings"] = self.pinger.pings
+        return result
+
+
 async def serve(
     config: Config,
     devices: Devices,
@@ -126,66 +200,5 @@ async def serve(
     duration_s: float | None = None,
     notifier: Notifier | None = None,
 ) -> dict:
-    """The service's main loop: the runtime plus sd_notify, operator control, recording and the live view."""
-    from onboard.control import ControlEndpoint, Operator
-    from onboard.recorder import EpisodeRecorder, ResidualTap
-
-    notifier = notifier or (Notifier() if config.service.notify else Notifier({}))
-    recorder = None
-    if config.recording.enabled:
-        engine = ResidualTap(engine)
-    runtime = Runtime(config, devices, engine)
-    operator = Operator(runtime)
-    if config.recording.enabled:
-        recorder = EpisodeRecorder(config, runtime, engine)
-        operator.listeners.append(recorder.on_operator)
-    liveview = None
-    if config.telemetry.liveview.enabled:
-        from onboard.liveview import LiveView
-
-        liveview = LiveView(config, runtime)
-        liveview.attach()
-    if config.service.start_idle:
-        runtime.pause()
-
-    pinger = WatchdogPinger(notifier, runtime)
-    if pinger.interval_ns is not None:
-        runtime.fast.tick_listeners.append(pinger)
-
-    def on_ready() -> None:
-        runtime.slow.executor.submit(lambda: None).result()  # create the inference thread before pinning
-        apply_realtime(config)
-        state = "idle (waiting for start)" if runtime.fast.paused else "running"
-        notifier.send("READY=1", f"STATUS={state}")
-        event(
-            log,
-            logging.INFO,
-            "ready",
-            state=state,
-            rate_hz=config.control.rate_hz,
-            engine=config.policy.engine,
-        )
-        if recorder is not None and not runtime.fast.paused:
-            recorder.begin(runtime.fast.instruction)
-
-    def on_stop(reason: str) -> None:
-        notifier.send("STOPPING=1", f"STATUS=stopping ({reason})")
-        event(log, logging.INFO, "stopping", reason=reason)
-
-    runtime.ready_listeners.append(on_ready)
-    runtime.stop_listeners.append(on_stop)
-    endpoint = ControlEndpoint(config.service.control, operator) if config.service.control.enabled else None
-    try:
-        if endpoint is not None:
-            await endpoint.start()
-        result = await runtime.run(duration_s)
-    finally:
-        if endpoint is not None:
-            await endpoint.close()
-        if recorder is not None:
-            recorder.close()
-        if liveview is not None:
-            liveview.close()
-        notifier.close()
-    result["watchdog_pings"] = pinger.pings
-    return result
+    """The service's main loop (what `anchorvla service run` runs)."""
+    return await Service(config, devices, engine, notifier).run(duration_s)

@@ -15,6 +15,7 @@ import faulthandler
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from drivers.errors import UserError
@@ -73,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         raise UserError(f"--duration must be > 0 seconds (got {args.duration})")
     configure_logging("DEBUG" if args.verbose else config.telemetry.log_level)
-    faulthandler.enable()  # the watchdog's SIGABRT dumps every thread's stack into the journal
+    faulthandler.enable(sys.__stderr__)  # the watchdog's SIGABRT dumps every thread's stack into the journal
     devices = Devices(build_arm(config), build_base(config), build_cameras(config))
     engine = build_engine(config)
     result = run_event_loop(serve(config, devices, engine, args.duration))
