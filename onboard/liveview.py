@@ -4,12 +4,18 @@ Opt-in (`telemetry.liveview.enabled`) and an optional extra (`pip install 'ancho
 i.e. rerun-sdk). Per chunk: the camera images, the chosen chunk's joint paths, the anchor scores and (when
 the engine exposes `anchors`, shape (K, T, D)) the anchor candidates with the chosen one highlighted.
 Per tick: commanded and measured joint positions, commanded and measured base velocity, timing.
-rerun batches and sends from its own thread; each tick costs the fast loop a few `log` calls.
+
+The listeners only copy a few arrays into a queue (never blocking: when the viewer falls behind, samples
+are dropped and counted); a worker thread makes every rerun call, sending the per-tick series in columns
+every `FLUSH_S`, so the fast loop does not pay for rerun's logging (`anchorvla bench service` measures it).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+import time
 
 import numpy as np
 
@@ -23,6 +29,17 @@ log = logging.getLogger("anchorvla.liveview")
 
 _CHOSEN = (255, 160, 0)
 _CANDIDATE = (120, 120, 120, 90)
+FLUSH_S = 0.25
+QUEUE_SIZE = 2000
+_TICK_SERIES = (
+    "joints/commanded",
+    "joints/measured",
+    "base/commanded",
+    "base/measured",
+    "timing/lateness_ms",
+    "timing/tick_compute_ms",
+    "state/hold",
+)
 
 
 def _import_rerun():
@@ -54,48 +71,100 @@ class LiveView:
                 "telemetry.liveview needs connect (the laptop viewer's URL) or save (an .rrd path)"
             )
         event(log, logging.INFO, "live view on", to=where)
-        self.joint_names = tuple(runtime.fast.arm.joint_names)
+        self.queue: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
+        self.dropped = 0
         self.chunks = 0
+        self._worker = threading.Thread(target=self._run, name="liveview", daemon=True)
+        self._worker.start()
 
     def attach(self) -> None:
         self.runtime.fast.tick_listeners.append(self.on_tick)
         self.runtime.slow.chunk_listeners.append(self.on_chunk)
 
     def close(self) -> None:
+        self._put(("quit", None))
+        self._worker.join(timeout=10)
         self.rec.flush()
         self.rec.disconnect()
+        if self.dropped:
+            event(log, logging.WARNING, "live view dropped samples (viewer too slow)", dropped=self.dropped)
 
-    def _at(self, t_ns: int) -> None:
-        self.rr.set_time("time", duration=t_ns / 1e9, recording=self.rec)
+    def _put(self, item) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
 
+    # Listeners: on the event-loop thread, copy only.
     def on_tick(self, tick_ns: int) -> None:
-        rr, rec = self.rr, self.rec
         fast, stats = self.runtime.fast, self.runtime.stats
-        decision, snap = fast.last_decision, fast.latest
-        self._at(tick_ns)
-        rec.log("joints/commanded", rr.Scalars(decision.command.arm_positions))
-        if snap.arm is not None:
-            rec.log("joints/measured", rr.Scalars(snap.arm.positions))
-        rec.log("base/commanded", rr.Scalars(decision.command.base.as_array()))
-        if snap.base is not None:
-            rec.log(
-                "base/measured",
-                rr.Scalars([snap.base.velocity[0], snap.base.velocity[1], snap.base.yaw_speed]),
-            )
-        rec.log("timing/lateness_ms", rr.Scalars(stats.lateness_ms.recent(1)))
-        rec.log("timing/tick_compute_ms", rr.Scalars(stats.tick_compute_ms.recent(1)))
-        rec.log("state/hold", rr.Scalars([float(decision.command.hold)]))
+        d, snap = fast.last_decision, fast.latest
+        nan3 = np.full(3, np.nan)
+        measured_arm = (
+            snap.arm.positions if snap.arm is not None else np.full(len(d.command.arm_positions), np.nan)
+        )
+        measured_base = (
+            np.array([snap.base.velocity[0], snap.base.velocity[1], snap.base.yaw_speed])
+            if snap.base is not None
+            else nan3
+        )
+        values = (
+            d.command.arm_positions,
+            measured_arm,
+            d.command.base.as_array(),
+            measured_base,
+            stats.lateness_ms.recent(1),
+            stats.tick_compute_ms.recent(1),
+            [float(d.command.hold)],
+        )
+        self._put(("tick", (tick_ns, values)))
 
     def on_chunk(self, obs: Observation, chunk: ActionChunk) -> None:
-        rr, rec = self.rr, self.rec
-        self._at(obs.t_ns)
-        if self.chunks % self.config.image_every == 0:
-            for name, frame in obs.frames.items():
-                rec.log(f"cameras/{name}", rr.Image(frame.image))
+        with_images = self.chunks % self.config.image_every == 0
         self.chunks += 1
-        inference = self.runtime.stats.inference_ms.recent(1)
-        if inference:
-            rec.log("timing/inference_ms", rr.Scalars(inference))
+        frames = dict(obs.frames) if with_images else {}
+        self._put(("chunk", (obs.t_ns, frames, chunk, self.runtime.stats.inference_ms.recent(1))))
+
+    # Worker: every rerun call happens here.
+    def _run(self) -> None:
+        ticks: list = []
+        next_flush = time.monotonic() + FLUSH_S
+        while True:
+            try:
+                kind, item = self.queue.get(timeout=FLUSH_S)
+            except queue.Empty:
+                kind, item = "idle", None
+            try:
+                if kind == "tick":
+                    ticks.append(item)
+                elif kind == "chunk":
+                    self._log_chunk(*item)
+                if ticks and (kind == "quit" or time.monotonic() >= next_flush):
+                    self._send_ticks(ticks)
+                    ticks = []
+                    next_flush = time.monotonic() + FLUSH_S
+            except Exception as exc:  # the live view must never take the controller down
+                event(log, logging.WARNING, "live view logging failed", error=exc)
+            if kind == "quit":
+                return
+
+    def _send_ticks(self, ticks: list) -> None:
+        rr = self.rr
+        times = rr.TimeColumn("time", duration=np.array([t for t, _ in ticks], dtype=np.float64) / 1e9)
+        for k, path in enumerate(_TICK_SERIES):
+            rows = [np.asarray(values[k], dtype=np.float64) for _, values in ticks]
+            column = rr.Scalars.columns(scalars=np.concatenate(rows)).partition(
+                lengths=[len(r) for r in rows]
+            )
+            rr.send_columns(path, indexes=[times], columns=column, recording=self.rec)
+
+    def _log_chunk(self, t_ns: int, frames: dict, chunk: ActionChunk, inference_ms: list) -> None:
+        rr, rec = self.rr, self.rec
+        rr.set_time("time", duration=t_ns / 1e9, recording=rec)
+        for name, frame in frames.items():
+            rec.log(f"cameras/{name}", rr.Image(frame.image))
+        if inference_ms:
+            rec.log("timing/inference_ms", rr.Scalars(inference_ms))
         steps = np.arange(len(chunk), dtype=np.float64)
         arm_columns = [i for i, c in enumerate(chunk.channels) if c not in BASE_CHANNELS]
         strips = [np.stack([steps, chunk.actions[:, i]], axis=1) for i in arm_columns]

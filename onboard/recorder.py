@@ -28,6 +28,7 @@ from onboard.runtime import Runtime
 from policy_runtime.types import BASE_CHANNELS, ActionChunk, Observation, arm_channel
 
 log = logging.getLogger("anchorvla.recorder")
+EVENTS_PER_GROUP = 20  # chunk events (with images) per parquet row group: bounds the writer's memory
 
 
 class ResidualTap:
@@ -52,6 +53,24 @@ class ResidualTap:
 
 def _list(a) -> list | None:
     return None if a is None else np.asarray(a, dtype=np.float64).tolist()
+
+
+def _encode_images(row: dict) -> dict:
+    """Camera frames of a chunk event -> the schema's image structs (raw RGB bytes)."""
+    frames = row.get("images")
+    if not frames:
+        return row
+    images = [
+        {
+            "camera": n,
+            "height": f.image.shape[0],
+            "width": f.image.shape[1],
+            "t_ns": f.t_ns,
+            "rgb": np.ascontiguousarray(f.image).tobytes(),
+        }
+        for n, f in frames.items()
+    ]
+    return {**row, "images": images}
 
 
 def episode_paths(root: Path, index: int) -> tuple[Path, Path]:
@@ -91,7 +110,10 @@ class _Writer(threading.Thread):
                         self._flush(writers, "data", episode, frames, FRAME_SCHEMA)
                         frames = []
                 elif kind == "event":
-                    events.append(item[1])
+                    events.append(_encode_images(item[1]))
+                    if len(events) >= EVENTS_PER_GROUP:
+                        self._flush(writers, "events", episode, events, EVENT_SCHEMA)
+                        events = []
                 elif kind in ("end", "quit"):
                     if episode is not None:
                         self._flush(writers, "data", episode, frames, FRAME_SCHEMA)
@@ -245,18 +267,7 @@ class EpisodeRecorder:
             return
         index = len(self._chunks)
         self._chunks[id(chunk)] = (chunk, index)
-        images = None
-        if self.images:
-            images = [
-                {
-                    "camera": n,
-                    "height": f.image.shape[0],
-                    "width": f.image.shape[1],
-                    "t_ns": f.t_ns,
-                    "rgb": np.ascontiguousarray(f.image).tobytes(),
-                }
-                for n, f in obs.frames.items()
-            ]
+        images = dict(obs.frames) if self.images else None  # encoded on the writer thread
         self._event(
             "chunk",
             chunk_index=index,
