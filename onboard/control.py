@@ -140,6 +140,10 @@ class ControlEndpoint:
                     f"service.control.group '{config.group}' does not exist on this machine "
                     "(`anchorvla service install` creates it, or set service.control.group / allowed_uids)"
                 ) from None
+        if config.group is None and not config.allowed_uids:
+            raise UserError(
+                "service.control: set group or allowed_uids (as configured, no client may connect)"
+            )
         self.token: str | None = None
         if config.tcp_port is not None:
             if config.token_file is None:
@@ -153,6 +157,13 @@ class ControlEndpoint:
             if len(self.token) < 16:
                 raise UserError(
                     f"service.control.token_file {config.token_file}: the token must be at least 16 characters"
+                )
+            if config.token_file.stat().st_mode & 0o077:
+                event(
+                    log,
+                    logging.WARNING,
+                    "the control token file is readable by others: chmod 600 it",
+                    path=config.token_file,
                 )
         self._servers: list[asyncio.AbstractServer] = []
 

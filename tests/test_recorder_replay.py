@@ -33,6 +33,9 @@ def operate(sock, steps):
     wait_for_socket(sock)
     for delay, cmd, text in steps:
         time.sleep(delay)
+        if callable(cmd):
+            cmd()
+            continue
         payload = {"cmd": cmd, **({"instruction": text} if cmd == "start" and text else {})}
         args = argparse.Namespace(config=None, socket=sock, tcp=None, token_file=None, timeout=5.0)
         reply = request(args, payload)
@@ -41,7 +44,8 @@ def operate(sock, steps):
 
 @pytest.fixture(scope="module")
 def recorded():
-    """Two episodes: 'stack blocks' with a pause/resume and an estop; then 'wave' after reset-fault."""
+    """Two episodes: 'stack blocks' with a pause/resume and an estop; then 'wave' after reset-fault, during which
+    the arm stops answering for a moment (the safety layer latches arm_comms and holds)."""
     d = short_dir()
     config = sim_config(
         d, recording={"enabled": True, "root": str(d / "episodes"), "images": True, "flush_every": 10}
@@ -55,9 +59,11 @@ def recorded():
         (0.8, "estop", ""),
         (0.1, "reset-fault", ""),
         (0.1, "start", "wave"),
+        (0.5, lambda: setattr(devices.arm, "silent", True), ""),
+        (0.3, lambda: setattr(devices.arm, "silent", False), ""),
     ]
     result = run_serve(
-        config, 4.0, client=lambda: operate(d / "control.sock", steps), devices=devices, engine=engine
+        config, 4.5, client=lambda: operate(d / "control.sock", steps), devices=devices, engine=engine
     )
     return d / "episodes", result
 
@@ -94,6 +100,9 @@ def test_episodes_are_written_in_the_dataset_format(recorded):
 
 def test_recorded_episodes_replay_with_identical_decisions(recorded, capsys):
     root, _ = recorded
+    wave = pq.read_table(root / "data" / "episode_000001.parquet").to_pylist()
+    assert any(r["arm.positions"] is None for r in wave)  # the silent spell is in the recording
+    assert "arm_comms" in wave[-1]["safety.faults"] and wave[-1]["command.hold"]
     for index in (0, 1):
         report = replay(root / "data" / f"episode_{index:06d}.parquet")
         assert report.frames > 10

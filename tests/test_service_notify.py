@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from service_helpers import REPO, devices_and_engine, run_serve, short_dir, sim_config
 
+from onboard.cli import main as cli
 from onboard.service import Notifier
 
 
@@ -124,7 +125,7 @@ def test_service_run_command_under_a_fake_notify_socket_stops_on_sigterm(listene
     cfg = d / "svc.yaml"
     cfg.write_text(
         (REPO / "configs" / "sim.yaml").read_text()
-        + f"service:\n  start_idle: false\n  control: {{socket: {d / 'control.sock'}, group: root}}\n"
+        + f"service:\n  control: {{socket: {d / 'control.sock'}, group: root}}\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "400000"}
     proc = subprocess.Popen(
@@ -138,6 +139,10 @@ def test_service_run_command_under_a_fake_notify_socket_stops_on_sigterm(listene
         end = time.monotonic() + 20
         while len(listener.times_of("WATCHDOG=1")) < 3 and time.monotonic() < end:
             time.sleep(0.05)
+        # The operator's client in this process, the controller in that one.
+        assert cli(["ctl", "--socket", str(d / "control.sock"), "start", "wave", "hello"]) == 0
+        time.sleep(0.3)
+        assert cli(["ctl", "--socket", str(d / "control.sock"), "estop"]) == 0
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:
@@ -151,3 +156,8 @@ def test_service_run_command_under_a_fake_notify_socket_stops_on_sigterm(listene
     assert kinds[-1] == "STOPPING=1"
     assert "exit" in out and "signal:SIGTERM" in out
     assert "INFO anchorvla.service: ready" in err and "reason=signal:SIGTERM" in err
+    assert (
+        f'operator command command=start peer="uid=0 pid={os.getpid()}" state=running instruction="wave hello"'
+        in err
+    )
+    assert "WARNING anchorvla.control: operator command command=estop" in err
