@@ -15,6 +15,7 @@ import logging
 import math
 import queue
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from onboard.runtime import Runtime
 from policy_runtime.types import BASE_CHANNELS, ActionChunk, Observation, arm_channel
 
 log = logging.getLogger("anchorvla.recorder")
+CHUNKS_REMEMBERED = 64  # the schedule serves actions of the newest one or two chunks
 EVENTS_PER_GROUP = 20  # chunk events (with images) per parquet row group: bounds the writer's memory
 
 
@@ -192,7 +194,10 @@ class EpisodeRecorder:
         self._seq = 0
         self._t0_ns = 0
         self._task = ""
-        self._chunks: dict[int, tuple[ActionChunk, int]] = {}  # id(chunk) -> (chunk, index); keeps ids unique
+        # id(chunk) -> index in the episode, for the chunks the schedule may still serve. No references are
+        # kept (a chunk's context can be large); an id reused by a newer chunk is overwritten at its push.
+        self._chunk_index: OrderedDict[int, int] = OrderedDict()
+        self._chunk_count = 0
         self._previous_arm: np.ndarray | None = None
         runtime.fast.tick_listeners.append(self.on_tick)
         runtime.slow.chunk_listeners.append(self.on_chunk)
@@ -220,7 +225,8 @@ class EpisodeRecorder:
         self._next_index += 1
         self._frames = self._seq = 0
         self._task = task
-        self._chunks.clear()
+        self._chunk_index.clear()
+        self._chunk_count = 0
         last = self.runtime.fast.last_command
         self._previous_arm = None if last is None else last.arm_positions
         self.writer.queue.put(
@@ -232,10 +238,11 @@ class EpisodeRecorder:
         if not self.recording:
             return
         self.writer.queue.put(
-            ("end", {"length": self._frames, "chunks": len(self._chunks), "end_reason": reason})
+            ("end", {"length": self._frames, "chunks": self._chunk_count, "end_reason": reason})
         )
         self.episode_index = None
-        self._chunks.clear()
+        self._chunk_index.clear()
+        self._chunk_count = 0
 
     def close(self) -> None:
         self.end("shutdown")
@@ -265,8 +272,12 @@ class EpisodeRecorder:
     def on_chunk(self, obs: Observation, chunk: ActionChunk) -> None:
         if not self.recording:
             return
-        index = len(self._chunks)
-        self._chunks[id(chunk)] = (chunk, index)
+        index = self._chunk_count
+        self._chunk_count += 1
+        self._chunk_index[id(chunk)] = index
+        self._chunk_index.move_to_end(id(chunk))
+        while len(self._chunk_index) > CHUNKS_REMEMBERED:
+            self._chunk_index.popitem(last=False)
         images = dict(obs.frames) if self.images else None  # encoded on the writer thread
         self._event(
             "chunk",
@@ -293,7 +304,7 @@ class EpisodeRecorder:
         if self._frames == 0:
             self._t0_ns = tick_ns
         arm, base, planned, cmd = snap.arm, snap.base, d.planned, d.command
-        chunk_ref = self._chunks.get(id(planned.chunk)) if planned is not None else None
+        chunk_index = self._chunk_index.get(id(planned.chunk)) if planned is not None else None
         base_v = cmd.base.as_array()
         state_base = base.velocity[:2].tolist() + [base.yaw_speed] if base is not None else [0.0, 0.0, 0.0]
         stats = self.runtime.stats
@@ -316,7 +327,7 @@ class EpisodeRecorder:
             "base.yaw_speed": base.yaw_speed if base else None,
             "base.mode": base.mode if base else None,
             "base.error_code": base.error_code if base else None,
-            "plan.chunk_index": chunk_ref[1] if chunk_ref else None,
+            "plan.chunk_index": chunk_index,
             "plan.j": planned.j if planned is not None else None,
             "plan.action": _list(planned.action) if planned is not None else None,
             "residual": _list(residual),

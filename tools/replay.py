@@ -33,7 +33,7 @@ log = logging.getLogger("anchorvla.replay")
 
 
 class _ReplayArm:
-    """Answers with the recorded measurement of the tick being replayed (raises where the arm was silent)."""
+    """Answers with the recorded measurement of the tick being replayed (raises where the device was silent)."""
 
     def __init__(self, joint_names: tuple[str, ...]):
         self.joint_names = joint_names
@@ -41,7 +41,7 @@ class _ReplayArm:
 
     def read_state(self) -> ArmState:
         if self.state is None:
-            raise DeviceError("recorded: the arm did not answer")
+            raise DeviceError("recorded: no answer at this tick")
         return self.state
 
     def write_goal(self, positions) -> None:
