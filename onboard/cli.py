@@ -22,8 +22,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # `anchorvla bench NAME`: name -> (module, help). Each module has add_arguments(parser) and main(args) -> int.
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "loop": ("tools.bench_loop", "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep loop"),
-    "service": ("tools.bench_service", "fast-loop cost of recording and the live view, vs the plain controller"),
+    "loop": (
+        "tools.bench_loop",
+        "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep loop",
+    ),
+    "service": (
+        "tools.bench_service",
+        "fast-loop cost of recording and the live view, vs the plain controller",
+    ),
 }
 
 

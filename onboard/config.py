@@ -69,7 +69,9 @@ class BlendingConfig(_Section):
 
     mode: Literal["none", "linear", "exponential"] = "linear"
     ticks: int = Field(default=3, ge=1, le=100, description="linear: cross-fade length in ticks")
-    decay: float = Field(default=0.5, gt=0, le=10, description="exponential: weight of the newer chunk is 1-exp(-decay*(i+1))")
+    decay: float = Field(
+        default=0.5, gt=0, le=10, description="exponential: weight of the newer chunk is 1-exp(-decay*(i+1))"
+    )
 
 
 class StandinEngineConfig(_Section):
@@ -77,7 +79,8 @@ class StandinEngineConfig(_Section):
 
     compute_ms: float = Field(default=100.0, ge=0, le=10_000)
     compute: Literal["sleep", "cpu"] = Field(
-        default="sleep", description="sleep: GIL-free wait; cpu: burn a core with numpy like a real CPU engine"
+        default="sleep",
+        description="sleep: GIL-free wait; cpu: burn a core with numpy like a real CPU engine",
     )
     chunk_length: int = Field(default=10, ge=1, le=1000)
     amplitude: float = Field(default=0.3, ge=0, le=1.5, description="rad of the joint sine waves")
@@ -91,7 +94,9 @@ class PolicyConfig(_Section):
     engine: Literal["standin", "torch", "onnxruntime", "tensorrt"] = "standin"
     bundle: Path | None = None
     instruction: str = ""
-    execute_horizon: int = Field(default=5, ge=1, le=1000, description="actions of a chunk served (the paper's H)")
+    execute_horizon: int = Field(
+        default=5, ge=1, le=1000, description="actions of a chunk served (the paper's H)"
+    )
     blending: BlendingConfig = Field(default_factory=BlendingConfig)
     residual: bool = True
     force_unverified: bool = False
@@ -103,7 +108,15 @@ class ControlConfig(_Section):
     fine_wait_ms: float = Field(
         default=2.0, ge=0, le=20, description="last part of each wait done with a precise blocking sleep"
     )
-    start_margin_ticks: float = Field(default=1.0, ge=0, le=100, description="slack when planning the next inference")
+    gil_switch_interval_ms: float = Field(
+        default=0.5,
+        gt=0,
+        le=5,
+        description="how long another thread may hold the GIL while the fast loop waits",
+    )
+    start_margin_ticks: float = Field(
+        default=1.0, ge=0, le=100, description="slack when planning the next inference"
+    )
     max_frame_age_s: float = Field(default=0.25, gt=0, le=10)
 
 
@@ -135,9 +148,16 @@ class ControlEndpointConfig(_Section):
 
 
 class ServiceConfig(_Section):
-    notify: bool = Field(default=True, description="sd_notify READY/WATCHDOG/STOPPING when NOTIFY_SOCKET is set")
-    realtime_priority: int = Field(default=0, ge=0, le=99, description="SCHED_FIFO priority (0: leave as is)")
-    cpu_affinity: list[int] | None = None
+    notify: bool = Field(
+        default=True, description="sd_notify READY/WATCHDOG/STOPPING when NOTIFY_SOCKET is set"
+    )
+    realtime_priority: int = Field(
+        default=0,
+        ge=0,
+        le=98,
+        description="SCHED_FIFO priority of the fast loop (0: normal scheduling); inference runs one below",
+    )
+    cpu_affinity: list[int] | None = Field(default=None, description="CPUs the controller may run on")
     start_idle: bool = Field(default=True, description="service run: hold still until the operator sends start")
     control: ControlEndpointConfig = Field(default_factory=ControlEndpointConfig)
 
@@ -148,7 +168,9 @@ class RecordingConfig(_Section):
     enabled: bool = False
     root: Path = Field(default=Path("/var/lib/anchorvla/episodes"), description="dataset directory")
     images: bool = Field(default=False, description="also store the camera images of each chunk's observation")
-    max_episode_s: float = Field(default=600.0, gt=0, description="recording of an episode stops after this long, until the next start")
+    max_episode_s: float = Field(
+        default=600.0, gt=0, description="recording of an episode stops after this long, until the next start"
+    )
     max_total_mb: float = Field(default=20_000.0, gt=0, description="oldest episodes are deleted above this size")
     flush_every: int = Field(default=150, ge=1, le=100_000, description="frames per parquet row group")
 
@@ -214,7 +236,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
     """Read and validate a YAML config. Raises ConfigError with one line on any problem."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path} (pass --config with a YAML file, e.g. configs/sim.yaml)")
+        raise ConfigError(
+            f"config file not found: {path} (pass --config with a YAML file, e.g. configs/sim.yaml)"
+        )
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -222,7 +246,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (robot, policy, control, ...)")
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections (robot, policy, control, ...)"
+        )
     raw = _resolve_paths(raw, path.parent)
     if overrides:
         raw = _merge(raw, overrides)
@@ -235,5 +261,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
 def _merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for key, value in extra.items():
-        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _merge(out.get(key, {}), value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
     return out

@@ -23,6 +23,7 @@ import numpy as np
 from drivers.errors import DeviceError
 from drivers.protocols import Arm, Base, Camera
 from drivers.types import ArmState, BaseState, BaseVelocity, Command
+from onboard.realtime import set_thread_fifo, set_thread_normal
 from onboard.schedule import ChunkSchedule, PlannedAction
 from onboard.telemetry import RunStats
 from onboard.timing import wait_until
@@ -106,7 +107,9 @@ class FastLoop:
             self.safety.report_fault(f"{what}_comms", str(exc), tick_ns)
             return None
 
-    def _desired(self, planned: PlannedAction | None, arm: ArmState | None, base: BaseState | None, tick_ns: int) -> Command:
+    def _desired(
+        self, planned: PlannedAction | None, arm: ArmState | None, base: BaseState | None, tick_ns: int
+    ) -> Command:
         if planned is None:
             if self.stats.chunks:
                 self.stats.underruns += 1
@@ -117,7 +120,11 @@ class FastLoop:
             correction = self.engine.residual(obs, planned.chunk, planned.j, action)
             if correction is not None:
                 action = action + correction
-        hold = self.last_command.arm_positions if self.last_command is not None else (arm.positions if arm else None)
+        hold = (
+            self.last_command.arm_positions
+            if self.last_command is not None
+            else (arm.positions if arm else None)
+        )
         if hold is None:
             hold = np.zeros(len(self.arm.joint_names))
         return self.mapper.command(action, hold, tick_ns)
@@ -169,7 +176,9 @@ class FastLoop:
             if start >= deadline + self.period_ns:
                 missed = (start - deadline) // self.period_ns
                 self.stats.overruns += 1
-                deadline += missed * self.period_ns  # run this tick for the current slot, skip the missed ones
+                deadline += (
+                    missed * self.period_ns
+                )  # run this tick for the current slot, skip the missed ones
             self.tick(deadline)
             self.stats.ticks += 1
             self.stats.tick_compute_ms.add((time.monotonic_ns() - start) / 1e6)
@@ -191,12 +200,17 @@ class SlowLoop:
         max_frame_age_s: float,
         start_margin_ticks: float,
         instruction: str,
+        worker_priority: int = 0,
     ):
         self.fast, self.engine, self.schedule, self.safety, self.stats = fast, engine, schedule, safety, stats
         self.max_frame_age_ns = int(max_frame_age_s * 1e9)
         self.margin_ns = int(start_margin_ticks * fast.period_ns)
         self.instruction = instruction
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        # The worker starts from the event-loop thread and would inherit its real-time priority: set its own.
+        initializer = (lambda: set_thread_fifo(worker_priority)) if worker_priority > 0 else set_thread_normal
+        self.executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="inference", initializer=initializer
+        )
         self.chunk_listeners: list[Callable[[Observation, ActionChunk], None]] = []  # recording, live view
         self.anchor_frames: dict = {}
 
@@ -224,7 +238,9 @@ class SlowLoop:
             return None
         for name, f in frames.items():
             self.anchor_frames.setdefault(name, f)
-        return Observation(snap.tick_ns, snap.arm, snap.base, frames, self.instruction, dict(self.anchor_frames))
+        return Observation(
+            snap.tick_ns, snap.arm, snap.base, frames, self.instruction, dict(self.anchor_frames)
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()

@@ -18,6 +18,7 @@ from drivers.errors import DeviceError, UserError
 from drivers.protocols import Arm, Base, Camera
 from onboard.config import Config
 from onboard.loops import FastLoop, SlowLoop
+from onboard.realtime import set_affinity, set_thread_fifo, set_thread_normal
 from onboard.schedule import ChunkSchedule
 from onboard.telemetry import RunStats, summary
 from policy_runtime.engines.base import PolicyEngine
@@ -64,6 +65,7 @@ class Runtime:
             config.control.max_frame_age_s,
             config.control.start_margin_ticks,
             p.instruction,
+            worker_priority=max(0, config.service.realtime_priority - 1),
         )
         self._stop = asyncio.Event()
         self.exit_reason = "running"
@@ -138,17 +140,30 @@ class Runtime:
 
     async def run(self, duration_s: float | None = None) -> dict:
         loop = asyncio.get_running_loop()
+        # A thread holding the GIL (Python glue around inference kernels) makes the fast loop wait up to the
+        # switch interval (5 ms by default) after its sleep ends; 0.5 ms bounds that wait.
+        previous_switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(
+            min(previous_switch_interval, self.config.control.gil_switch_interval_ms / 1000.0)
+        )
+        realtime = set_thread_fifo(self.config.service.realtime_priority)
+        set_affinity(self.config.service.cpu_affinity)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop, f"signal:{signal.Signals(sig).name}")
         try:
             await loop.run_in_executor(None, self._start_devices)
             await loop.run_in_executor(None, self.engine.warmup)
-            tasks = [asyncio.ensure_future(self.fast.run(self._stop)), asyncio.ensure_future(self.slow.run(self._stop))]
+            tasks = [
+                asyncio.ensure_future(self.fast.run(self._stop)),
+                asyncio.ensure_future(self.slow.run(self._stop)),
+            ]
             for listener in self.ready_listeners:
                 listener()
             if duration_s is not None:
                 loop.call_later(duration_s, self.stop, "duration")
-            done, _ = await asyncio.wait([*tasks, asyncio.ensure_future(self._stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                [*tasks, asyncio.ensure_future(self._stop.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
             for task in done:
                 if task in tasks and task.exception() is not None:
                     self.stop("error")
@@ -157,6 +172,9 @@ class Runtime:
             tasks[1].cancel()  # an inference in flight is abandoned; the fast loop ends its tick by itself
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
+            sys.setswitchinterval(previous_switch_interval)
+            if realtime:
+                set_thread_normal()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             self.safe_stop()
@@ -165,7 +183,9 @@ class Runtime:
             self.engine.close()
         if not self.stats.ended_ns:
             self.stats.ended_ns = time.monotonic_ns()
-        return summary(self.stats, self.schedule.stale_dropped, self.safety.counters.as_dict(), self.exit_reason)
+        return summary(
+            self.stats, self.schedule.stale_dropped, self.safety.counters.as_dict(), self.exit_reason
+        )
 
 
 def run_event_loop(coro):

@@ -1,4 +1,5 @@
-"""Running the controller as a systemd service: sd_notify, the watchdog, real-time options, and `serve`.
+"""Running the controller as a systemd service: sd_notify, the watchdog, and the `Service` that adds
+operator control, recording and the live view to the runtime.
 
 systemd protocol (sd_notify(3)): datagrams of `KEY=VALUE` lines to the Unix socket in NOTIFY_SOCKET
 (a leading `@` means the abstract namespace). We send READY=1 once drivers and engine are warm and the
@@ -90,35 +91,6 @@ class WatchdogPinger:
         self.pings += 1
 
 
-def apply_realtime(config: Config) -> None:
-    """Pin the calling (event-loop, fast-loop) thread and give it SCHED_FIFO, as configured.
-
-    Called once the loops run; threads created later inherit these settings, so the inference thread is
-    started first (see `serve`). Refusals are logged, not fatal: the controller still runs, less tightly.
-    """
-    svc = config.service
-    if svc.cpu_affinity:
-        try:
-            os.sched_setaffinity(0, svc.cpu_affinity)
-            event(log, logging.INFO, "fast loop pinned", cpus=",".join(map(str, svc.cpu_affinity)))
-        except OSError as exc:
-            event(log, logging.WARNING, "cpu affinity refused", cpus=svc.cpu_affinity, error=exc.strerror)
-    if svc.realtime_priority:
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(svc.realtime_priority))
-            event(
-                log, logging.INFO, "fast loop real-time", policy="SCHED_FIFO", priority=svc.realtime_priority
-            )
-        except OSError as exc:
-            event(
-                log,
-                logging.WARNING,
-                "real-time priority refused (the unit needs LimitRTPRIO and CAP_SYS_NICE)",
-                priority=svc.realtime_priority,
-                error=exc.strerror,
-            )
-
-
 class Service:
     """The runtime plus what running as a service adds: sd_notify and the watchdog, the operator control
     endpoint, episode recording and the live view, each hooked in through the runtime's listener lists."""
@@ -157,8 +129,6 @@ class Service:
 
     def _on_ready(self) -> None:
         runtime = self.runtime
-        runtime.slow.executor.submit(lambda: None).result()  # create the inference thread before pinning
-        apply_realtime(self.config)
         state = "idle (waiting for start)" if runtime.fast.paused else "running"
         self.notifier.send("READY=1", f"STATUS={state}")
         event(

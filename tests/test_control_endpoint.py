@@ -11,19 +11,19 @@ import time
 import pytest
 from service_helpers import run_serve, short_dir, sim_config, wait_for_socket
 
-from onboard.cli import main as cli
+from onboard.cli import main as anchorvla
 
 
 def ctl(capsys, sock, *words) -> tuple[int, str, str]:
     capsys.readouterr()
-    rc = cli(["ctl", "--socket", str(sock), *words])
+    rc = anchorvla(["ctl", "--socket", str(sock), *words])
     out, err = capsys.readouterr()
     return rc, out, err
 
 
 def status(capsys, sock) -> dict:
     capsys.readouterr()
-    assert cli(["ctl", "--socket", str(sock), "--json", "status"]) == 0
+    assert anchorvla(["ctl", "--socket", str(sock), "--json", "status"]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -110,12 +110,12 @@ def test_tcp_needs_the_token(capsys, tmp_path):
         wrong_file = tmp_path / "wrong"
         wrong_file.write_text("not-the-token-at-all")
         capsys.readouterr()
-        seen["ctl_wrong"] = cli(
+        seen["ctl_wrong"] = anchorvla(
             ["ctl", "--tcp", f"127.0.0.1:{port}", "--token-file", str(wrong_file), "start"]
         )
         seen["ctl_wrong_err"] = capsys.readouterr().err
         seen["status_after"] = status(capsys, d / "control.sock")
-        seen["ctl_ok"] = cli(
+        seen["ctl_ok"] = anchorvla(
             ["ctl", "--tcp", f"127.0.0.1:{port}", "--token-file", str(token), "start", "wave"]
         )
         seen["status_ok"] = status(capsys, d / "control.sock")
@@ -194,7 +194,7 @@ def test_bad_endpoint_config_is_one_clear_line(capsys, control, message):
         + "".join(f"    {k}: {v}\n" for k, v in {"socket": d / "c.sock", **control}.items())
     )
     config_path.write_text(lines)
-    rc = cli(["service", "run", "--config", str(config_path), "--duration", "1"])
+    rc = anchorvla(["service", "run", "--config", str(config_path), "--duration", "1"])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err
 

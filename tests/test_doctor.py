@@ -6,11 +6,11 @@ import json
 
 from service_helpers import SIM
 
-from onboard.cli import main as cli
+from onboard.cli import main as anchorvla
 
 
 def test_doctor_lists_what_a_robot_still_needs(capsys):
-    rc = cli(["doctor"])
+    rc = anchorvla(["doctor"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "ok        numpy" in out and "ok        pydantic" in out
@@ -21,7 +21,7 @@ def test_doctor_lists_what_a_robot_still_needs(capsys):
 
 
 def test_doctor_json_and_strict(capsys):
-    rc = cli(["doctor", "--json", "--strict"])
+    rc = anchorvla(["doctor", "--json", "--strict"])
     checks = json.loads(capsys.readouterr().out)
     by_name = {c["name"]: c for c in checks}
     assert rc == 1  # the robot's needs are not met here
@@ -32,9 +32,12 @@ def test_doctor_json_and_strict(capsys):
 
 def test_doctor_sees_an_install_under_a_target_root(tmp_path, capsys):
     root = tmp_path / "root"
-    assert cli(["service", "install", "--config", str(SIM), "--root", str(root), "--arm-serial", "A1"]) == 0
+    assert (
+        anchorvla(["service", "install", "--config", str(SIM), "--root", str(root), "--arm-serial", "A1"])
+        == 0
+    )
     capsys.readouterr()
-    cli(["doctor", "--config", str(SIM), "--root", str(root), "--json"])
+    anchorvla(["doctor", "--config", str(SIM), "--root", str(root), "--json"])
     by_name = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
     for name in ("systemd unit", "udev rules", "service user entry", "installed config"):
         assert by_name[name]["status"] == "ok", by_name[name]

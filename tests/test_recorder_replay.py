@@ -13,7 +13,7 @@ import yaml
 from service_helpers import devices_and_engine, run_serve, short_dir, sim_config, wait_for_socket
 
 from drivers.errors import UserError
-from onboard.cli import main as cli
+from onboard.cli import main as anchorvla
 from onboard.commands.ctl import request
 from onboard.standins import StandinEngine
 from tools.replay import replay
@@ -107,7 +107,7 @@ def test_recorded_episodes_replay_with_identical_decisions(recorded, capsys):
         report = replay(root / "data" / f"episode_{index:06d}.parquet")
         assert report.frames > 10
         assert report.identical, report.as_dict()
-    rc = cli(["replay", str(root / "data" / "episode_000000.parquet")])
+    rc = anchorvla(["replay", str(root / "data" / "episode_000000.parquet")])
     assert rc == 0 and "identical on every frame" in capsys.readouterr().out
 
 
@@ -120,7 +120,7 @@ def test_replay_under_tighter_limits_reports_where_decisions_differ(recorded, tm
         limit["max_velocity"] = 0.02  # rad/s: far below the stand-in's ~0.5 rad/s
     tighter = tmp_path / "tighter.yaml"
     tighter.write_text(yaml.safe_dump(raw))
-    rc = cli(["replay", str(episode), "--config", str(tighter), "--json", str(tmp_path / "r.json")])
+    rc = anchorvla(["replay", str(episode), "--config", str(tighter), "--json", str(tmp_path / "r.json")])
     out = capsys.readouterr().out
     assert rc == 1 and "decisions differ on" in out and "command.arm" in out
     report = json.loads((tmp_path / "r.json").read_text())

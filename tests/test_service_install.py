@@ -7,7 +7,7 @@ import logging
 
 from service_helpers import SIM
 
-from onboard.cli import main as cli
+from onboard.cli import main as anchorvla
 from onboard.journal import JournalFormatter
 
 
@@ -20,7 +20,7 @@ def unit_sections(text: str) -> configparser.ConfigParser:
 
 def test_install_into_a_target_root_writes_unit_rules_user_and_config(tmp_path, capsys):
     root = tmp_path / "root"
-    rc = cli(
+    rc = anchorvla(
         [
             "service",
             "install",
@@ -63,16 +63,16 @@ def test_install_keeps_an_existing_config_unless_forced(tmp_path, capsys):
     (root / "etc/anchorvla").mkdir(parents=True)
     (root / "etc/anchorvla/onboard.yaml").write_text("# tuned on the robot\n")
     args = ["service", "install", "--config", str(SIM), "--root", str(root), "--arm-serial", "A1"]
-    assert cli(args) == 0
+    assert anchorvla(args) == 0
     assert (root / "etc/anchorvla/onboard.yaml").read_text() == "# tuned on the robot\n"
     assert "kept the existing" in capsys.readouterr().out
-    assert cli([*args, "--force"]) == 0
+    assert anchorvla([*args, "--force"]) == 0
     assert (root / "etc/anchorvla/onboard.yaml").read_text() == SIM.read_text()
 
 
 def test_dry_run_writes_nothing(tmp_path, capsys):
     root = tmp_path / "root"
-    rc = cli(
+    rc = anchorvla(
         ["service", "install", "--config", str(SIM), "--root", str(root), "--arm-serial", "A1", "--dry-run"]
     )
     out = capsys.readouterr().out
@@ -80,12 +80,12 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
 
 
 def test_bad_install_input_is_one_line(tmp_path, capsys):
-    rc = cli(
+    rc = anchorvla(
         ["service", "install", "--config", str(SIM), "--root", str(tmp_path), "--arm-serial", 'x"; rm -rf /']
     )
     err = capsys.readouterr().err
     assert rc == 2 and "--arm-serial" in err and len(err.strip().splitlines()) == 1
-    rc = cli(
+    rc = anchorvla(
         [
             "service",
             "install",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from service_helpers import REPO, devices_and_engine, run_serve, short_dir, sim_config
 
-from onboard.cli import main as cli
+from onboard.cli import main as anchorvla
 from onboard.service import Notifier
 
 
@@ -140,9 +140,9 @@ def test_service_run_command_under_a_fake_notify_socket_stops_on_sigterm(listene
         while len(listener.times_of("WATCHDOG=1")) < 3 and time.monotonic() < end:
             time.sleep(0.05)
         # The operator's client in this process, the controller in that one.
-        assert cli(["ctl", "--socket", str(d / "control.sock"), "start", "wave", "hello"]) == 0
+        assert anchorvla(["ctl", "--socket", str(d / "control.sock"), "start", "wave", "hello"]) == 0
         time.sleep(0.3)
-        assert cli(["ctl", "--socket", str(d / "control.sock"), "estop"]) == 0
+        assert anchorvla(["ctl", "--socket", str(d / "control.sock"), "estop"]) == 0
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:

@@ -64,7 +64,7 @@ def _robot_config() -> Config:
                 ],
             },
             "policy": {"engine": "tensorrt"},
-            "service": {"realtime_priority": 50, "cpu_affinity": [3]},
+            "service": {"realtime_priority": 50, "cpu_affinity": [1, 2, 3]},
             "recording": {"enabled": True},
         }
     )
