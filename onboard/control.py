@@ -195,18 +195,33 @@ class ControlEndpoint:
 
     async def start(self) -> None:
         path = self.config.socket
-        self._prepare_socket_path()
-        old_umask = os.umask(0o117)  # the socket is created 0660, never briefly world-writable
         try:
-            self._servers.append(await asyncio.start_unix_server(self._serve_unix, path=str(path)))
-        finally:
-            os.umask(old_umask)
+            self._prepare_socket_path()
+            old_umask = os.umask(0o117)  # the socket is created 0660, never briefly world-writable
+            try:
+                self._servers.append(await asyncio.start_unix_server(self._serve_unix, path=str(path)))
+            finally:
+                os.umask(old_umask)
+        except OSError as exc:
+            raise UserError(
+                f"cannot listen on service.control.socket {path}: {exc.strerror} "
+                "(the unit's RuntimeDirectory= provides /run/anchorvla; elsewhere set service.control.socket)"
+            ) from None
         if self.group_gid is not None:
             with contextlib.suppress(PermissionError):  # not root: the file keeps our group
                 os.chown(path, -1, self.group_gid)
         event(log, logging.INFO, "control socket listening", path=path, group=self.config.group or "-")
         if self.config.tcp_port is not None:
-            server = await asyncio.start_server(self._serve_tcp, self.config.tcp_host, self.config.tcp_port)
+            try:
+                server = await asyncio.start_server(
+                    self._serve_tcp, self.config.tcp_host, self.config.tcp_port
+                )
+            except OSError as exc:
+                await self.close()
+                raise UserError(
+                    f"cannot listen on TCP {self.config.tcp_host}:{self.config.tcp_port}: {exc.strerror} "
+                    "(another process on that port? set service.control.tcp_port)"
+                ) from None
             self._servers.append(server)
             event(
                 log,
@@ -224,6 +239,9 @@ class ControlEndpoint:
         return None
 
     async def close(self) -> None:
+        """Stop listening; remove the socket file if this endpoint created it."""
+        if not self._servers:
+            return
         for server in self._servers:
             server.close()
             await server.wait_closed()

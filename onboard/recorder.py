@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from drivers.errors import UserError
 from onboard.config import Config
 from onboard.episode_schema import EVENT_SCHEMA, FORMAT_VERSION, FRAME_SCHEMA
 from onboard.journal import event
@@ -186,6 +187,14 @@ class EpisodeRecorder:
         self.root = rec.root
         self.max_frames = math.ceil(rec.max_episode_s * config.control.rate_hz)
         self.images = rec.images
+        try:
+            for sub in ("data", "events", "meta"):
+                (rec.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(
+                f"recording.root {rec.root}: {exc.strerror} (the unit's StateDirectory= provides "
+                "/var/lib/anchorvla; elsewhere set recording.root to a writable directory)"
+            ) from None
         self.writer = _Writer(rec.root, rec.flush_every, int(rec.max_total_mb * 1e6))
         self.writer.start()
         self.episode_index: int | None = None

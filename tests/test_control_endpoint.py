@@ -9,7 +9,7 @@ import socket
 import time
 
 import pytest
-from service_helpers import run_serve, short_dir, sim_config, wait_for_socket
+from service_helpers import SIM, run_serve, short_dir, sim_config, wait_for_socket
 
 from onboard.cli import main as anchorvla
 
@@ -186,7 +186,6 @@ def test_socket_file_is_group_only(capsys):
 def test_bad_endpoint_config_is_one_clear_line(capsys, control, message):
     d = short_dir()
     config_path = d / "c.yaml"
-    from service_helpers import SIM
 
     lines = (
         SIM.read_text()
@@ -203,3 +202,16 @@ def test_ctl_without_a_controller_says_so(capsys):
     d = short_dir()
     rc, _, err = ctl(capsys, d / "nothing.sock", "status")
     assert rc == 2 and "no controller socket at" in err
+
+
+def test_unusable_socket_path_is_one_clear_line(capsys):
+    d = short_dir()
+    blocker = d / "file"
+    blocker.write_text("not a directory")
+    config_path = d / "c.yaml"
+    config_path.write_text(
+        SIM.read_text() + f"service:\n  control: {{socket: {blocker / 'control.sock'}, group: root}}\n"
+    )
+    rc = anchorvla(["service", "run", "--config", str(config_path), "--duration", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot listen on service.control.socket" in err and "Traceback" not in err

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from service_helpers import devices_and_engine, run_serve, short_dir, sim_config, wait_for_socket
+from service_helpers import SIM, devices_and_engine, run_serve, short_dir, sim_config, wait_for_socket
 
 from drivers.errors import UserError
 from onboard.cli import main as anchorvla
@@ -155,3 +155,17 @@ def test_size_cap_deletes_the_oldest_episodes_and_long_episodes_stop_recording()
     assert all(x["length"] == 8 for x in lines)  # 0.5 s at 15 Hz, rounded up to whole ticks
     kept = sorted(p.name for p in (d / "episodes" / "data").glob("*.parquet"))
     assert kept == ["episode_000001.parquet"]  # over the cap: the older one went, the newest stays
+
+
+def test_unwritable_recording_root_is_one_clear_line(capsys):
+    d = short_dir()
+    (d / "file").write_text("not a directory")
+    config_path = d / "c.yaml"
+    config_path.write_text(
+        SIM.read_text()
+        + f"service:\n  control: {{socket: {d / 'c.sock'}, group: root}}\n"
+        + f"recording: {{enabled: true, root: {d / 'file' / 'episodes'}}}\n"
+    )
+    rc = anchorvla(["service", "run", "--config", str(config_path), "--duration", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "recording.root" in err and "Traceback" not in err
