@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import configparser
 import logging
+import shutil
+import subprocess
 
+import pytest
 from service_helpers import SIM
 
 from onboard.cli import main as anchorvla
@@ -118,3 +121,38 @@ def test_journal_lines_carry_priority_and_fields(monkeypatch):
         err = logging.LogRecord("anchorvla", logging.ERROR, __file__, 1, "two\nlines", None, sys.exc_info())
     text = JournalFormatter(journal=True).format(err)
     assert "\n" not in text and text.startswith("<3>ERROR anchorvla: two | lines exception=")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_installed_unit_passes_systemd_analyze_verify(tmp_path, capsys):
+    prefix = tmp_path / "prefix"
+    (prefix / ".venv/bin").mkdir(parents=True)
+    exe = prefix / ".venv/bin/anchorvla"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    root = tmp_path / "root"
+    args = ["--config", str(SIM), "--root", str(root), "--arm-serial", "A1", "--prefix", str(prefix)]
+    assert anchorvla(["service", "install", *args]) == 0
+    unit = root / "etc/systemd/system/anchorvla-onboard.service"
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "", done.stderr  # systemd warns about unknown keys or bad values here
+
+
+@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="needs systemd-sysusers")
+def test_sysusers_entry_creates_the_service_user_in_its_groups(tmp_path):
+    root = tmp_path / "root"
+    assert (
+        anchorvla(["service", "install", "--config", str(SIM), "--root", str(root), "--arm-serial", "A1"])
+        == 0
+    )
+    done = subprocess.run(["systemd-sysusers", f"--root={root}"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    passwd = (root / "etc/passwd").read_text()
+    groups = {
+        line.split(":")[0]: line.split(":")[3] for line in (root / "etc/group").read_text().splitlines()
+    }
+    assert passwd.startswith("anchorvla:x:") and ":/var/lib/anchorvla:" in passwd
+    assert all("anchorvla" in groups[g] for g in ("dialout", "video", "render")) and "anchorvla" in groups
