@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import shutil
 import socket
 import tempfile
 import threading
@@ -20,8 +22,10 @@ SIM = REPO / "configs" / "sim.yaml"
 
 
 def short_dir() -> Path:
-    """Unix socket paths must stay under 108 bytes: pytest's tmp_path can be longer."""
-    return Path(tempfile.mkdtemp(prefix="avla-", dir="/tmp"))
+    """Unix socket paths must stay under 108 bytes: pytest's tmp_path can be longer. Removed at exit."""
+    path = Path(tempfile.mkdtemp(prefix="avla-", dir="/tmp"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:
