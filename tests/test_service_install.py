@@ -79,7 +79,9 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
         ["service", "install", "--config", str(SIM), "--root", str(root), "--arm-serial", "A1", "--dry-run"]
     )
     out = capsys.readouterr().out
-    assert rc == 0 and "would write" in out and not root.exists()
+    assert (
+        rc == 0 and "would write" in out and "would run: systemctl daemon-reload" in out and not root.exists()
+    )
 
 
 def test_bad_install_input_is_one_line(tmp_path, capsys):

@@ -191,6 +191,8 @@ def _install(args: argparse.Namespace) -> int:
                 raise UserError(
                     f"{' '.join(cmd)} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}"
                 )
+        elif args.dry_run:
+            print(f"    would run: {' '.join(cmd)}")
         else:
             print(f"    on the robot, run: sudo {' '.join(cmd)}")
     print(f"then: sudo systemctl start {UNIT_NAME}; journalctl -u {UNIT_NAME} -f")
