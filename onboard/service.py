@@ -124,6 +124,7 @@ class Service:
         self.pinger = WatchdogPinger(self.notifier, self.runtime)
         if self.pinger.interval_ns is not None:
             self.runtime.fast.tick_listeners.append(self.pinger)
+        self.operator.listeners.append(self._on_operator)
         self.runtime.ready_listeners.append(self._on_ready)
         self.runtime.stop_listeners.append(self._on_stop)
 
@@ -141,6 +142,10 @@ class Service:
         )
         if self.recorder is not None and not runtime.fast.paused:
             self.recorder.begin(runtime.fast.instruction)
+
+    def _on_operator(self, command: str, args: dict) -> None:
+        """`systemctl status` shows the operator's last word: e.g. "running: pick the cup"."""
+        self.notifier.send(f"STATUS={self.operator.state()}: {args.get('instruction', '')}")
 
     def _on_stop(self, reason: str) -> None:
         self.notifier.send("STOPPING=1", f"STATUS=stopping ({reason})")

@@ -153,6 +153,7 @@ def test_service_run_command_under_a_fake_notify_socket_stops_on_sigterm(listene
     kinds = [m.split("\n")[0] for _, m in listener.messages]
     assert kinds[0] == "READY=1"
     assert kinds.count("WATCHDOG=1") >= 3
+    assert "STATUS=running: wave hello" in kinds and "STATUS=estopped: wave hello" in kinds
     assert kinds[-1] == "STOPPING=1"
     assert "exit" in out and "signal:SIGTERM" in out
     assert "INFO anchorvla.service: ready" in err and "reason=signal:SIGTERM" in err
