@@ -14,6 +14,8 @@ from drivers.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("onboard.commands.run", "run the controller"),
     "bench": ("onboard.commands.bench", "run a benchmark and print its table"),
+    "emulate": ("onboard.commands.emulate", "run an emulated device (servos: an STS3215 bus on a pty)"),
+    "calibrate": ("onboard.commands.calibrate", "calibrate the SO-101 arm or import a LeRobot calibration"),
     "service": ("onboard.commands.service", "run as a systemd service, or install the unit and udev rules"),
     "ctl": ("onboard.commands.ctl", "operator control of a running controller (status, start, stop, estop, ...)"),
     "replay": ("tools.replay", "re-run the schedule/residual/safety decisions on a recorded episode"),
@@ -22,14 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # `anchorvla bench NAME`: name -> (module, help). Each module has add_arguments(parser) and main(args) -> int.
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "loop": (
-        "tools.bench_loop",
-        "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep loop",
-    ),
-    "service": (
-        "tools.bench_service",
-        "fast-loop cost of recording and the live view, vs the plain controller",
-    ),
+    "loop": ("tools.bench_loop", "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep"),
+    "servos": ("tools.bench_servos", "servo bench: scan, table dump, EEPROM check, sweep, bus cycle time"),
+    "cameras": ("tools.bench_cameras", "camera playback: frame rate, timestamp jitter, frame age"),
+    "service": ("tools.bench_service", "fast-loop cost of recording and the live view, vs the plain controller"),
 }
 
 

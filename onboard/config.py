@@ -34,7 +34,7 @@ class ArmConfig(_Section):
     joint_names: list[str] = Field(default=list(SO101_JOINTS), min_length=1)
     calibration: Path | None = None
     health_period_s: float = Field(default=0.2, gt=0, le=10, description="period of the slower health reads")
-    retries: int = Field(default=2, ge=0, le=10)
+    retries: int = Field(default=3, ge=0, le=10, description="retries of a missing servo answer inside one tick")
 
 
 class BaseConfig(_Section):
@@ -48,10 +48,23 @@ class CameraConfig(_Section):
     name: str = Field(min_length=1)
     driver: Literal["standin", "realsense", "bag", "synthetic"] = "standin"
     serial: str | None = None
-    path: Path | None = Field(default=None, description=".bag file for driver 'bag'")
+    path: Path | None = Field(default=None, description="recording (.db3, or legacy .bag) for driver 'bag'")
     width: int = Field(default=224, gt=0, le=4096)
     height: int = Field(default=224, gt=0, le=4096)
     fps: int = Field(default=30, gt=0, le=300)
+    realtime: bool = Field(
+        default=True, description="bag: play at the recorded rate (false: as fast as read)"
+    )
+    loop: bool = Field(default=False, description="bag: start over at the end of the recording")
+    record: Path | None = Field(
+        default=None, description="realsense: also record the stream to this .db3 file"
+    )
+    reconnect_after_s: float = Field(
+        default=1.0, gt=0, le=60, description="realsense: reopen after this long without frames"
+    )
+    view: Literal["third_person", "wrist"] | None = Field(
+        default=None, description="synthetic: which view to render (default: the camera's name)"
+    )
 
 
 def _default_cameras() -> list[CameraConfig]:

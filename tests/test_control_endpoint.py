@@ -9,9 +9,9 @@ import socket
 import time
 
 import pytest
-from service_helpers import SIM, run_serve, short_dir, sim_config, wait_for_socket
 
 from onboard.cli import main as anchorvla
+from tests.service_helpers import SIM, run_serve, short_dir, sim_config, wait_for_socket
 
 
 def ctl(capsys, sock, *words) -> tuple[int, str, str]:

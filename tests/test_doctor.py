@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from service_helpers import SIM
-
 from onboard.cli import main as anchorvla
+from tests.service_helpers import SIM
 
 
 def test_doctor_lists_what_a_robot_still_needs(capsys):

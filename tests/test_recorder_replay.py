@@ -10,12 +10,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from service_helpers import SIM, devices_and_engine, run_serve, short_dir, sim_config, wait_for_socket
 
 from drivers.errors import UserError
 from onboard.cli import main as anchorvla
 from onboard.commands.ctl import request
 from onboard.standins import StandinEngine
+from tests.service_helpers import SIM, devices_and_engine, run_serve, short_dir, sim_config, wait_for_socket
 from tools.replay import replay
 
 

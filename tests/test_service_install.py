@@ -8,10 +8,10 @@ import shutil
 import subprocess
 
 import pytest
-from service_helpers import SIM
 
 from onboard.cli import main as anchorvla
 from onboard.journal import JournalFormatter
+from tests.service_helpers import SIM
 
 
 def unit_sections(text: str) -> configparser.ConfigParser:

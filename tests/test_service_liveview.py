@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 
 import pytest
-from service_helpers import run_serve, short_dir, sim_config
 
 from drivers.errors import UserError
+from tests.service_helpers import run_serve, short_dir, sim_config
 
 
 def test_liveview_records_cameras_plan_joints_base_and_timing():

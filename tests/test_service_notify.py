@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 import pytest
-from service_helpers import REPO, devices_and_engine, run_serve, short_dir, sim_config
 
 from onboard.cli import main as anchorvla
 from onboard.service import Notifier
+from tests.service_helpers import REPO, devices_and_engine, run_serve, short_dir, sim_config
 
 
 class NotifyListener:
