@@ -51,7 +51,7 @@ def test_install_into_a_target_root_writes_unit_rules_user_and_config(tmp_path, 
     assert svc["LimitRTPRIO"] and "CAP_SYS_NICE" in svc["AmbientCapabilities"]
     assert "@PREFIX@" not in unit_text and "@USER@" not in unit_text and "@CONFIG@" not in unit_text
     rules = (root / "etc/udev/rules.d/99-anchorvla.rules").read_text()
-    assert 'ENV{ID_SERIAL_SHORT}=="5A7C012345", SYMLINK+="anchorvla-arm"' in rules
+    assert 'ENV{ID_SERIAL_SHORT}=="5A7C012345", SYMLINK+="so101"' in rules
     sysusers = (root / "usr/lib/sysusers.d/anchorvla.conf").read_text()
     assert sysusers.splitlines()[1].startswith("u anchorvla -") and "m anchorvla dialout" in sysusers
     assert (root / "etc/anchorvla/onboard.yaml").read_text() == SIM.read_text()

@@ -56,7 +56,7 @@ def _robot_config() -> Config:
     return Config.model_validate(
         {
             "robot": {
-                "arm": {"driver": "feetech", "port": "/dev/anchorvla-arm"},
+                "arm": {"driver": "feetech", "port": "/dev/so101"},
                 "base": {"driver": "go2", "interface": "eth0"},
                 "cameras": [
                     {"name": "third_person", "driver": "realsense"},
@@ -217,7 +217,7 @@ def check_devices(config: Config) -> list[Check]:
     checks = []
     arm = config.robot.arm
     if arm.driver == "feetech":
-        port = Path(arm.port or "/dev/anchorvla-arm")
+        port = Path(arm.port or "/dev/so101")
         by_id = (
             sorted(p.name for p in Path("/dev/serial/by-id").glob("*"))
             if Path("/dev/serial/by-id").is_dir()
@@ -234,7 +234,7 @@ def check_devices(config: Config) -> list[Check]:
                     "servo adapter",
                     "missing",
                     f"{port} not present{found}",
-                    "plug in the servo adapter; `anchorvla service install --arm-serial SERIAL` names it /dev/anchorvla-arm",
+                    "plug in the servo adapter; `anchorvla service install --arm-serial SERIAL` names it /dev/so101",
                 )
             )
     base = config.robot.base

@@ -140,16 +140,14 @@ def _install(args: argparse.Namespace) -> int:
             unit,
         ),
         (
-            f"udev rules: the servo adapter with USB serial {serial} becomes /dev/anchorvla-arm",
+            f"udev rules: the servo adapter with USB serial {serial} becomes /dev/so101",
             f"etc/udev/rules.d/{RULES_NAME}",
             fill((DEPLOY / RULES_NAME).read_text()),
         ),
         ("controller config (the unit's --config)", "etc/anchorvla/onboard.yaml", args.config.read_text()),
     ]
-    if config.robot.arm.driver == "feetech" and config.robot.arm.port != "/dev/anchorvla-arm":
-        print(
-            f"note: robot.arm.port is {config.robot.arm.port}; /dev/anchorvla-arm survives re-plugging and reboots"
-        )
+    if config.robot.arm.driver == "feetech" and config.robot.arm.port != "/dev/so101":
+        print(f"note: robot.arm.port is {config.robot.arm.port}; /dev/so101 survives re-plugging and reboots")
     if config.service.control.group not in (None, args.user):
         print(
             f"note: service.control.group is '{config.service.control.group}', not '{args.user}': operators must be in that group"
