@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from drivers.errors import DeviceError
+from drivers.errors import DeviceError, UserError
 from drivers.protocols import Arm, Base, Camera
 from onboard.config import Config
 from onboard.loops import FastLoop, SlowLoop
@@ -70,11 +70,40 @@ class Runtime:
         self._stop = asyncio.Event()
         self.exit_reason = "running"
         self.ready_listeners: list = []  # called once the loops start (systemd READY)
+        self.stop_listeners: list = []  # called with the reason when the process starts stopping (systemd STOPPING)
 
     def stop(self, reason: str) -> None:
         if not self._stop.is_set():
             self.exit_reason = reason
             self._stop.set()
+            for listener in self.stop_listeners:
+                listener(reason)
+
+    # Operator control (onboard/control.py calls these on the event-loop thread, between ticks).
+    def pause(self) -> None:
+        """Hold the arm and stop the base from the next tick on; the slow loop stops inferring."""
+        self.fast.paused = True
+        self.schedule.clear()
+
+    def resume(self) -> None:
+        """Run the policy again from a fresh plan. Refused while a fault is latched."""
+        if self.safety.faulted:
+            names = ", ".join(f.name for f in self.safety.faults)
+            raise UserError(f"faults latched ({names}): send reset-fault first")
+        self.schedule.clear()
+        self.fast.paused = False
+
+    def set_instruction(self, instruction: str) -> None:
+        """A new task: new instruction, and the next observation becomes the episode's anchor frame."""
+        self.fast.instruction = instruction
+        self.slow.instruction = instruction
+        self.slow.anchor_frames.clear()
+
+    def estop(self, reason: str) -> None:
+        """Latch an operator fault (every command becomes a hold), pause, and run the safe stop now."""
+        self.safety.report_fault("operator_estop", reason, time.monotonic_ns())
+        self.pause()
+        self.safe_stop()
 
     def _start_devices(self) -> None:
         d = self.devices
