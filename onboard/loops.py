@@ -43,6 +43,18 @@ class TickSnapshot:
     base: BaseState | None
 
 
+@dataclass(frozen=True)
+class TickDecision:
+    """What one tick decided (recording, replay): the plan, the desired and the sent command."""
+
+    tick_ns: int
+    planned: PlannedAction | None
+    desired: Command
+    command: Command
+    faults: tuple[str, ...]  # faults latched when the safety layer filtered
+    paused: bool
+
+
 class ActionMapper:
     """Turns an action vector (named channels) into a Command; channels the policy lacks hold/stop."""
 
@@ -84,6 +96,8 @@ class FastLoop:
         self.latest: TickSnapshot | None = None
         self.last_command: Command | None = None
         self.tick_listeners: list[Callable[[int], None]] = []  # called after each completed tick (watchdog)
+        self.paused = False  # operator pause: hold the arm, stop the base (Runtime.pause)
+        self.last_decision: TickDecision | None = None
         self.fault_reaction: Callable[[], object] | None = None  # started once when a safety fault latches
 
     def _read(self, device, what: str, tick_ns: int):
@@ -146,10 +160,12 @@ class FastLoop:
         planned = self.schedule.action_at(tick_ns, self.period_ns // 2)
         if planned is not None and not self.safety.chunk_fresh(planned.chunk.t_obs_ns, tick_ns):
             planned = None
-        desired = self._desired(planned, arm, base, tick_ns)
+        desired = self.safety.hold(arm, tick_ns) if self.paused else self._desired(planned, arm, base, tick_ns)
+        faults = tuple(f.name for f in self.safety.faults)
         cmd = self.safety.filter(desired, arm, self.period_ns / 1e9)
         self._send(cmd, tick_ns)
         self.last_command = cmd
+        self.last_decision = TickDecision(tick_ns, planned, desired, cmd, faults, self.paused)
         if self.safety.take_stop_request() and self.fault_reaction is not None:
             self.fault_reaction()
 
@@ -240,7 +256,7 @@ class SlowLoop:
                 await asyncio.sleep((start_at - time.monotonic_ns()) / 1e9)
                 continue  # the plan may have changed while waiting; recompute
             obs = self.observe()
-            if obs is None or self.safety.faulted:
+            if obs is None or self.safety.faulted or self.fast.paused:
                 await asyncio.sleep(self.fast.period_ns / 1e9)
                 continue
             t0 = time.monotonic_ns()

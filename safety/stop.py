@@ -7,7 +7,7 @@ bypasses the envelope.
 
 - safe stop: base Move(0, 0, 0), then StopMove (it stays standing); the arm holds its measured pose; the
   gripper keeps its grip at the capped torque.
-- e-stop: latch the `estop` fault; base StopMove or Damp (configurable; Damp lets the body sag); arm holds.
+- e-stop: latch the `operator_estop` fault (unless it reacts to a fault); base StopMove or Damp (configurable; Damp lets the body sag); arm holds.
 - park-and-release: the arm moves slowly to the rest pose, then torque is released. If the arm stops
   answering or does not reach the pose in time, torque stays on and the arm holds (releasing it elsewhere
   would drop it).
@@ -128,9 +128,13 @@ class StopSequences:
             steps.append(self._arm_hold())
         return self._finish("safe_stop", steps)
 
-    def estop(self, reason: str = "operator", hold_arm: bool = True) -> StopReport:
-        self.safety.report_fault("estop", f"e-stop: {reason}", time.monotonic_ns())
-        self.safety.take_stop_request()  # this is the reaction
+    def estop(
+        self, reason: str = "operator", hold_arm: bool = True, latch: str | None = "operator_estop"
+    ) -> StopReport:
+        """Latch `latch` (None: a fault is latched already), then base StopMove or Damp, and the arm hold."""
+        if latch is not None:
+            self.safety.report_fault(latch, f"e-stop: {reason}", time.monotonic_ns())
+            self.safety.take_stop_request()  # this is the reaction
         self.safety.counters.safe_stops += 1
         steps = []
         if self.base is not None:
@@ -146,7 +150,7 @@ class StopSequences:
         """What the fast loop runs once when a fault latches: the base part of the configured sequence (the
         fast loop itself holds the arm, every tick, while the fault is latched)."""
         if self.config.fault_reaction == "estop":
-            return self.estop("fault", hold_arm=False)
+            return self.estop("fault", hold_arm=False, latch=None)
         return self.safe_stop(hold_arm=False)
 
     def start_fault_reaction(self) -> threading.Thread:

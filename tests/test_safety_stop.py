@@ -88,7 +88,7 @@ def test_estop_latches_and_damps_or_stops_the_base():
     arm, base, layer, stops = rig(StopConfig(estop_base="damp"))
     report = stops.estop("operator button")
     assert report.ok and base.damps == 1 and base.stop_moves == 0
-    assert layer.faulted and layer.faults[0].name == "estop"
+    assert layer.faulted and layer.faults[0].name == "operator_estop"
     assert not layer.take_stop_request()  # the e-stop was the reaction
     _, base2, _, stops2 = rig()
     stops2.estop()
@@ -96,8 +96,10 @@ def test_estop_latches_and_damps_or_stops_the_base():
 
 
 def test_fault_reaction_follows_the_config_and_leaves_the_arm_to_the_fast_loop():
-    arm, base, _, stops = rig(StopConfig(fault_reaction="estop", estop_base="damp"))
+    arm, base, layer, stops = rig(StopConfig(fault_reaction="estop", estop_base="damp"))
+    layer.report_fault("servo_overheat", "test", 0)
     report = stops.fault_reaction()
+    assert [f.name for f in layer.faults] == ["servo_overheat"]  # no operator e-stop added
     assert report.sequence == "estop" and base.damps == 1
     assert [s.name for s in report.steps] == ["base_damp"] and not arm.goals_written
     _, _, _, stops = rig()
