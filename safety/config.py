@@ -136,6 +136,10 @@ class StalenessLimits(_Strict):
     arm_state_s: float = Field(default=0.1, gt=0, le=10)
     base_state_s: float = Field(default=0.1, gt=0, le=10)
     frame_s: float = Field(default=0.12, gt=0, le=10)
+    frame_reaction: Literal["hold", "fault"] = Field(
+        default="hold",
+        description="stale frames: hold while they last and resume with the stream, or latch a fault",
+    )
     chunk_s: float = Field(
         default=1.0, gt=0, le=60, description="an action from an older observation is not run"
     )

@@ -1,10 +1,12 @@
 """The safety layer the runtime calls: one facade over the limits, the monitors and the fault latch.
 
 Each fast-loop tick: `observe()` (monitors; faults latch), `filter()` (the envelope of `limits.py`: every
-command sent passes it, holds included). Chunks with non-finite actions are rejected; a few in a row latch a fault.
-While a fault is latched every command is a hold: the arm goes (rate-limited) to the pose it had when the
-fault latched and the gripper keeps its grip at the capped torque; the runtime stops the base once
-(`take_stop_request()`). Faults stay latched until an operator calls `reset()`.
+command sent passes it, holds included). Chunks with non-finite actions are rejected; a few in a row latch a
+fault. While a fault is latched, or a hold condition lasts (stale camera frames, by default), every command
+is a hold: the arm goes (rate-limited) to the pose it had when the hold began, the gripper keeps its grip at
+the capped torque, the base gets zero velocity; after a fault the runtime also stops the base once
+(`take_stop_request()`). Faults stay latched until an operator calls `reset()`; hold conditions clear by
+themselves.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from drivers.errors import DeviceError
 from drivers.types import ArmState, BaseState, BaseVelocity, Command, Frame
 from safety.config import SafetyConfig
 from safety.limits import BASE_NONFINITE, NONFINITE, Limits, Previous, cap_residual, limit_command
-from safety.monitor import FAULT, WARN, Finding, Monitor
+from safety.monitor import FAULT, HOLD, WARN, Finding, Monitor
 
 log = logging.getLogger("anchorvla.safety")
 
@@ -30,6 +32,7 @@ class SafetyCounters:
     faults: int = 0  # faults latched
     safe_stops: int = 0  # safe-stop sequences run
     warnings: int = 0  # distinct warnings raised (each name counted once until reset)
+    holds: int = 0  # hold conditions begun (they end by themselves, e.g. a camera stall)
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -38,6 +41,7 @@ class SafetyCounters:
             "faults": self.faults,
             "safe_stops": self.safe_stops,
             "warnings": self.warnings,
+            "holds": self.holds,
         }
 
 
@@ -69,6 +73,7 @@ class SafetyLayer:
         self.last_reasons: tuple[str, ...] = ()
         self._residual_caps: dict[tuple[str, ...], np.ndarray] = {}
         self._nonfinite_run = 0  # non-finite chunks in a row
+        self.conditions: dict[str, Fault] = {}  # hold conditions active now, by name (since when)
 
     # --- faults ------------------------------------------------------------------------------------
     @property
@@ -117,7 +122,22 @@ class SafetyLayer:
         if arm is not None:
             self._remember(arm)
         goal = self._previous.arm if self._previous is not None else None
-        self._found(self.monitor.check(now_ns, arm, base, frames or {}, goal), now_ns)
+        findings = self.monitor.check(now_ns, arm, base, frames or {}, goal)
+        self._update_conditions([f for f in findings if f.level == HOLD], now_ns)
+        self._found([f for f in findings if f.level != HOLD], now_ns)
+
+    def _update_conditions(self, findings: list[Finding], t_ns: int) -> None:
+        """Hold conditions (e.g. stale frames) hold the robot while they last and clear by themselves."""
+        now = {f.name: f for f in findings}
+        for name in list(self.conditions):
+            if name not in now:
+                log.info("safety hold %s cleared", name)
+                del self.conditions[name]
+        for name, f in now.items():
+            if name not in self.conditions:
+                self.conditions[name] = Fault(name, f.detail, t_ns)
+                self.counters.holds += 1
+                log.warning("safety hold %s: %s (resumes when it clears)", name, f.detail)
 
     def comms_failed(self, device: str, detail: str, t_ns: int) -> None:
         """A read or write of `device` ("arm", "base") raised: faults after a few in a row."""
@@ -178,6 +198,14 @@ class SafetyLayer:
         pose = np.clip(arm.positions, self.limits.soft_lo, self.limits.soft_hi)
         self._previous = Previous(pose, np.zeros_like(pose), np.zeros(3))
 
+    def continue_from(self, previous: Command) -> None:
+        """Start the rate limits from a command sent before (episode replay), as if it was sent at rest."""
+        self._previous = Previous(
+            np.asarray(previous.arm_positions, dtype=np.float64).copy(),
+            np.zeros(len(self.joint_names)),
+            previous.base.as_array(),
+        )
+
     @property
     def previous_goal(self) -> np.ndarray | None:
         return None if self._previous is None else self._previous.arm.copy()
@@ -214,7 +242,7 @@ class SafetyLayer:
         if self._previous is None and arm is not None:
             self.seed(arm)
         previous = self._require_previous()
-        hold = desired.hold or self.faulted
+        hold = desired.hold or self.faulted or bool(self.conditions)
         if hold:
             target, base = self._hold_target(), np.zeros(3)
         else:

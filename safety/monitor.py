@@ -16,7 +16,8 @@ from drivers.types import ArmState, BaseState, Frame
 from safety.config import SafetyConfig
 
 WARN = "warn"
-FAULT = "fault"
+HOLD = "hold"  # hold while it lasts, resume by itself when it clears
+FAULT = "fault"  # latch until an operator resets
 
 # Feetech status byte (FACTS.md).
 ERROR_BITS = {1: "voltage", 2: "angle", 4: "overheat", 8: "over-current", 32: "overload"}
@@ -25,7 +26,7 @@ ERROR_BITS = {1: "voltage", 2: "angle", 4: "overheat", 8: "over-current", 32: "o
 @dataclass(frozen=True)
 class Finding:
     name: str  # e.g. servo_overheat; one latched fault per name
-    level: str  # WARN or FAULT
+    level: str  # WARN, HOLD or FAULT
     detail: str
 
 
@@ -233,7 +234,7 @@ class Monitor:
                 out.append(
                     Finding(
                         "camera_stale",
-                        FAULT,
+                        HOLD if self.s.frame_reaction == "hold" else FAULT,
                         f"camera {name}: newest frame is {age_s * 1e3:.0f} ms old (limit {self.s.frame_s * 1e3:.0f} ms)",
                     )
                 )

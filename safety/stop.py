@@ -133,7 +133,7 @@ class StopSequences:
     ) -> StopReport:
         """Latch `latch` (None: a fault is latched already), then base StopMove or Damp, and the arm hold."""
         if latch is not None:
-            self.safety.report_fault(latch, f"e-stop: {reason}", time.monotonic_ns())
+            self.safety.report_fault(latch, reason, time.monotonic_ns())
             self.safety.take_stop_request()  # this is the reaction
         self.safety.counters.safe_stops += 1
         steps = []

@@ -137,15 +137,32 @@ def test_comms_failures_latch_after_consecutive_failures_and_a_fresh_read_resets
     assert fault_names(s) == ["arm_comms"] and "2 in a row" in s.faults[0].detail
 
 
-def test_stale_camera_frame_latches():
+def frame(t_ns: int) -> dict[str, Frame]:
+    return {"wrist": Frame(t_ns, "wrist", np.zeros((1, 1, 3), np.uint8))}
+
+
+def test_stale_camera_frames_hold_while_they_last_then_motion_resumes():
     s = layer()
-    s.observe(
-        10 * P,
-        healthy(10 * P),
-        None,
-        {"wrist": Frame(10 * P - int(0.2e9), "wrist", np.zeros((1, 1, 3), np.uint8))},
+    move = Command(0, SO101_JOINTS, np.full(N, 0.01), BaseVelocity(0.1, 0, 0))
+    s.observe(10 * P, healthy(10 * P), None, frame(10 * P - int(0.2e9)))
+    assert (
+        not s.faulted
+        and list(s.conditions) == ["camera_stale"]
+        and "wrist" in s.conditions["camera_stale"].detail
     )
-    assert fault_names(s) == ["camera_stale"] and "wrist" in s.faults[0].detail
+    held = s.filter(move, healthy(10 * P), P / 1e9)
+    assert held.hold and held.base == BaseVelocity()
+    s.observe(11 * P, healthy(11 * P), None, frame(11 * P))  # the stream is back
+    assert not s.conditions and s.counters.holds == 1
+    assert not s.filter(move, healthy(11 * P), P / 1e9).hold
+
+
+def test_stale_camera_frames_latch_when_configured_to():
+    config = SafetyConfig.model_validate({"staleness": {"frame_reaction": "fault"}})
+    s = SafetyLayer(config, SO101_JOINTS, P / 1e9, 5)
+    s.seed(healthy(0))
+    s.observe(10 * P, healthy(10 * P), None, frame(10 * P - int(0.2e9)))
+    assert fault_names(s) == ["camera_stale"] and not s.conditions
 
 
 def test_inference_running_longer_than_the_executed_chunk_latches():

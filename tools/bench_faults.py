@@ -187,9 +187,10 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         "camera stall",
-        "camera_stale fault; safe stop",
+        "camera_stale hold while the frames are stale: arm holds, base Move 0 (no latch)",
         "camera_stale",
         lambda ctx: ctx.rig.faults.camera_stall(ctx.rig.devices.cameras[0].name),
+        reaction=lambda ctx: _held_while_stale(ctx),
     ),
     Scenario(
         "NaN chunk",
@@ -213,6 +214,17 @@ SCENARIOS: tuple[Scenario, ...] = (
         reaction=_sigterm_reaction,
     ),
 )
+
+
+def _held_while_stale(ctx: Context) -> tuple[bool, str]:
+    """A hold condition: nothing latched, the base gets zero velocity every tick, the arm settles."""
+    if ctx.runtime.safety.faults:
+        return False, f"latched {[f.name for f in ctx.runtime.safety.faults]}"
+    after = [v for t, v in ctx.audit.moves if t >= (ctx.fault_ns or 0)]
+    if not after or any(any(v) for v in after):
+        return False, "base not held at zero velocity"
+    ok_arm, arm_text = _arm_held(ctx)
+    return ok_arm, f"base Move 0 each tick; {arm_text}; no fault latched"
 
 
 def _base_silent_reaction(ctx: Context) -> tuple[bool, str]:
@@ -273,7 +285,7 @@ def run_scenario(scenario: Scenario, factory: DeviceFactory, config: Config | No
     )
     runtime = Runtime(config, devices, engine)
     ctx = Context(rig, runtime, engine, audit, period_s)
-    ticks = {"n": 0, "latched_at": None}
+    ticks: dict = {"n": 0, "latched_at": None}
 
     def on_tick(_deadline_ns: int) -> None:
         ticks["n"] += 1
@@ -282,8 +294,10 @@ def run_scenario(scenario: Scenario, factory: DeviceFactory, config: Config | No
             ctx.injected_ns = time.monotonic_ns()
             scenario.inject(ctx)
         waiting = n > INJECT_TICK and scenario.fault is not None and ticks["latched_at"] is None
-        if waiting and any(f.name == scenario.fault for f in runtime.safety.faults):
-            ticks["latched_at"] = n
+        seen = [*runtime.safety.faults, *runtime.safety.conditions.values()] if waiting else []
+        found = next((f for f in seen if f.name == scenario.fault), None)
+        if found is not None:
+            ticks["latched_at"], ticks["detected_ns"] = n, found.t_ns
         done = ticks["latched_at"] is not None and n >= ticks["latched_at"] + AFTER_DETECTION_TICKS
         if done or n >= INJECT_TICK + GIVE_UP_TICKS:
             runtime.stop("scenario over")
@@ -292,10 +306,7 @@ def run_scenario(scenario: Scenario, factory: DeviceFactory, config: Config | No
     summary = run_event_loop(runtime.run(duration_s=(INJECT_TICK + GIVE_UP_TICKS + 15) * period_s))
 
     faults = {f.name: f for f in runtime.safety.faults}
-    if scenario.fault is None:
-        detected_ns = _sigterm_detected(ctx)
-    else:
-        detected_ns = faults[scenario.fault].t_ns if scenario.fault in faults else None
+    detected_ns = _sigterm_detected(ctx) if scenario.fault is None else ticks.get("detected_ns")
     ctx.fault_ns = detected_ns
     onset_ns = scenario.onset(ctx)
     detected_ms = None if detected_ns is None or onset_ns is None else (detected_ns - onset_ns) / 1e6
