@@ -144,7 +144,16 @@ class StalenessLimits(_Strict):
         default=1.0, gt=0, le=60, description="an action from an older observation is not run"
     )
     comms_loss_ticks: int = Field(
-        default=2, ge=1, le=100, description="consecutive failed reads/writes that latch"
+        default=2,
+        ge=1,
+        le=100,
+        description="arm: consecutive failed reads/writes (after the driver's retries) that latch",
+    )
+    base_comms_loss_ticks: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="base: failed reads that latch (a Go2 read fails only once its DDS state is already stale)",
     )
     inference_overrun_factor: float = Field(
         default=1.0,

@@ -63,7 +63,8 @@ class Monitor:
     def comms_failed(self, device: str, detail: str) -> Finding:
         """A read or write of `device` failed: a warning, or a fault after `comms_loss_ticks` in a row."""
         self._misses[device] = self._misses.get(device, 0) + 1
-        level = FAULT if self._misses[device] >= self.s.comms_loss_ticks else WARN
+        limit = self.s.base_comms_loss_ticks if device == "base" else self.s.comms_loss_ticks
+        level = FAULT if self._misses[device] >= limit else WARN
         return Finding(
             f"{device}_comms", level, f"{device} not answering ({self._misses[device]} in a row): {detail}"
         )

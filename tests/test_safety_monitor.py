@@ -137,6 +137,12 @@ def test_comms_failures_latch_after_consecutive_failures_and_a_fresh_read_resets
     assert fault_names(s) == ["arm_comms"] and "2 in a row" in s.faults[0].detail
 
 
+def test_a_failed_base_read_latches_at_once():
+    s = layer()
+    s.comms_failed("base", "Go2 state is 0.120 s old", P)
+    assert fault_names(s) == ["base_comms"]
+
+
 def frame(t_ns: int) -> dict[str, Frame]:
     return {"wrist": Frame(t_ns, "wrist", np.zeros((1, 1, 3), np.uint8))}
 

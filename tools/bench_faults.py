@@ -5,8 +5,9 @@ injects one fault after the motion is under way, and checks three things: the fa
 3 control ticks of its onset, the stated reaction happened, and not one command outside the envelope
 reached a device (every arm goal and base velocity is audited as it is sent). Exit code 1 if any fails.
 
-The devices come from a `DeviceFactory` (tools/fault_rig.py): `--devices standin` today; a factory over
-the protocol emulators plugs in the same way.
+The devices come from a `DeviceFactory` (tools/fault_rig.py), the runner's one device parameter:
+`--devices standin` (in-memory stand-ins, the default) or `--devices emulated` (the real SO-101 driver on the
+pty servo emulator, the real Go2 client against the emulated Go2 on DDS over loopback).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from drivers.errors import UserError
 from onboard.config import Config
 from onboard.runtime import Devices, Runtime, run_event_loop
 from onboard.standins import StandinEngine
@@ -292,7 +294,11 @@ def run_scenario(scenario: Scenario, factory: DeviceFactory, config: Config | No
         n = ticks["n"]
         if n == INJECT_TICK:
             ctx.injected_ns = time.monotonic_ns()
-            scenario.inject(ctx)
+            try:
+                scenario.inject(ctx)
+            except UserError as exc:  # this rig cannot produce the fault: the row says so and fails
+                ticks["not_run"] = str(exc)
+                runtime.stop("scenario not supported")
         waiting = n > INJECT_TICK and scenario.fault is not None and ticks["latched_at"] is None
         seen = [*runtime.safety.faults, *runtime.safety.conditions.values()] if waiting else []
         found = next((f for f in seen if f.name == scenario.fault), None)
@@ -310,9 +316,12 @@ def run_scenario(scenario: Scenario, factory: DeviceFactory, config: Config | No
     ctx.fault_ns = detected_ns
     onset_ns = scenario.onset(ctx)
     detected_ms = None if detected_ns is None or onset_ns is None else (detected_ns - onset_ns) / 1e6
-    reaction_ok, reaction = (
-        scenario.reaction(ctx) if detected_ns is not None else (False, "fault not detected")
-    )
+    if "not_run" in ticks:
+        reaction_ok, reaction = False, f"not run: {ticks['not_run']}"
+    elif detected_ns is None:
+        reaction_ok, reaction = False, "fault not detected"
+    else:
+        reaction_ok, reaction = scenario.reaction(ctx)
     in_time = detected_ms is not None and detected_ms <= DETECTION_TICKS * period_s * 1e3
     return {
         "scenario": scenario.name,

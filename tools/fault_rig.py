@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from drivers.errors import DeviceError
+from drivers.errors import DeviceError, UserError
 from drivers.types import ArmState, BaseState
 from onboard.config import Config
 from onboard.runtime import Devices
@@ -179,4 +179,64 @@ def standin_rig(config: Config) -> Rig:
     return Rig(Devices(arm, base, list(cameras)), StandinFaults(arm, base, cameras))
 
 
-FACTORIES: dict[str, DeviceFactory] = {"standin": standin_rig}
+class EmulatedFaults:
+    """Faults injected into the protocol emulators: the STS3215 bus on a pty and the Go2 on DDS (loopback)."""
+
+    def __init__(self, arm, base, cameras: list[StandinCamera]):
+        self.arm, self.base, self.cameras = arm, base, {c.name: c for c in cameras}
+
+    def _servo(self, joint: str):
+        servo_id = self.arm.calibration.ids[self.arm.joint_names.index(joint)]
+        return self.arm.emulator.servo(servo_id)
+
+    def servo_timeout(self) -> None:
+        for servo in self.arm.emulator.servos:
+            servo.faults.silent = True
+
+    def overheat(self, joint: str, temperature_c: float) -> None:
+        self._servo(joint).temperature = temperature_c
+
+    def overload(self, joint: str, load: float) -> None:
+        raise UserError(
+            "the servo emulator has no external-load fault yet: the 'overload' scenario needs one"
+        )
+
+    def stall(self, joint: str) -> None:
+        self._servo(joint).faults.stalled = True
+
+    def voltage_sag(self, volts: float) -> None:
+        for servo in self.arm.emulator.servos:
+            servo.faults.voltage_v = volts
+
+    def base_silent(self) -> None:
+        self.base.emulator.faults.silent = True
+        self.base.emulator.faults.no_state = True
+
+    def camera_stall(self, camera: str) -> None:
+        self.cameras[camera].stalled_at_ns = time.monotonic_ns()
+
+
+_domain = {"next": 180}
+
+
+def emulated_rig(config: Config) -> Rig:
+    """The real SO-101 driver on an emulated servo bus (pty) and the real Go2 client with an emulated Go2 on
+    DDS over loopback (a fresh domain id per rig); cameras are stand-ins. Health is read every tick."""
+    from onboard.devices import build_arm, build_base
+
+    _domain["next"] += 1
+    robot = config.robot.model_copy(
+        update={
+            "arm": config.robot.arm.model_copy(
+                update={"driver": "emulated", "health_period_s": 1.0 / config.control.rate_hz}
+            ),
+            "base": config.robot.base.model_copy(update={"driver": "emulated", "domain_id": _domain["next"]}),
+        }
+    )
+    emulated = config.model_copy(update={"robot": robot})
+    arm, base = build_arm(emulated), build_base(emulated)
+    cameras = [StandinCamera(c.name, c.width, c.height, c.fps) for c in config.robot.cameras]
+    return Rig(Devices(arm, base, list(cameras)), EmulatedFaults(arm, base, cameras))
+
+
+FACTORIES: dict[str, DeviceFactory] = {"standin": standin_rig, "emulated": emulated_rig}
