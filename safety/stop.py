@@ -80,6 +80,15 @@ def run_step(name: str, call: Callable[[], object], timeout_s: float) -> StepRes
     return StepResult(name, True, elapsed)
 
 
+def _torque_release(arm: Arm) -> Callable[[], object] | None:
+    """How this arm driver turns torque off: `release_torque()`, else `set_torque(False)`; None if it cannot."""
+    release = getattr(arm, "release_torque", None)
+    if callable(release):
+        return release
+    set_torque = getattr(arm, "set_torque", None)
+    return (lambda: set_torque(False)) if callable(set_torque) else None
+
+
 class StopSequences:
     """The stop sequences for one set of devices and one safety layer."""
 
@@ -89,7 +98,8 @@ class StopSequences:
             raise UserError(
                 f"safety.stop.estop_base is 'damp' but the base driver {type(base).__name__} has no damp(); use 'stop_move'"
             )
-        if config.on_exit == "park_release" and not callable(getattr(arm, "release_torque", None)):
+        self._release_torque = _torque_release(arm)
+        if config.on_exit == "park_release" and self._release_torque is None:
             raise UserError(
                 f"safety.stop.on_exit is 'park_release' but the arm driver {type(arm).__name__} cannot release torque; use 'safe_stop'"
             )
@@ -198,7 +208,7 @@ class StopSequences:
         elapsed = (time.monotonic() - t0) * 1e3
         if parked:
             steps.append(StepResult("arm_park", True, elapsed))
-            steps.append(run_step("arm_release_torque", self.arm.release_torque, c.step_timeout_s))
+            steps.append(run_step("arm_release_torque", self._release_torque, c.step_timeout_s))
         else:
             steps.append(StepResult("arm_park", False, elapsed, detail + "; torque left on, holding"))
             steps.append(self._arm_hold())

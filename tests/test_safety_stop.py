@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from drivers.errors import DeviceError, UserError
+from drivers.feetech.devices import build_so101
 from drivers.types import SO101_JOINTS
+from onboard.config import ArmConfig
 from onboard.standins import StandinArm, StandinBase
 from safety.config import SafetyConfig, StopConfig
 from safety.envelope import SafetyLayer
@@ -141,3 +143,22 @@ def test_park_keeps_torque_on_when_the_arm_stops_answering_or_the_pose_is_not_re
     arm.silent = True
     report = stops.park_and_release()
     assert "stopped answering" in report.steps[-2].detail and arm.torque_enabled
+
+
+def test_park_and_release_on_the_so101_driver_over_the_emulated_servo_bus():
+    """The real driver (set_torque) on the pty servo emulator: parked at the rest pose, then torque off."""
+    arm = build_so101(ArmConfig(driver="emulated", health_period_s=0.05))
+    arm.start()
+    try:
+        cfg = StopConfig(
+            on_exit="park_release", rest_pose={"elbow_flex": 0.2}, park_speed=1.0, park_timeout_s=5.0
+        )
+        layer = SafetyLayer(SafetyConfig(stop=cfg), arm.joint_names, 0.05)
+        layer.seed(arm.read_state())
+        report = StopSequences(cfg, arm, None, layer, 0.05).on_exit()
+        assert report.ok, report.describe()
+        assert all(s.value("Torque_Enable") == 0 for s in arm.emulator.servos)
+        elbow = arm.read_state().positions[arm.joint_names.index("elbow_flex")]
+        assert elbow == pytest.approx(0.2, abs=cfg.park_tolerance)
+    finally:
+        arm.stop()
