@@ -18,21 +18,10 @@ from onboard.config import Config
 from onboard.devices import build_arm, build_base, build_engine
 from onboard.runtime import Devices, Runtime, run_event_loop
 from onboard.standins import StandinCamera
+from tests.conftest import run_cli
 from tests.go2_helpers import loopback_dds  # noqa: F401  (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _cli(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "onboard.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def _config(tmp_path: Path, base: dict) -> Path:
@@ -43,7 +32,9 @@ def _config(tmp_path: Path, base: dict) -> Path:
 
 def test_run_with_the_emulated_go2_end_to_end(tmp_path):
     config = _config(tmp_path, {"driver": "emulated", "domain_id": 66})
-    done = _cli(["run", "--config", str(config), "--duration", "2", "--summary", str(tmp_path / "s.json")])
+    done = run_cli(
+        *["run", "--config", str(config), "--duration", "2", "--summary", str(tmp_path / "s.json")]
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["ticks"] >= 20 and summary["device_errors"] == 0 and summary["safety"]["faults"] == 0
@@ -51,7 +42,7 @@ def test_run_with_the_emulated_go2_end_to_end(tmp_path):
 
 def test_no_go2_on_the_network_is_one_line_and_exit_2(tmp_path):
     config = _config(tmp_path, {"driver": "go2", "interface": "lo", "domain_id": 67, "state_timeout_s": 0.3})
-    done = _cli(["run", "--config", str(config), "--duration", "2"])
+    done = run_cli("run", "--config", str(config), "--duration", "2")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert "Traceback" not in done.stderr
