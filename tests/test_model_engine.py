@@ -14,6 +14,7 @@ from policy_runtime.engines.base import PolicyEngine
 from policy_runtime.engines.torch_engine import TorchEngine
 from policy_runtime.model.checkpoint import save_checkpoint
 from policy_runtime.model.config import CheckpointConfig, Normalization
+from policy_runtime.model.inputs import proprio_from_observation
 from policy_runtime.model.policy import AnchorVLAPolicy
 from policy_runtime.model.presets import tiny_architecture
 from policy_runtime.types import BASE_CHANNELS, Observation, arm_channel
@@ -44,6 +45,11 @@ def checkpoint(tmp_path_factory):
     return save_checkpoint(tmp_path_factory.mktemp("ckpt"), policy, config)
 
 
+@pytest.fixture(scope="module")
+def engine(checkpoint):
+    return TorchEngine(checkpoint)
+
+
 def _observation(cameras=("front", "wrist"), instruction="pick up the cup") -> Observation:
     rng = np.random.default_rng(0)
     arm = ArmState(
@@ -72,8 +78,7 @@ def test_infer_gives_a_named_si_chunk_with_anchor_scores_and_context(checkpoint)
     np.testing.assert_array_equal(again.actions, chunk.actions)
 
 
-def test_residual_returns_an_si_correction_and_none_when_disabled(checkpoint):
-    engine = TorchEngine(checkpoint)
+def test_residual_returns_an_si_correction_and_none_when_disabled(checkpoint, engine):
     chunk = engine.infer(_observation())
     delta = engine.residual(_observation(), chunk, 2, chunk.actions[2])
     assert delta.shape == (9,) and np.all(np.isfinite(delta)) and np.any(delta != 0)
@@ -81,8 +86,7 @@ def test_residual_returns_an_si_correction_and_none_when_disabled(checkpoint):
     assert off.residual(_observation(), off.infer(_observation()), 0, chunk.actions[0]) is None
 
 
-def test_missing_camera_or_unknown_proprio_channel_is_one_clear_error(checkpoint):
-    engine = TorchEngine(checkpoint)
+def test_missing_camera_is_one_clear_error(engine):
     with pytest.raises(UserError, match="no frame from wrist"):
         engine.infer(_observation(cameras=("front",)))
 
@@ -93,3 +97,16 @@ def test_build_engine_picks_the_torch_engine_from_config(checkpoint):
     assert isinstance(engine, TorchEngine) and engine.channels == tuple(ACTIONS)
     with pytest.raises(UserError, match="policy.bundle"):
         build_engine(Config.model_validate({"policy": {"engine": "torch"}}))
+
+
+def test_proprio_layout_names_read_from_the_observation_or_fail_clearly():
+    obs = _observation()
+    values = proprio_from_observation(obs, ["arm.elbow_flex.pos", "base.vx", "base.wz"])
+    np.testing.assert_allclose(values, [obs.arm.positions[2], 0.2, 0.1])
+    with pytest.raises(UserError, match="no joint 'elbow'"):
+        proprio_from_observation(obs, ["arm.elbow.pos"])
+    with pytest.raises(UserError, match="cannot be read"):
+        proprio_from_observation(obs, ["torso.height"])
+    no_base = Observation(t_ns=1, arm=obs.arm, base=None, frames={})
+    with pytest.raises(UserError, match="no base"):
+        proprio_from_observation(no_base, ["base.vx"])

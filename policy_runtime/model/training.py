@@ -67,8 +67,15 @@ def residual_corrections(
 def stage2_loss(
     policy: AnchorVLAPolicy, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Residual only: L1 between its correction and (demonstrated action - planned action), same-mode samples."""
-    chunk, same_mode, context = planned_chunks(policy, batch, generator)
+    """Residual only: L1 between its correction and (demonstrated action - planned action), same-mode samples.
+
+    The frozen policy plans the batch here, unless the batch carries the plans already (`planned`, `same_mode`,
+    `context` from `planned_chunks`, computed once since the head no longer changes).
+    """
+    if "planned" in batch:
+        chunk, same_mode, context = batch["planned"], batch["same_mode"], batch["context"]
+    else:
+        chunk, same_mode, context = planned_chunks(policy, batch, generator)
     correction = residual_corrections(policy, batch["future_proprio"], context, chunk)
     target = batch["actions"] - chunk
     per_sample = (correction - target).abs().mean(dim=(1, 2))
