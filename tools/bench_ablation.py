@@ -220,7 +220,7 @@ def main(args: argparse.Namespace):
     gen = torch.Generator().manual_seed(args.seed + 1)
     plans = [
         planned_chunks(anchored, {k: v[i : i + 256] for k, v in plan_data.items()}, gen)
-        for i in range(0, 1024, 256)
+        for i in range(0, len(subset), 256)
     ]
     for key, part in zip(("planned", "same_mode", "context"), zip(*plans, strict=True), strict=True):
         plan_data[key] = torch.cat(part)
