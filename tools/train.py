@@ -157,23 +157,6 @@ def make_batch(data, indices: np.ndarray, arch, tokenizer, device) -> dict:
     return batch
 
 
-class _LossModule:
-    """Wraps a stage's loss as a module forward so DDP sees the call (and syncs gradients)."""
-
-    def __new__(cls, policy, loss_fn):
-        import torch
-
-        class LossModule(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.policy = policy
-
-            def forward(self, batch, generator):
-                return loss_fn(self.policy, batch, generator)
-
-        return LossModule()
-
-
 def main(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
@@ -184,7 +167,7 @@ def main(args: argparse.Namespace) -> int:
     from policy_runtime.model.config import CheckpointConfig, Normalization
     from policy_runtime.model.policy import AnchorVLAPolicy
     from policy_runtime.model.tokenizer import build_tokenizer
-    from policy_runtime.model.training import freeze_all_but_residual, stage1_loss, stage2_loss
+    from policy_runtime.model.training import StageLoss, freeze_all_but_residual, stage1_loss, stage2_loss
 
     for name in ("steps", "batch", "horizon", "save_every"):
         if getattr(args, name) < 1:
@@ -265,7 +248,7 @@ def main(args: argparse.Namespace) -> int:
                 p.requires_grad_(False)
         else:
             params = freeze_all_but_residual(policy)
-        module = _LossModule(policy, loss_fn)
+        module = StageLoss(policy, loss_fn)
         if world > 1:
             # Only the anchored head's loss uses the scoring head; the other modes leave it without gradient.
             unused = stage == 1 and arch.head.mode != "anchored"

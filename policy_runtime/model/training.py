@@ -7,8 +7,9 @@ policy with a backbone, `images` (B, N, 3, S, S), `input_ids` and `attention_mas
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-import torch.nn.functional as F
 
 from policy_runtime.model.policy import AnchorVLAPolicy
 
@@ -84,5 +85,15 @@ def stage2_loss(
     return loss, {"l1": float(loss.detach()), "same_mode": float(weight.mean())}
 
 
-def l1_before_residual(batch: dict[str, torch.Tensor], chunk: torch.Tensor) -> float:
-    return float(F.l1_loss(chunk, batch["actions"]))
+class StageLoss(torch.nn.Module):
+    """A stage's loss as a module call, so DistributedDataParallel sees the forward and averages the gradients."""
+
+    def __init__(self, policy: AnchorVLAPolicy, loss_fn: Callable):
+        super().__init__()
+        self.policy = policy
+        self.loss_fn = loss_fn
+
+    def forward(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.loss_fn(self.policy, batch, generator)
