@@ -83,7 +83,13 @@ class StandinBase:
 
     def read_state(self) -> BaseState:
         self._advance()
-        return BaseState(self._t, np.array([*self._xy, 0.3]), self._yaw, np.array([self._v[0], self._v[1], 0.0]), self._v[2])
+        return BaseState(
+            self._t,
+            np.array([*self._xy, 0.3]),
+            self._yaw,
+            np.array([self._v[0], self._v[1], 0.0]),
+            self._v[2],
+        )
 
     def move(self, vx: float, vy: float, wz: float) -> None:
         self._advance()
@@ -162,7 +168,10 @@ class StandinEngine:
     def trajectory(self, t_s: np.ndarray) -> np.ndarray:
         """The reference the stand-in follows: (len(t), 3 + joints)."""
         phases = np.arange(len(self.joint_names)) * 0.7
-        arm = self.amplitude * np.sin(self.omega * t_s[:, None] + phases[None, :])
+        centres = np.array(
+            [0.5 if j == "gripper" else 0.0 for j in self.joint_names]
+        )  # gripper range is -0.17..1.75
+        arm = centres + self.amplitude * np.sin(self.omega * t_s[:, None] + phases[None, :])
         vx = self.base_speed * (0.5 + 0.5 * np.sin(0.5 * self.omega * t_s))
         base = np.stack([vx, np.zeros_like(t_s), 0.2 * np.sin(0.25 * self.omega * t_s)], axis=1)
         return np.concatenate([base, arm], axis=1)
@@ -172,9 +181,10 @@ class StandinEngine:
             time.sleep(seconds)
             return
         end = time.monotonic() + seconds
-        a = np.ones((192, 192))
+        a = np.full((256, 256), 1e-3)
         while time.monotonic() < end:
-            a = np.tanh(a @ a * 1e-3)  # BLAS releases the GIL, as ONNX Runtime and torch kernels do
+            a = a @ a  # BLAS releases the GIL while it runs, as ONNX Runtime and torch kernels do
+            a.fill(1e-3)
 
     def infer(self, obs: Observation) -> ActionChunk:
         with self._lock:
@@ -190,7 +200,9 @@ class StandinEngine:
             actions[:, :] = np.nan
         return ActionChunk(obs.t_ns, self.dt_ns, self.channels, actions)
 
-    def residual(self, obs: Observation, chunk: ActionChunk, j: int, planned: np.ndarray) -> np.ndarray | None:
+    def residual(
+        self, obs: Observation, chunk: ActionChunk, j: int, planned: np.ndarray
+    ) -> np.ndarray | None:
         return None
 
     def close(self) -> None:

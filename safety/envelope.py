@@ -23,7 +23,12 @@ class SafetyCounters:
     safe_stops: int = 0  # safe-stop sequences run
 
     def as_dict(self) -> dict[str, int]:
-        return {"clamped": self.clamped, "rejected": self.rejected, "faults": self.faults, "safe_stops": self.safe_stops}
+        return {
+            "clamped": self.clamped,
+            "rejected": self.rejected,
+            "faults": self.faults,
+            "safe_stops": self.safe_stops,
+        }
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,9 @@ class SafetyLayer:
     def filter(self, desired: Command, arm: ArmState | None, dt_s: float) -> Command:
         if self.faulted:
             cmd = self.hold(arm, desired.t_ns)
-        elif not (np.all(np.isfinite(desired.arm_positions)) and np.all(np.isfinite(desired.base.as_array()))):
+        elif not (
+            np.all(np.isfinite(desired.arm_positions)) and np.all(np.isfinite(desired.base.as_array()))
+        ):
             self.counters.rejected += 1
             cmd = self.hold(arm, desired.t_ns)
         else:
@@ -91,7 +98,9 @@ class SafetyLayer:
 
     def _clamp(self, desired: Command, arm: ArmState | None, dt_s: float) -> Command:
         target = np.clip(desired.arm_positions, self._lo, self._hi)
-        reference = self._previous.arm_positions if self._previous is not None else (arm.positions if arm else target)
+        reference = (
+            self._previous.arm_positions if self._previous is not None else (arm.positions if arm else target)
+        )
         step = self._vmax * dt_s
         target = np.clip(target, reference - step, reference + step)
         b = self.config.base

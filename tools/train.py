@@ -137,7 +137,7 @@ def make_batch(data, indices: np.ndarray, arch, tokenizer, device) -> dict:
     """The tensors of training/batch format (policy_runtime/model/training.py) for the given samples."""
     import torch
 
-    from policy_runtime.model.inputs import images_to_tensor
+    from policy_runtime.preprocess import preprocess_image
 
     def f32(a):
         return torch.tensor(np.asarray(a), dtype=torch.float32, device=device)
@@ -148,9 +148,12 @@ def make_batch(data, indices: np.ndarray, arch, tokenizer, device) -> dict:
         "future_proprio": f32(data.normalize_proprio(data.future_proprio[indices])),
     }
     if arch.backbone is not None:
-        batch["images"] = images_to_tensor(
-            data.images(indices), arch.image_size, arch.image_mean, arch.image_std
-        ).to(device)
+        size = (arch.image_size, arch.image_size)
+        images = [
+            [preprocess_image(im, size, arch.image_mean, arch.image_std) for im in s]
+            for s in data.images(indices)
+        ]
+        batch["images"] = torch.from_numpy(np.asarray(images, dtype=np.float32)).to(device)
         ids, mask = tokenizer.encode([data.tasks[i] for i in indices], arch.backbone.max_instruction_tokens)
         batch["input_ids"] = torch.from_numpy(ids).to(device)
         batch["attention_mask"] = torch.from_numpy(mask).to(device)
