@@ -22,6 +22,9 @@ HORIZON = 16
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=1000, help="training steps per variant (default 1000)")
     parser.add_argument("--residual-steps", type=int, default=1500, help="stage-2 steps for (d)")
+    parser.add_argument(
+        "--residual-plans", type=int, default=2048, help="samples the frozen head plans for stage 2"
+    )
     parser.add_argument("--episodes", type=int, default=300, help="demonstrations to train on")
     parser.add_argument("--test-episodes", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
@@ -215,7 +218,9 @@ def main(args: argparse.Namespace):
     anchored = policies["anchored"]
     t0 = time.perf_counter()
     # Stage 2: the head is frozen, so plan a subset of the samples once and train the residual on those plans.
-    subset = torch.randperm(len(data["proprio"]), generator=torch.Generator().manual_seed(args.seed))[:1024]
+    subset = torch.randperm(len(data["proprio"]), generator=torch.Generator().manual_seed(args.seed))[
+        : args.residual_plans
+    ]
     plan_data = {k: v[subset] for k, v in data.items()}
     gen = torch.Generator().manual_seed(args.seed + 1)
     plans = [
