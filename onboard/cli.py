@@ -34,6 +34,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "cameras": ("tools.bench_cameras", "camera playback: frame rate, timestamp jitter, frame age"),
     "go2": ("tools.bench_go2", "Go2 client vs emulated Go2 on lo: Move on-wire delay, start-up, blocking"),
     "service": ("tools.bench_service", "fast-loop cost of recording and the live view, vs the plain controller"),
+    "faults": ("tools.bench_faults", "fault scenarios through the Runtime: detection, reaction, commands outside the envelope"),
+    "envelope": ("tools.bench_envelope", "safety envelope cost per tick, beside a bare clip in the same run"),
     "ablation": ("tools.bench_ablation", "anchors vs plain diffusion vs L1 regression (+ residual) on a two-route task"),
 }
 

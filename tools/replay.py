@@ -181,9 +181,7 @@ def replay(episode: Path, config: Config | None = None, keep: int = 10) -> Repla
     if frames and frames[0]["previous_command.arm"] is not None:
         seed = Command(frames[0]["tick_ns"], joints, _arr(frames[0]["previous_command.arm"]))
         fast.last_command = seed
-        runtime.safety._previous = (
-            seed  # the safety layer's rate limit starts from the command before the episode
-        )
+        runtime.safety.continue_from(seed)  # the rate limits start from the command before the episode
     try:
         for i, row in enumerate(frames):
             for ev in events_before.get(i, []):
