@@ -103,3 +103,22 @@ def test_a_proprio_channel_the_robot_cannot_give_is_one_clear_error(engine):
     no_base = Observation(t_ns=1, arm=obs.arm, base=None, frames=obs.frames, instruction="go")
     with pytest.raises(UserError, match="base.vx, base.vy, base.wz have no finite value"):
         engine.infer(no_base)
+
+
+def test_the_controller_runs_a_checkpoint_through_the_torch_engine(checkpoint):
+    from onboard.devices import build_arm, build_base, build_cameras
+    from onboard.runtime import Devices, Runtime, run_event_loop
+
+    cameras = [
+        {"name": c, "driver": "standin", "width": 64, "height": 48, "fps": 30} for c in ("front", "wrist")
+    ]
+    config = Config.model_validate(
+        {
+            "robot": {"cameras": cameras},
+            "policy": {"engine": "torch", "bundle": str(checkpoint), "instruction": "go"},
+        }
+    )
+    devices = Devices(build_arm(config), build_base(config), build_cameras(config))
+    result = run_event_loop(Runtime(config, devices, build_engine(config)).run(2.0))
+    assert result["exit_reason"] == "duration"
+    assert result["chunks"] >= 2 and result["inference_failures"] == 0 and result["device_errors"] == 0
