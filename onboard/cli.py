@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ctl": ("onboard.commands.ctl", "operator control of a running controller (status, start, stop, estop, ...)"),
     "replay": ("tools.replay", "re-run the schedule/residual/safety decisions on a recorded episode"),
     "doctor": ("tools.doctor", "list what this machine has and lacks to run the controller, and how to fix it"),
+    "anchors": ("tools.anchors", "K-means anchor vocabulary over a dataset's normalised action chunks"),
+    "train": ("tools.train", "train the policy (stage 1: LoRA + head, stage 2: residual) into a checkpoint"),
 }
 
 # `anchorvla bench NAME`: name -> (module, help). Each module has add_arguments(parser) and main(args) -> int.
@@ -34,6 +36,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "service": ("tools.bench_service", "fast-loop cost of recording and the live view, vs the plain controller"),
     "faults": ("tools.bench_faults", "fault scenarios through the Runtime: detection, reaction, commands outside the envelope"),
     "envelope": ("tools.bench_envelope", "safety envelope cost per tick, beside a bare clip in the same run"),
+    "ablation": ("tools.bench_ablation", "anchors vs plain diffusion vs L1 regression (+ residual) on a two-route task"),
 }
 
 
