@@ -14,11 +14,16 @@ from drivers.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("onboard.commands.run", "run the controller"),
     "bench": ("onboard.commands.bench", "run a benchmark and print its table"),
+    "export": ("tools.export", "export a checkpoint to an ONNX deployment bundle"),
+    "quantize": ("tools.quantize", "add an FP16, INT8 or INT4 variant to a bundle"),
+    "build-trt": ("tools.build_trt", "build TensorRT engines for a bundle on this device"),
+    "verify": ("tools.verify", "check a bundle against the FP32 torch reference and record its gates"),
 }
 
 # `anchorvla bench NAME`: name -> (module, help). Each module has add_arguments(parser) and main(args) -> int.
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "loop": ("tools.bench_loop", "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep loop"),
+    "engines": ("tools.bench_engines", "per-chunk latency and peak memory of torch, ONNX Runtime and TensorRT engines"),
 }
 
 

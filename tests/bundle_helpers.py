@@ -1,0 +1,43 @@
+"""A tiny random-weight checkpoint exported, INT8-quantized (dynamic) and verified once per test process;
+tests that change a bundle work on a copy (`bundle_copy`)."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+HELD_OUT_COUNT = 16
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_bundle() -> tuple[Path, Path]:
+    """(checkpoint dir, bundle dir with verified fp32 and int8 variants). Shared: do not modify it."""
+    from tools.bundle_samples import HELD_OUT_SEED, synthetic_samples
+    from tools.demo_checkpoint import build_random_checkpoint
+    from tools.export import export_policy
+    from tools.quantize import quantize_bundle
+    from tools.verify import verify_bundle
+
+    root = Path(tempfile.mkdtemp(prefix="anchorvla-bundle-"))
+    atexit.register(shutil.rmtree, root, True)
+    checkpoint = build_random_checkpoint(root / "checkpoint", "demo", seed=0)
+    from policy_runtime.bundle import checkpoint_sha256
+    from policy_runtime.model.checkpoint import load_checkpoint
+
+    policy, config = load_checkpoint(checkpoint)
+    bundle = root / "bundle"
+    export_policy(policy, config, bundle, str(checkpoint), checkpoint_sha256(checkpoint))
+    manifest = quantize_bundle(bundle, "int8")
+    samples = synthetic_samples(manifest.runtime, bundle, HELD_OUT_COUNT, HELD_OUT_SEED)
+    verify_bundle(bundle, samples, checkpoint)
+    return checkpoint, bundle
+
+
+def bundle_copy(tmp_path: Path) -> Path:
+    _checkpoint, bundle = tiny_bundle()
+    target = tmp_path / "bundle"
+    shutil.copytree(bundle, target)
+    return target
