@@ -106,9 +106,13 @@ def gemm_to_matmul(model) -> None:
             )
     del graph.node[:]
     graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    unused = [w for w in graph.initializer if w.name not in used]
+    for w in unused:  # the original weights now only feed nothing
+        graph.initializer.remove(w)
 
 
-def _int8(source: Path, target: Path, role: str, feeds: list[dict] | None, external: bool) -> str:
+def _int8(source: Path, target: Path, role: str, feeds: list[dict] | None) -> str:
     from onnx import TensorProto
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -121,14 +125,14 @@ def _int8(source: Path, target: Path, role: str, feeds: list[dict] | None, exter
     if feeds is None:
         quantize_dynamic(
             source, target, op_types_to_quantize=["MatMul"], per_channel=True, weight_type=QuantType.QInt8,
-            use_external_data_format=external,
+            use_external_data_format=True,
             extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},
         )  # fmt: skip
         return "int8-dynamic"
     quantize_static(
         source, target, _Reader(feeds, role), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-        calibrate_method=CalibrationMethod.MinMax, use_external_data_format=external,
+        calibrate_method=CalibrationMethod.MinMax, use_external_data_format=True,
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "MatMulConstBOnly": True},
     )  # fmt: skip
     return "int8-static-qdq"
@@ -185,7 +189,7 @@ def quantize_bundle(
                 onnx.save_model(
                     model, str(source), save_as_external_data=True, location=source.name + ".data"
                 )
-                method = _int8(source, target, role, feeds and feeds[role], external=True)
+                method = _int8(source, target, role, feeds and feeds[role])
             elif precision == "fp16":
                 method = _fp16(directory / source_entry.file, target)
             else:
