@@ -14,6 +14,8 @@ from drivers.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("onboard.commands.run", "run the controller"),
     "bench": ("onboard.commands.bench", "run a benchmark and print its table"),
+    "anchors": ("tools.anchors", "K-means anchor vocabulary over a dataset's normalised action chunks"),
+    "train": ("tools.train", "train the policy (stage 1: LoRA + head, stage 2: residual) into a checkpoint"),
     "export": ("tools.export", "export a checkpoint to an ONNX deployment bundle"),
     "quantize": ("tools.quantize", "add an FP16, INT8 or INT4 variant to a bundle"),
     "build-trt": ("tools.build_trt", "build TensorRT engines for a bundle on this device"),
@@ -23,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # `anchorvla bench NAME`: name -> (module, help). Each module has add_arguments(parser) and main(args) -> int.
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "loop": ("tools.bench_loop", "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep loop"),
+    "ablation": ("tools.bench_ablation", "anchors vs plain diffusion vs L1 regression (+ residual) on a two-route task"),
     "engines": ("tools.bench_engines", "per-chunk latency and peak memory of torch, ONNX Runtime and TensorRT engines"),
 }
 

@@ -57,6 +57,12 @@ def build_engine(config: Config) -> PolicyEngine:
             fail_every=s.fail_every,
             nan_every=s.nan_every,
         )
+    if policy.engine == "torch":
+        if policy.bundle is None:
+            raise UserError("policy.engine 'torch' needs policy.bundle: the checkpoint directory to run")
+        from policy_runtime.engines.torch_engine import TorchEngine
+
+        return TorchEngine(policy.bundle, instruction=policy.instruction, use_residual=policy.residual)
     if policy.engine in ("onnxruntime", "tensorrt"):
         if policy.bundle is None:
             raise UserError(f"policy.engine '{policy.engine}' needs policy.bundle (a directory made by `anchorvla export`)")
@@ -76,10 +82,10 @@ def build_engine(config: Config) -> PolicyEngine:
             expected_checkpoint_sha256=policy.checkpoint_sha256,
             **options,
         )
-        if engine.dt_ns != dt_ns:
+        if abs(engine.dt_ns - dt_ns) > dt_ns // 1000:
             raise UserError(
                 f"control.rate_hz {config.control.rate_hz} differs from the bundle's {1e9 / engine.dt_ns:.3g} Hz "
                 "control rate; set control.rate_hz to match the policy"
             )
         return engine
-    raise UserError(f"policy.engine '{policy.engine}' is not available in this build (use 'standin')")
+    raise UserError(f"policy.engine '{policy.engine}' is not available in this build (use 'standin', 'torch', 'onnxruntime' or 'tensorrt')")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from drivers.errors import UserError
 
@@ -53,6 +53,9 @@ class HeadConfig(_Section):
     proprio_dim: int = Field(ge=1)
     cond_dim: int = Field(ge=1, description="width of the bridge features the head cross-attends to")
     dim: int = Field(default=128, ge=8)
+    actions_per_token: int = Field(
+        default=1, ge=1, description="consecutive actions the DiT reads as one token"
+    )
     depth: int = Field(default=2, ge=1)
     heads: int = Field(default=4, ge=1)
     num_anchors: int = Field(default=20, ge=1, description="M")
@@ -60,6 +63,14 @@ class HeadConfig(_Section):
     truncation_ratio: float = Field(default=0.1, gt=0, le=1, description="rho; S_tr = max(1, round(rho*S))")
     beta_schedule: str = "squaredcos_cap_v2"
     inference_steps: int = Field(default=10, ge=1, description="denoising steps at inference")
+
+    @model_validator(mode="after")
+    def _tokens_divide_horizon(self) -> HeadConfig:
+        if self.horizon % self.actions_per_token:
+            raise ValueError(
+                f"horizon {self.horizon} is not a multiple of actions_per_token {self.actions_per_token}"
+            )
+        return self
 
     @property
     def truncated_steps(self) -> int:

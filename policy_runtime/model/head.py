@@ -75,9 +75,9 @@ class AnchoredDiffusionHead(nn.Module):
     def __init__(self, config: HeadConfig):
         super().__init__()
         self.config = config
-        d, dim = config.action_dim, config.dim
-        self.action_in = nn.Linear(d, dim)
-        self.step_pos = nn.Parameter(torch.zeros(1, config.horizon, dim))
+        d, dim, per_token = config.action_dim, config.dim, config.actions_per_token
+        self.action_in = nn.Linear(d * per_token, dim)
+        self.step_pos = nn.Parameter(torch.zeros(1, config.horizon // per_token, dim))
         nn.init.normal_(self.step_pos, std=0.02)
         self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.proprio_mlp = nn.Sequential(nn.Linear(config.proprio_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
@@ -87,7 +87,7 @@ class AnchoredDiffusionHead(nn.Module):
         self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         nn.init.zeros_(self.final_modulation[1].weight)
         nn.init.zeros_(self.final_modulation[1].bias)
-        self.action_out = nn.Linear(dim, d)
+        self.action_out = nn.Linear(dim, d * per_token)
         self.score_mlp = nn.Sequential(nn.Linear(2 * dim, dim), nn.SiLU(), nn.Linear(dim, 1))
         self.register_buffer("anchors", torch.zeros(config.num_anchors, config.horizon, d))
         abar = make_alphas_cumprod(config.schedule_steps, config.beta_schedule)
@@ -111,7 +111,8 @@ class AnchoredDiffusionHead(nn.Module):
         c = self.time_mlp(sinusoidal_embedding(t, dim)) + self.proprio_mlp(proprio)  # (B, dim)
         c = c[:, None, :].expand(b, k, dim).reshape(b * k, dim)
         mem = memory[:, None].expand(b, k, memory.shape[1], dim).reshape(b * k, memory.shape[1], dim)
-        tokens = self.action_in(x.reshape(b * k, h, d)) + self.step_pos
+        n_tokens = h // self.config.actions_per_token
+        tokens = self.action_in(x.reshape(b * k, n_tokens, -1)) + self.step_pos
         for block in self.blocks:
             tokens = block(tokens, c, mem)
         shift, scale = self.final_modulation(c).chunk(2, dim=-1)
@@ -193,20 +194,21 @@ class AnchoredDiffusionHead(nn.Module):
                 zeros, torch.zeros(b, dtype=torch.long, device=target.device), memory, proprio
             )
             recon = F.l1_loss(x0[:, 0], target)
-            return recon, {"recon": float(recon)}
+            return recon, {"recon": float(recon.detach())}
         high = cfg.truncated_steps if cfg.mode == "anchored" else cfg.schedule_steps
-        t = torch.randint(0, high, (b,), generator=generator, device=target.device)
+        # Random draws on the CPU generator (deterministic across devices), then moved.
+        t = torch.randint(0, high, (b,), generator=generator).to(target.device)
         a = self.alphas_cumprod[t][:, None, None, None]
         if cfg.mode == "diffusion":
-            noise = torch.randn(b, 1, *target.shape[1:], generator=generator, device=target.device)
+            noise = torch.randn(b, 1, *target.shape[1:], generator=generator).to(target.device)
             x0, _ = self.denoise(a.sqrt() * target[:, None] + (1 - a).sqrt() * noise, t, memory, proprio)
             recon = F.mse_loss(x0[:, 0], target)  # the standard denoising objective (Diffusion Policy)
-            return recon, {"recon": float(recon)}
-        noise = torch.randn(b, cfg.num_anchors, *target.shape[1:], generator=generator, device=target.device)
+            return recon, {"recon": float(recon.detach())}
+        noise = torch.randn(b, cfg.num_anchors, *target.shape[1:], generator=generator).to(target.device)
         x0, scores = self.denoise(a.sqrt() * self.anchors[None] + (1 - a).sqrt() * noise, t, memory, proprio)
         positive = self.nearest_anchor(target)
         picked = x0[torch.arange(b, device=target.device), positive]
         recon = F.l1_loss(picked, target)
         classification = F.cross_entropy(scores, positive)
         total = recon + classification_weight * classification
-        return total, {"recon": float(recon), "cls": float(classification)}
+        return total, {"recon": float(recon.detach()), "cls": float(classification.detach())}
