@@ -41,3 +41,23 @@ def bundle_copy(tmp_path: Path) -> Path:
     target = tmp_path / "bundle"
     shutil.copytree(bundle, target)
     return target
+
+
+def write_demo_dataset(root: Path, seed: int, episodes: int = 2, frames: int = 6) -> Path:
+    """A small recorded dataset (policy_runtime/dataset.py format) in the demo checkpoint's layouts."""
+    import numpy as np
+
+    from policy_runtime.dataset import EpisodeRecord, write_dataset
+    from tools.demo_checkpoint import ACTION_HIGH, ACTION_LAYOUT, ACTION_LOW, CAMERAS, PROPRIO_LAYOUT
+
+    rng = np.random.default_rng(seed)
+    records = [
+        EpisodeRecord(
+            states=rng.normal(0, 0.5, (frames, len(PROPRIO_LAYOUT))),
+            actions=rng.uniform(ACTION_LOW, ACTION_HIGH, (frames, len(ACTION_LAYOUT))),
+            task=["pick up the red cup", "open the drawer"][e % 2],
+            images={cam: rng.integers(0, 256, (frames, 48, 64, 3), dtype=np.uint8) for cam in CAMERAS},
+        )
+        for e in range(episodes)
+    ]
+    return write_dataset(root, records, 15.0, ACTION_LAYOUT, PROPRIO_LAYOUT)

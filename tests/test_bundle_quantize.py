@@ -11,8 +11,8 @@ from onnx import numpy_helper
 from onboard.cli import main as cli_main
 from policy_runtime.bundle import CHUNK_COS_GATE, read_manifest
 from policy_runtime.engines.onnx_engine import OnnxEngine
-from tests.bundle_helpers import HELD_OUT_COUNT, bundle_copy, tiny_bundle
-from tools.bundle_samples import CALIBRATION_SEED, HELD_OUT_SEED, synthetic_samples
+from tests.bundle_helpers import HELD_OUT_COUNT, bundle_copy, tiny_bundle, write_demo_dataset
+from tools.bundle_samples import HELD_OUT_SEED, synthetic_samples
 from tools.onnx_files import graph_entry, save_graph
 from tools.quantize import quantize_bundle
 from tools.verify import verify_bundle
@@ -33,11 +33,25 @@ def test_int8_without_episodes_says_so_and_falls_back_to_dynamic_quantization(tm
     assert "DynamicQuantizeLinear" in ops and "MatMulInteger" in ops
 
 
-def test_static_qdq_int8_is_calibrated_symmetric_and_passes_the_gates(tmp_path):
+def test_static_qdq_int8_calibrated_on_episodes_is_symmetric_and_passes_the_gates_on_recorded_data(
+    tmp_path, capsys
+):
     checkpoint, _ = tiny_bundle()
     bundle = bundle_copy(tmp_path)
-    calibration = synthetic_samples(read_manifest(bundle).runtime, bundle, 4, CALIBRATION_SEED)
-    quantize_bundle(bundle, "int8", calibration)
+    episodes = write_demo_dataset(tmp_path / "calibration", seed=1)
+    held_out = write_demo_dataset(tmp_path / "held_out", seed=2)
+    args = [
+        "quantize",
+        str(bundle),
+        "--precision",
+        "int8",
+        "--episodes",
+        str(episodes),
+        "--calibration-size",
+        "4",
+    ]
+    assert cli_main(args) == 0
+    assert f"4 recorded observations from {episodes}" in capsys.readouterr().out
     model = onnx.load(str(bundle / "head.int8.onnx"))
     assert read_manifest(bundle).graphs["head.int8.onnx"].method == "int8-static-qdq"
     quant = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
@@ -47,9 +61,13 @@ def test_static_qdq_int8_is_calibrated_symmetric_and_passes_the_gates(tmp_path):
     assert zero_points and all(
         z.dtype == np.int8 and not z.any() for z in zero_points
     )  # symmetric, for TensorRT
-    manifest = verify_bundle(bundle, _held_out(bundle), checkpoint, ["int8"])
-    variant = manifest.variants["int8"]
+    assert (
+        cli_main(["verify", str(bundle), "--data", str(held_out), "--variants", "int8", "--count", "12"]) == 0
+    )
+    assert f"12 recorded observations from {held_out}" in capsys.readouterr().out
+    variant = read_manifest(bundle).variants["int8"]
     assert variant.status == "passed", variant.verification
+    assert variant.verification["samples"] == 12
     assert (
         variant.verification["anchor_agreement"] >= 0.98
         and variant.verification["chunk_cosine"] >= CHUNK_COS_GATE

@@ -31,7 +31,10 @@ from tools.onnx_files import compare
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=Path, help="bundle directory")
     parser.add_argument(
-        "--data", type=Path, default=None, help="recorded dataset directory (held-out observations)"
+        "--data",
+        type=Path,
+        default=None,
+        help="recorded dataset of held-out observations (policy_runtime/dataset.py format; not the calibration episodes)",
     )
     parser.add_argument(
         "--checkpoint", type=Path, default=None, help="the source checkpoint (default: as in the manifest)"
