@@ -184,6 +184,10 @@ def bench_bundle(size: str, bundle: Path, threads: int, repeats: int) -> dict:
     return {"size": size, "bundle": str(bundle), "threads": threads, "rows": rows}
 
 
+def _fig(row: dict, key: str, fmt: str) -> str:
+    return format(row[key], fmt) if row.get(key) is not None else "ref"
+
+
 def print_table(result: dict) -> None:
     print(f"\n{result['size']} size, {result['threads']} threads, bundle {result['bundle']}")
     header = (f"{'engine':<12}{'median ms':>11}{'p90 ms':>10}{'speedup':>9}{'peak MB':>9}"
@@ -194,10 +198,9 @@ def print_table(result: dict) -> None:
         if "error" in r:
             print(f"{r['engine']:<12} failed: {r['error']}")
             continue
-        fig = lambda key, fmt: format(r[key], fmt) if r.get(key) is not None else "ref"  # noqa: E731
         print(f"{r['engine']:<12}{r['median_ms']:>11.1f}{r['p90_ms']:>10.1f}{r.get('speedup_vs_torch', 0):>8.2f}x"
-              f"{r['peak_rss_mb']:>9.0f}{fig('backbone_cosine', '.6f'):>14}{fig('chunk_cosine', '.5f'):>11}"
-              f"{fig('anchor_agreement', '.3f'):>12}  {r.get('status', 'reference')}")  # fmt: skip
+              f"{r['peak_rss_mb']:>9.0f}{_fig(r, 'backbone_cosine', '.6f'):>14}{_fig(r, 'chunk_cosine', '.5f'):>11}"
+              f"{_fig(r, 'anchor_agreement', '.3f'):>12}  {r.get('status', 'reference')}")  # fmt: skip
 
 
 def _ok(result: dict) -> bool:
