@@ -221,7 +221,9 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"{out} exists and is not empty: choose a new bundle directory")
     policy, config = load_checkpoint(args.checkpoint)
     print(f"exporting {args.checkpoint} -> {out} (opset {args.opset})")
-    export_policy(policy, config, out, str(args.checkpoint), checkpoint_sha256(args.checkpoint), args.opset)
+    ckpt_sha = checkpoint_sha256(args.checkpoint)
+    export_policy(policy, config, out, str(args.checkpoint), ckpt_sha, args.opset)
+    print(f"source checkpoint sha256 {ckpt_sha} (pin it with policy.checkpoint_sha256)")
     print(
         f"wrote {out / 'manifest.json'}; next: `anchorvla quantize {out} --precision int8`, `anchorvla verify {out}`"
     )

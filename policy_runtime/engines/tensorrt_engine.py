@@ -77,7 +77,7 @@ class _TrtGraph:
         for name, shape, dtype in self.inputs:
             host = np.ascontiguousarray(feed[name], dtype=dtype).reshape(shape)
             _check(rt.cudaMemcpyAsync(self.device[name], host.ctypes.data, host.nbytes, h2d, self.stream))
-        if not self.context.execute_async_v3(self.stream):
+        if not self.context.execute_async_v3(int(self.stream)):
             raise RuntimeError("TensorRT execute_async_v3 failed")
         results = {}
         for name, shape, dtype in self.outputs:
