@@ -10,7 +10,7 @@ import sys
 import onnx
 
 from policy_runtime.bundle import CHECKPOINT_KEY, checkpoint_sha256, read_manifest, sha256_file
-from tests.bundle_helpers import tiny_bundle
+from tests.bundle_helpers import TEST_INFERENCE_STEPS, tiny_bundle
 from tools.demo_checkpoint import ACTION_LAYOUT, PROPRIO_LAYOUT
 
 
@@ -42,13 +42,15 @@ def test_manifest_lists_three_graphs_with_hashes_io_and_the_export_check_figures
     assert head.verification["export_check_anchor_match"] is True
 
 
-def test_the_head_graph_unrolls_all_ten_denoising_steps_and_scores_in_one_graph():
+def test_the_head_graph_unrolls_every_denoising_step_and_scores_in_one_graph():
     _checkpoint, bundle = tiny_bundle()
     model = onnx.load(str(bundle / "head.onnx"))
     ops = [n.op_type for n in model.graph.node]
-    # Each denoiser evaluation ends in the final LayerNorm; the loop runs S_tr = 10 steps, then one ArgMax picks.
+    # Each denoiser evaluation ends in the final LayerNorm; the loop runs every step, then one ArgMax picks.
     blocks_per_step = 2 * 3 + 1  # two DiT blocks with three norms each, and the final norm
-    assert ops.count("LayerNormalization") == 10 * blocks_per_step + 1  # + the condition projection's norm
+    assert (
+        ops.count("LayerNormalization") == TEST_INFERENCE_STEPS * blocks_per_step + 1
+    )  # + the condition's norm
     assert ops.count("ArgMax") == 1
 
 

@@ -29,6 +29,7 @@ def test_int8_without_episodes_says_so_and_falls_back_to_dynamic_quantization(tm
     manifest = read_manifest(bundle)
     assert manifest.variants["int8"].status == "unverified"  # a new variant waits for verify
     assert manifest.graphs["backbone.int8.onnx"].method == "int8-dynamic"
+    assert manifest.variants["int8"].graphs["head"] == "head.onnx"  # the head stays FP32 unless asked
     ops = {n.op_type for n in onnx.load(str(bundle / "backbone.int8.onnx")).graph.node}
     assert "DynamicQuantizeLinear" in ops and "MatMulInteger" in ops
 
@@ -49,6 +50,7 @@ def test_static_qdq_int8_calibrated_on_episodes_is_symmetric_and_passes_the_gate
         str(episodes),
         "--calibration-size",
         "4",
+        "--quantize-head",
     ]
     assert cli_main(args) == 0
     assert f"4 recorded observations from {episodes}" in capsys.readouterr().out

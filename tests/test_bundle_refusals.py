@@ -26,12 +26,12 @@ def _one_line(exc: pytest.ExceptionInfo) -> str:
 
 def test_a_tampered_graph_is_refused_before_it_is_loaded(tmp_path):
     bundle = bundle_copy(tmp_path)
-    data = bytearray((bundle / "head.int8.onnx").read_bytes())
+    data = bytearray((bundle / "backbone.int8.onnx").read_bytes())
     data[len(data) // 2] ^= 0x01
-    (bundle / "head.int8.onnx").write_bytes(bytes(data))
+    (bundle / "backbone.int8.onnx").write_bytes(bytes(data))
     with pytest.raises(BundleError) as exc:
         OnnxEngine(bundle, precision="int8")
-    assert "head.int8.onnx" in _one_line(exc) and "sha256" in str(exc.value)
+    assert "backbone.int8.onnx" in _one_line(exc) and "sha256" in str(exc.value)
     OnnxEngine(bundle, precision="fp32")  # the variant that does not use the file still loads
 
 

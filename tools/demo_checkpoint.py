@@ -21,7 +21,10 @@ ACTION_LOW = [-0.5, -0.3, -1.0, -1.5, -1.5, -1.5, -1.5, -2.0, -0.1]
 ACTION_HIGH = [0.5, 0.3, 1.0, 1.5, 1.5, 1.5, 1.5, 2.0, 1.5]
 
 
-def build_random_checkpoint(directory: Path, size: str = "demo", seed: int = 0) -> Path:
+def build_random_checkpoint(
+    directory: Path, size: str = "demo", seed: int = 0, inference_steps: int | None = None
+) -> Path:
+    """`inference_steps` overrides the preset's 10 denoising steps (tests use fewer to keep the graphs small)."""
     import torch
 
     from policy_runtime.model.checkpoint import save_checkpoint
@@ -36,6 +39,10 @@ def build_random_checkpoint(directory: Path, size: str = "demo", seed: int = 0) 
         arch = paper_architecture(action_dim=a, proprio_dim=p, horizon=8)
     else:
         raise ValueError(f"size {size!r}: demo or paper")
+    if inference_steps is not None:
+        arch = arch.model_copy(
+            update={"head": arch.head.model_copy(update={"inference_steps": inference_steps})}
+        )
     torch.manual_seed(seed)
     policy = AnchorVLAPolicy(arch).eval()
     m, h = arch.head.num_anchors, arch.head.horizon
