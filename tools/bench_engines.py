@@ -189,7 +189,7 @@ def _fig(row: dict, key: str, fmt: str) -> str:
 
 
 def print_table(result: dict) -> None:
-    print(f"\n{result['size']} size, {result['threads']} threads, bundle {result['bundle']}")
+    print(f"\n{result['size']} ({result['threads']} threads), bundle {result['bundle']}")
     header = (f"{'engine':<12}{'median ms':>11}{'p90 ms':>10}{'speedup':>9}{'peak MB':>9}"
               f"{'backbone cos':>14}{'chunk cos':>11}{'anchor agr':>12}  gates")  # fmt: skip
     print(header)
@@ -212,7 +212,8 @@ def main(args: argparse.Namespace):
     work_dir = args.work or Path(tempfile.mkdtemp(prefix="anchorvla-bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     bundle = args.bundle or prepare("demo", work_dir, args.verify_count)
-    results = [bench_bundle("demo" if args.bundle is None else "given", bundle, args.threads, args.repeats)]
+    label = "demo" if args.bundle is None else args.bundle.name
+    results = [bench_bundle(label, bundle, args.threads, args.repeats)]
     if args.paper_size:
         paper = prepare("paper", work_dir, min(args.verify_count, 10))
         results.append(bench_bundle("paper", paper, args.threads, args.paper_repeats))
