@@ -51,6 +51,11 @@ def build_random_checkpoint(
     start, end = torch.rand(m, 1, a) * 1.6 - 0.8, torch.rand(m, 1, a) * 1.6 - 0.8
     policy.head.anchors.copy_(start + (end - start) * ramp)
     torch.nn.init.normal_(policy.residual.mlp[-1].weight, std=0.02)  # a non-zero residual, so it is exercised
+    # AdaLN-Zero starts with zero gates, so an untrained head would ignore the bridge features entirely and any
+    # backbone error would vanish before the chunk; open the gates as training does, so checks see it.
+    modulations = [block.modulation[1] for block in policy.head.blocks] + [policy.head.final_modulation[1]]
+    for layer in modulations:
+        torch.nn.init.normal_(layer.weight, std=0.05)
     config = CheckpointConfig(
         architecture=arch,
         action_layout=ACTION_LAYOUT,
