@@ -31,7 +31,9 @@ class ArmState:
     loads: np.ndarray | None = None  # fraction of max torque, signed
     temperatures_c: np.ndarray | None = None
     voltages_v: np.ndarray | None = None
-    error_bits: np.ndarray | None = None  # per servo status byte (FACTS: 1 voltage, 2 angle, 4 heat, 8 current, 32 load)
+    error_bits: np.ndarray | None = (
+        None  # per servo status byte (FACTS: 1 voltage, 2 angle, 4 heat, 8 current, 32 load)
+    )
     health_t_ns: int | None = None  # when the health fields were last read
     comm_failures: int = 0  # reads/writes that failed after retries since start
 

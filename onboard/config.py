@@ -34,24 +34,49 @@ class ArmConfig(_Section):
     joint_names: list[str] = Field(default=list(SO101_JOINTS), min_length=1)
     calibration: Path | None = None
     health_period_s: float = Field(default=0.2, gt=0, le=10, description="period of the slower health reads")
-    retries: int = Field(default=2, ge=0, le=10)
+    retries: int = Field(default=3, ge=0, le=10, description="retries of a missing servo answer inside one tick")
 
 
 class BaseConfig(_Section):
     driver: Literal["standin", "go2", "emulated", "none"] = "standin"
     interface: str = Field(default="lo", min_length=1, description="network interface wired to the Go2")
     domain_id: int = Field(default=0, ge=0, le=232)
-    state_timeout_s: float = Field(default=2.0, gt=0, le=60)
-
+    state_timeout_s: float = Field(default=2.0, gt=0, le=60, description="start-up wait for the first state")
+    max_state_age_s: float = Field(
+        default=0.1,
+        gt=0,
+        le=5,
+        description="read_state fails (fault base_comms) when the newest state is older",
+    )
+    rpc_timeout_s: float = Field(
+        default=0.5, gt=0, le=10, description="wait for a sport RPC reply (start-up, StopMove)"
+    )
+    stand_up_on_start: bool = Field(default=False, description="StandUp at start-up when the Go2 lies down")
+    emulator_rate_hz: float = Field(
+        default=100.0, gt=0, le=1000, description="driver 'emulated': state rate (on lo)"
+    )
 
 class CameraConfig(_Section):
     name: str = Field(min_length=1)
     driver: Literal["standin", "realsense", "bag", "synthetic"] = "standin"
     serial: str | None = None
-    path: Path | None = Field(default=None, description=".bag file for driver 'bag'")
+    path: Path | None = Field(default=None, description="recording (.db3, or legacy .bag) for driver 'bag'")
     width: int = Field(default=224, gt=0, le=4096)
     height: int = Field(default=224, gt=0, le=4096)
     fps: int = Field(default=30, gt=0, le=300)
+    realtime: bool = Field(
+        default=True, description="bag: play at the recorded rate (false: as fast as read)"
+    )
+    loop: bool = Field(default=False, description="bag: start over at the end of the recording")
+    record: Path | None = Field(
+        default=None, description="realsense: also record the stream to this .db3 file"
+    )
+    reconnect_after_s: float = Field(
+        default=1.0, gt=0, le=60, description="realsense: reopen after this long without frames"
+    )
+    view: Literal["third_person", "wrist"] | None = Field(
+        default=None, description="synthetic: which view to render (default: the camera's name)"
+    )
 
 
 def _default_cameras() -> list[CameraConfig]:
@@ -69,7 +94,9 @@ class BlendingConfig(_Section):
 
     mode: Literal["none", "linear", "exponential"] = "linear"
     ticks: int = Field(default=3, ge=1, le=100, description="linear: cross-fade length in ticks")
-    decay: float = Field(default=0.5, gt=0, le=10, description="exponential: weight of the newer chunk is 1-exp(-decay*(i+1))")
+    decay: float = Field(
+        default=0.5, gt=0, le=10, description="exponential: weight of the newer chunk is 1-exp(-decay*(i+1))"
+    )
 
 
 class StandinEngineConfig(_Section):
@@ -77,7 +104,8 @@ class StandinEngineConfig(_Section):
 
     compute_ms: float = Field(default=100.0, ge=0, le=10_000)
     compute: Literal["sleep", "cpu"] = Field(
-        default="sleep", description="sleep: GIL-free wait; cpu: burn a core with numpy like a real CPU engine"
+        default="sleep",
+        description="sleep: GIL-free wait; cpu: burn a core with numpy like a real CPU engine",
     )
     chunk_length: int = Field(default=10, ge=1, le=1000)
     amplitude: float = Field(default=0.3, ge=0, le=1.5, description="rad of the joint sine waves")
@@ -91,7 +119,9 @@ class PolicyConfig(_Section):
     engine: Literal["standin", "torch", "onnxruntime", "tensorrt"] = "standin"
     bundle: Path | None = None
     instruction: str = ""
-    execute_horizon: int = Field(default=5, ge=1, le=1000, description="actions of a chunk served (the paper's H)")
+    execute_horizon: int = Field(
+        default=5, ge=1, le=1000, description="actions of a chunk served (the paper's H)"
+    )
     blending: BlendingConfig = Field(default_factory=BlendingConfig)
     residual: bool = True
     force_unverified: bool = False
@@ -113,19 +143,71 @@ class ControlConfig(_Section):
     fine_wait_ms: float = Field(
         default=2.0, ge=0, le=20, description="last part of each wait done with a precise blocking sleep"
     )
-    start_margin_ticks: float = Field(default=1.0, ge=0, le=100, description="slack when planning the next inference")
+    gil_switch_interval_ms: float = Field(
+        default=0.5,
+        gt=0,
+        le=5,
+        description="how long another thread may hold the GIL while the fast loop waits",
+    )
+    start_margin_ticks: float = Field(
+        default=1.0, ge=0, le=100, description="slack when planning the next inference"
+    )
     max_frame_age_s: float = Field(default=0.25, gt=0, le=10)
+
+
+class LiveViewConfig(_Section):
+    """The rerun live view (optional extra `liveview`: pip install rerun-sdk)."""
+
+    enabled: bool = False
+    connect: str | None = Field(default=None, description="rerun viewer gRPC URL on the laptop, e.g. rerun+http://192.168.1.20:9876/proxy")
+    save: Path | None = Field(default=None, description="write an .rrd file here instead of streaming")
+    image_every: int = Field(default=1, ge=1, le=1000, description="log the camera images of every Nth chunk")
 
 
 class TelemetryConfig(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     report_every_s: float = Field(default=10.0, gt=0)
+    liveview: LiveViewConfig = Field(default_factory=LiveViewConfig)
+
+
+class ControlEndpointConfig(_Section):
+    """Operator control: a Unix socket for one group (default), TCP on request with a token."""
+
+    enabled: bool = True
+    socket: Path = Field(default=Path("/run/anchorvla/control.sock"), description="Unix socket path")
+    group: str | None = Field(default="anchorvla", description="clients whose uid or groups include this group may connect")
+    allowed_uids: list[int] = Field(default=[], description="further uids allowed besides the group's members")
+    tcp_port: int | None = Field(default=None, ge=1, le=65535, description="also listen on TCP (token required)")
+    tcp_host: str = Field(default="127.0.0.1", min_length=1)
+    token_file: Path | None = Field(default=None, description="file holding the TCP token (required with tcp_port)")
 
 
 class ServiceConfig(_Section):
-    notify: bool = Field(default=True, description="sd_notify READY/WATCHDOG/STOPPING when NOTIFY_SOCKET is set")
-    realtime_priority: int = Field(default=0, ge=0, le=99, description="SCHED_FIFO priority (0: leave as is)")
-    cpu_affinity: list[int] | None = None
+    notify: bool = Field(
+        default=True, description="sd_notify READY/WATCHDOG/STOPPING when NOTIFY_SOCKET is set"
+    )
+    realtime_priority: int = Field(
+        default=0,
+        ge=0,
+        le=98,
+        description="SCHED_FIFO priority of the fast loop (0: normal scheduling); inference runs one below",
+    )
+    cpu_affinity: list[int] | None = Field(default=None, description="CPUs the controller may run on")
+    start_idle: bool = Field(default=True, description="service run: hold still until the operator sends start")
+    control: ControlEndpointConfig = Field(default_factory=ControlEndpointConfig)
+
+
+class RecordingConfig(_Section):
+    """Episode recording (training dataset format, see onboard/episode_schema.py)."""
+
+    enabled: bool = False
+    root: Path = Field(default=Path("/var/lib/anchorvla/episodes"), description="dataset directory")
+    images: bool = Field(default=False, description="also store the camera images of each chunk's observation")
+    max_episode_s: float = Field(
+        default=600.0, gt=0, description="recording of an episode stops after this long, until the next start"
+    )
+    max_total_mb: float = Field(default=20_000.0, gt=0, description="oldest episodes are deleted above this size")
+    flush_every: int = Field(default=150, ge=1, le=100_000, description="frames per parquet row group")
 
 
 class Config(_Section):
@@ -135,6 +217,7 @@ class Config(_Section):
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:
@@ -188,7 +271,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
     """Read and validate a YAML config. Raises ConfigError with one line on any problem."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path} (pass --config with a YAML file, e.g. configs/sim.yaml)")
+        raise ConfigError(
+            f"config file not found: {path} (pass --config with a YAML file, e.g. configs/sim.yaml)"
+        )
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -196,7 +281,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (robot, policy, control, ...)")
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections (robot, policy, control, ...)"
+        )
     raw = _resolve_paths(raw, path.parent)
     if overrides:
         raw = _merge(raw, overrides)
@@ -209,5 +296,9 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
 def _merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for key, value in extra.items():
-        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _merge(out.get(key, {}), value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
     return out

@@ -3,11 +3,16 @@ process starts without the SDKs (or torch) it does not use."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from drivers.errors import UserError
 from drivers.protocols import Arm, Base, Camera
 from onboard.config import Config
 from onboard.standins import StandinArm, StandinBase, StandinCamera, StandinEngine
 from policy_runtime.engines.base import PolicyEngine
+
+if TYPE_CHECKING:
+    from drivers.emulated.world import World
 
 
 def _not_available(section: str, driver: str) -> UserError:
@@ -18,25 +23,79 @@ def build_arm(config: Config) -> Arm:
     arm = config.robot.arm
     if arm.driver == "standin":
         return StandinArm(tuple(arm.joint_names))
+    if arm.driver in ("feetech", "emulated"):
+        from drivers.feetech.devices import build_so101
+
+        return build_so101(arm)
     raise _not_available("robot.arm", arm.driver)
 
 
-def build_base(config: Config) -> Base | None:
+def build_base(config: Config, world=None) -> Base | None:
+    """`world`: a drivers.emulated.world.World that the emulated Go2 writes its pose into (driver 'emulated')."""
     base = config.robot.base
     if base.driver == "none":
         return None
     if base.driver == "standin":
         return StandinBase()
+    if base.driver in ("go2", "emulated"):
+        options = dict(
+            domain_id=base.domain_id,
+            state_timeout_s=base.state_timeout_s,
+            max_state_age_s=base.max_state_age_s,
+            rpc_timeout_s=base.rpc_timeout_s,
+            stand_up_on_start=base.stand_up_on_start,
+        )
+        if base.driver == "go2":
+            from drivers.unitree.go2 import Go2Base
+
+            return Go2Base(base.interface, **options)
+        from drivers.emulated.go2 import Go2BaseWithEmulator
+
+        return Go2BaseWithEmulator(world=world, emulator_rate_hz=base.emulator_rate_hz, **options)
     raise _not_available("robot.base", base.driver)
 
 
-def build_cameras(config: Config) -> list[Camera]:
+def build_cameras(config: Config, world: World | None = None) -> list[Camera]:
+    """The configured cameras; driver 'synthetic' renders `world` (the emulated robot's shared World)."""
     cameras: list[Camera] = []
     for cam in config.robot.cameras:
+        where = f"robot.cameras[{cam.name}]"
         if cam.driver == "standin":
             cameras.append(StandinCamera(cam.name, cam.width, cam.height, cam.fps))
+        elif cam.driver in ("realsense", "bag"):
+            from drivers.realsense import RealSenseCamera
+
+            if cam.driver == "realsense" and not cam.serial:
+                raise UserError(
+                    f"{where}: driver 'realsense' needs serial (run 'rs-enumerate-devices -s' to list them)"
+                )
+            if cam.driver == "bag" and cam.path is None:
+                raise UserError(f"{where}: driver 'bag' needs path (a .db3 or .bag recording)")
+            cameras.append(
+                RealSenseCamera(
+                    cam.name,
+                    serial=cam.serial if cam.driver == "realsense" else None,
+                    path=cam.path if cam.driver == "bag" else None,
+                    width=cam.width,
+                    height=cam.height,
+                    fps=cam.fps,
+                    realtime=cam.realtime,
+                    loop=cam.loop,
+                    record=cam.record if cam.driver == "realsense" else None,
+                    reconnect_after_s=cam.reconnect_after_s if cam.driver == "realsense" else None,
+                )
+            )
+        elif cam.driver == "synthetic":
+            from drivers.emulated.cameras import SyntheticCamera
+
+            if world is None:
+                raise UserError(
+                    f"{where}: driver 'synthetic' renders the emulated robot; use it with the emulated arm/base"
+                )
+            view = cam.view or cam.name
+            cameras.append(SyntheticCamera(cam.name, world, view, cam.width, cam.height, cam.fps))
         else:
-            raise _not_available(f"robot.cameras[{cam.name}]", cam.driver)
+            raise _not_available(where, cam.driver)
     return cameras
 
 

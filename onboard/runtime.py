@@ -14,14 +14,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from drivers.errors import DeviceError
+from drivers.errors import UserError
 from drivers.protocols import Arm, Base, Camera
 from onboard.config import Config
 from onboard.loops import FastLoop, SlowLoop
+from onboard.realtime import set_affinity, set_thread_fifo, set_thread_normal
 from onboard.schedule import ChunkSchedule
 from onboard.telemetry import RunStats, summary
 from policy_runtime.engines.base import PolicyEngine
 from safety.envelope import SafetyLayer
+from safety.stop import StopSequences
 
 log = logging.getLogger("anchorvla")
 
@@ -41,7 +43,9 @@ class Runtime:
         self.stats = RunStats()
         p = config.policy
         self.schedule = ChunkSchedule(p.execute_horizon, p.blending.mode, p.blending.ticks, p.blending.decay)
-        self.safety = SafetyLayer(config.safety, tuple(devices.arm.joint_names))
+        period_s = 1.0 / config.control.rate_hz
+        self.safety = SafetyLayer(config.safety, tuple(devices.arm.joint_names), period_s, p.execute_horizon)
+        self.stops = StopSequences(config.safety.stop, devices.arm, devices.base, self.safety, period_s)
         self.fast = FastLoop(
             devices.arm,
             devices.base,
@@ -55,6 +59,7 @@ class Runtime:
             p.instruction,
             p.residual,
         )
+        self.fast.fault_reaction = self.stops.start_fault_reaction
         self.slow = SlowLoop(
             self.fast,
             engine,
@@ -64,39 +69,72 @@ class Runtime:
             config.control.max_frame_age_s,
             config.control.start_margin_ticks,
             p.instruction,
+            worker_priority=max(0, config.service.realtime_priority - 1),
         )
         self._stop = asyncio.Event()
+        self._loops_running = False  # the fast loop is the arm's writer while True
         self.exit_reason = "running"
         self.ready_listeners: list = []  # called once the loops start (systemd READY)
+        self.stop_listeners: list = []  # called with the reason when the process starts stopping (systemd STOPPING)
 
     def stop(self, reason: str) -> None:
         if not self._stop.is_set():
             self.exit_reason = reason
             self._stop.set()
+            for listener in self.stop_listeners:
+                listener(reason)
+
+    # Operator control (onboard/control.py calls these on the event-loop thread, between ticks).
+    def pause(self) -> None:
+        """Hold the arm and stop the base from the next tick on; the slow loop stops inferring."""
+        self.fast.paused = True
+        self.schedule.clear()
+
+    def resume(self) -> None:
+        """Run the policy again from a fresh plan. Refused while a fault is latched."""
+        if self.safety.faulted:
+            names = ", ".join(f.name for f in self.safety.faults)
+            raise UserError(f"faults latched ({names}): send reset-fault first")
+        self.schedule.clear()
+        self.fast.paused = False
+
+    def set_instruction(self, instruction: str) -> None:
+        """A new task: new instruction, and the next observation becomes the episode's anchor frame."""
+        self.fast.instruction = instruction
+        self.slow.instruction = instruction
+        self.slow.anchor_frames.clear()
+
+    def estop(self, reason: str) -> None:
+        """Latch the operator_estop fault (every command becomes a hold), pause, and run the e-stop sequence now:
+        base StopMove or Damp (safety.stop.estop_base); the fast loop holds the arm."""
+        self.pause()
+        self.stops.estop(reason, hold_arm=False)
 
     def _start_devices(self) -> None:
         d = self.devices
         d.arm.start()
+        self.safety.seed(d.arm.read_state())  # the envelope starts from the measured pose
         if d.base is not None:
             d.base.start()
         for cam in d.cameras:
             cam.start()
 
     def safe_stop(self) -> None:
-        """Base Move(0,0,0) then StopMove; arm holds. Each step tolerates a device that stopped answering."""
-        self.safety.counters.safe_stops += 1
-        base = self.devices.base
-        if base is not None:
-            for step in (lambda: base.move(0.0, 0.0, 0.0), base.stop_move):
-                try:
-                    step()
-                except DeviceError as exc:
-                    log.warning("safe stop: base did not answer: %s", exc)
-        hold = self.safety.hold(None, time.monotonic_ns())
-        try:
-            self.devices.arm.write_goal(hold.arm_positions)
-        except DeviceError as exc:
-            log.warning("safe stop: arm did not answer: %s", exc)
+        """Base Move 0 then StopMove, the arm holding (safety/stop.py: each step has a timeout and tolerates a
+        device that stopped answering). While the loops run, the fast loop is the arm's one writer and holds
+        it; once they have ended, the configured exit sequence runs (safety.stop.on_exit: safe stop, or park
+        and release)."""
+        if self.safety.previous_goal is None:  # the arm never started: nothing was commanded
+            return
+        if self._loops_running:
+            self.stops.safe_stop(hold_arm=False)
+        else:
+            self.stops.on_exit()
+
+    def reset_faults(self) -> None:
+        """Operator reset: clear latched faults and the stale plan; the policy takes over from the held pose."""
+        self.schedule.clear()
+        self.safety.reset()
 
     def _close_devices(self) -> None:
         for dev in [*self.devices.cameras, self.devices.base, self.devices.arm]:
@@ -109,17 +147,31 @@ class Runtime:
 
     async def run(self, duration_s: float | None = None) -> dict:
         loop = asyncio.get_running_loop()
+        # A thread holding the GIL (Python glue around inference kernels) makes the fast loop wait up to the
+        # switch interval (5 ms by default) after its sleep ends; 0.5 ms bounds that wait.
+        previous_switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(
+            min(previous_switch_interval, self.config.control.gil_switch_interval_ms / 1000.0)
+        )
+        realtime = set_thread_fifo(self.config.service.realtime_priority)
+        set_affinity(self.config.service.cpu_affinity)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop, f"signal:{signal.Signals(sig).name}")
         try:
             await loop.run_in_executor(None, self._start_devices)
             await loop.run_in_executor(None, self.engine.warmup)
-            tasks = [asyncio.ensure_future(self.fast.run(self._stop)), asyncio.ensure_future(self.slow.run(self._stop))]
+            tasks = [
+                asyncio.ensure_future(self.fast.run(self._stop)),
+                asyncio.ensure_future(self.slow.run(self._stop)),
+            ]
+            self._loops_running = True
             for listener in self.ready_listeners:
                 listener()
             if duration_s is not None:
                 loop.call_later(duration_s, self.stop, "duration")
-            done, _ = await asyncio.wait([*tasks, asyncio.ensure_future(self._stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                [*tasks, asyncio.ensure_future(self._stop.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
             for task in done:
                 if task in tasks and task.exception() is not None:
                     self.stop("error")
@@ -128,6 +180,10 @@ class Runtime:
             tasks[1].cancel()  # an inference in flight is abandoned; the fast loop ends its tick by itself
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
+            self._loops_running = False
+            sys.setswitchinterval(previous_switch_interval)
+            if realtime:
+                set_thread_normal()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             self.safe_stop()
@@ -136,7 +192,9 @@ class Runtime:
             self.engine.close()
         if not self.stats.ended_ns:
             self.stats.ended_ns = time.monotonic_ns()
-        return summary(self.stats, self.schedule.stale_dropped, self.safety.counters.as_dict(), self.exit_reason)
+        return summary(
+            self.stats, self.schedule.stale_dropped, self.safety.counters.as_dict(), self.exit_reason
+        )
 
 
 def run_event_loop(coro):

@@ -36,7 +36,9 @@ def blend_weight(mode: str, i: int, ticks: int, decay: float) -> float:
 
 
 class ChunkSchedule:
-    def __init__(self, execute_horizon: int, blending: str = "linear", blend_ticks: int = 3, decay: float = 0.5):
+    def __init__(
+        self, execute_horizon: int, blending: str = "linear", blend_ticks: int = 3, decay: float = 0.5
+    ):
         if execute_horizon < 1:
             raise ValueError("execute_horizon must be >= 1")
         self.execute_horizon = execute_horizon
@@ -56,7 +58,10 @@ class ChunkSchedule:
         served = range(first, min(len(chunk), first + self.execute_horizon))
         if not served:
             return dropped
-        new = [PlannedAction(chunk.time_of(k), np.asarray(chunk.actions[k], dtype=np.float64), chunk, k) for k in served]
+        new = [
+            PlannedAction(chunk.time_of(k), np.asarray(chunk.actions[k], dtype=np.float64), chunk, k)
+            for k in served
+        ]
         old = {p.t_ns: p for p in self._plan if p.t_ns >= next_tick_ns - half}
         merged: list[PlannedAction] = []
         overlap = 0
@@ -75,7 +80,9 @@ class ChunkSchedule:
     def _nearest(plan, t_ns: int, tolerance_ns: int) -> PlannedAction | None:
         best = None
         for p in plan:
-            if abs(p.t_ns - t_ns) <= tolerance_ns and (best is None or abs(p.t_ns - t_ns) < abs(best.t_ns - t_ns)):
+            if abs(p.t_ns - t_ns) <= tolerance_ns and (
+                best is None or abs(p.t_ns - t_ns) < abs(best.t_ns - t_ns)
+            ):
                 best = p
         return best
 

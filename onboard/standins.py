@@ -30,6 +30,7 @@ class StandinArm:
         self._t = time.monotonic_ns()
         self.silent = False  # fault injection: stop answering
         self.goals_written: list[np.ndarray] = []
+        self.torque_enabled = True
 
     def start(self) -> None:
         self._t = time.monotonic_ns()
@@ -55,6 +56,14 @@ class StandinArm:
         self._goal = np.asarray(positions, dtype=np.float64).copy()
         self.goals_written.append(self._goal)
 
+    def release_torque(self) -> None:
+        """Torque off (the park-and-release sequence's last step); the stand-in stays where it is."""
+        if self.silent:
+            raise DeviceError("stand-in arm: no status packet")
+        self._advance()
+        self._goal = self._pos.copy()
+        self.torque_enabled = False
+
     def stop(self) -> None:
         pass
 
@@ -69,6 +78,7 @@ class StandinBase:
         self._t = time.monotonic_ns()
         self.moves: list[tuple[float, float, float]] = []
         self.stop_moves = 0
+        self.damps = 0
 
     def start(self) -> None:
         self._t = time.monotonic_ns()
@@ -83,7 +93,13 @@ class StandinBase:
 
     def read_state(self) -> BaseState:
         self._advance()
-        return BaseState(self._t, np.array([*self._xy, 0.3]), self._yaw, np.array([self._v[0], self._v[1], 0.0]), self._v[2])
+        return BaseState(
+            self._t,
+            np.array([*self._xy, 0.3]),
+            self._yaw,
+            np.array([self._v[0], self._v[1], 0.0]),
+            self._v[2],
+        )
 
     def move(self, vx: float, vy: float, wz: float) -> None:
         self._advance()
@@ -94,6 +110,12 @@ class StandinBase:
         self._advance()
         self._v = np.zeros(3)
         self.stop_moves += 1
+
+    def damp(self) -> None:
+        """Emergency: joints go limp (the Go2's Damp); the stand-in just stops."""
+        self._advance()
+        self._v = np.zeros(3)
+        self.damps += 1
 
     def stop(self) -> None:
         pass
@@ -162,7 +184,10 @@ class StandinEngine:
     def trajectory(self, t_s: np.ndarray) -> np.ndarray:
         """The reference the stand-in follows: (len(t), 3 + joints)."""
         phases = np.arange(len(self.joint_names)) * 0.7
-        arm = self.amplitude * np.sin(self.omega * t_s[:, None] + phases[None, :])
+        centres = np.array(
+            [0.5 if j == "gripper" else 0.0 for j in self.joint_names]
+        )  # gripper range is -0.17..1.75
+        arm = centres + self.amplitude * np.sin(self.omega * t_s[:, None] + phases[None, :])
         vx = self.base_speed * (0.5 + 0.5 * np.sin(0.5 * self.omega * t_s))
         base = np.stack([vx, np.zeros_like(t_s), 0.2 * np.sin(0.25 * self.omega * t_s)], axis=1)
         return np.concatenate([base, arm], axis=1)
@@ -172,9 +197,10 @@ class StandinEngine:
             time.sleep(seconds)
             return
         end = time.monotonic() + seconds
-        a = np.ones((192, 192))
+        a = np.full((256, 256), 1e-3)
         while time.monotonic() < end:
-            a = np.tanh(a @ a * 1e-3)  # BLAS releases the GIL, as ONNX Runtime and torch kernels do
+            a = a @ a  # BLAS releases the GIL while it runs, as ONNX Runtime and torch kernels do
+            a.fill(1e-3)
 
     def infer(self, obs: Observation) -> ActionChunk:
         with self._lock:
@@ -190,7 +216,9 @@ class StandinEngine:
             actions[:, :] = np.nan
         return ActionChunk(obs.t_ns, self.dt_ns, self.channels, actions)
 
-    def residual(self, obs: Observation, chunk: ActionChunk, j: int, planned: np.ndarray) -> np.ndarray | None:
+    def residual(
+        self, obs: Observation, chunk: ActionChunk, j: int, planned: np.ndarray
+    ) -> np.ndarray | None:
         return None
 
     def close(self) -> None:

@@ -68,7 +68,10 @@ def format_summary(data: dict) -> str:
         ("chunks / failures", f"{data['chunks']} / {data['inference_failures']}"),
         ("overruns / underruns", f"{data['overruns']} / {data['underruns']}"),
         ("stale actions dropped", str(data["stale_actions_dropped"])),
-        ("safety clamped/rejected/faults/stops", f"{s['clamped']} / {s['rejected']} / {s['faults']} / {s['safe_stops']}"),
+        (
+            "safety clamped/rejected/faults/stops",
+            f"{s['clamped']} / {s['rejected']} / {s['faults']} / {s['safe_stops']}",
+        ),
         ("exit", data["exit_reason"]),
     ]
     width = max(len(k) for k, _ in rows)

@@ -28,7 +28,9 @@ class WorldObject:
 class World:
     joint_names: tuple[str, ...] = SO101_JOINTS
     joint_positions: np.ndarray = field(default_factory=lambda: np.zeros(len(SO101_JOINTS)))  # rad
-    base_pose: np.ndarray = field(default_factory=lambda: np.zeros(3))  # x, y (m), yaw (rad) in the world frame
+    base_pose: np.ndarray = field(
+        default_factory=lambda: np.zeros(3)
+    )  # x, y (m), yaw (rad) in the world frame
     base_height: float = 0.30  # m, top of the Go2 body where the arm is mounted
     objects: dict[str, WorldObject] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -37,7 +39,8 @@ class World:
         """Copies of (joint positions, base pose, objects), consistent with each other."""
         with self.lock:
             objects = {
-                k: WorldObject(o.name, o.position.copy(), o.radius, o.color, o.held) for k, o in self.objects.items()
+                k: WorldObject(o.name, o.position.copy(), o.radius, o.color, o.held)
+                for k, o in self.objects.items()
             }
             return self.joint_positions.copy(), self.base_pose.copy(), objects
 

@@ -15,7 +15,9 @@ from onboard.telemetry import format_summary, write_summary
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="YAML config (e.g. configs/sim.yaml)")
-    parser.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: run until signalled)")
+    parser.add_argument(
+        "--duration", type=float, default=None, help="stop after S seconds (default: run until signalled)"
+    )
     parser.add_argument("--summary", type=Path, default=None, help="write the run summary as JSON here")
 
 

@@ -20,7 +20,9 @@ class PolicyEngine(Protocol):
     def infer(self, obs: Observation) -> ActionChunk:
         """Backbone + head for one observation. Called from a worker thread, never on the event loop."""
 
-    def residual(self, obs: Observation, chunk: ActionChunk, j: int, planned: np.ndarray) -> np.ndarray | None:
+    def residual(
+        self, obs: Observation, chunk: ActionChunk, j: int, planned: np.ndarray
+    ) -> np.ndarray | None:
         """Correction to add to `planned` (action j of `chunk`) given the current observation, or None when
         the policy has no residual module. Called on the fast loop: must take well under a millisecond."""
 

@@ -1,0 +1,158 @@
+"""The policy's inputs from raw observations, in one place for training and inference (numpy only: the onboard
+process runs without torch).
+
+Images: centre crop to the policy's aspect ratio, bilinear resize to its size (the same numbers as torch's
+`interpolate(mode="bilinear", align_corners=False)`), scale to [0, 1], normalise with the given per-channel
+mean/std, HxWx3 uint8 -> float32 3xHxW; `preprocess_frames` stacks an observation's cameras in a given order.
+
+Proprio: a float32 vector with a named layout. Channel names:
+
+    base.x base.y base.z base.yaw          odometry pose (m, rad)
+    base.vx base.vy base.vz base.wz        body-frame velocity (m/s, rad/s)
+    arm.<joint>                            joint position (rad), e.g. arm.shoulder_pan
+    arm.<joint>.vel                        joint velocity (rad/s)
+    ee.x ee.y ee.z                         gripper frame position in the arm base frame (m), SO-101 kinematics
+
+A base channel without a base state is NaN, so the engine's non-finite check refuses the observation rather
+than the policy seeing a made-up zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from drivers.emulated.kinematics import forward
+from drivers.errors import UserError
+from drivers.types import SO101_JOINTS, ArmState, BaseState, Frame
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def center_crop(image: np.ndarray, aspect: float) -> np.ndarray:
+    """The largest centred window of `image` with width/height == `aspect`."""
+    h, w = image.shape[:2]
+    if w > aspect * h:
+        cw = max(1, round(aspect * h))
+        x0 = (w - cw) // 2
+        return image[:, x0 : x0 + cw]
+    ch = max(1, round(w / aspect))
+    y0 = (h - ch) // 2
+    return image[y0 : y0 + ch]
+
+
+def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """HxWxC -> height x width x C float32, bilinear with pixel centres aligned (as cv2/PIL's default)."""
+    h, w = image.shape[:2]
+    src = image.astype(np.float32)
+    if (h, w) == (height, width):
+        return src
+
+    def axis(n_out: int, n_in: int):
+        pos = np.clip((np.arange(n_out, dtype=np.float32) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, (pos - lo).astype(np.float32)
+
+    y0, y1, fy = axis(height, h)
+    x0, x1, fx = axis(width, w)
+    rows = src[y0] * (1 - fy)[:, None, None] + src[y1] * fy[:, None, None]
+    return rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
+
+
+def preprocess_image(
+    image: np.ndarray,
+    size: tuple[int, int],
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    crop: bool = True,
+) -> np.ndarray:
+    """HxWx3 uint8 RGB -> float32 3 x size[0] x size[1], (x/255 - mean)/std. `crop`: centre crop to the aspect first."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 image, got {image.dtype} {image.shape}")
+    height, width = size
+    if crop:
+        image = center_crop(image, width / height)
+    out = resize_bilinear(image, height, width) / np.float32(255.0)
+    out -= np.asarray(mean, dtype=np.float32)
+    out /= np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def preprocess_frames(
+    frames: Mapping[str, Frame],
+    cameras: Sequence[str],
+    size: tuple[int, int],
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    crop: bool = True,
+) -> np.ndarray:
+    """The policy's image input: float32 (len(cameras), 3, H, W), cameras in the order the policy was trained with."""
+    missing = [c for c in cameras if c not in frames]
+    if missing:
+        raise UserError(
+            f"the policy needs camera(s) {', '.join(missing)}; the robot has {', '.join(frames) or 'none'} "
+            "(name robot.cameras[] as in the checkpoint)"
+        )
+    return np.stack([preprocess_image(frames[c].image, size, mean, std, crop) for c in cameras])
+
+
+@dataclass(frozen=True)
+class ProprioLayout:
+    """A checked list of proprio channel names; `vector(arm, base)` builds the float32 vector in that order."""
+
+    channels: tuple[str, ...]
+    joint_names: tuple[str, ...] = SO101_JOINTS
+
+    def __post_init__(self):
+        bad = [c for c in self.channels if not self._known(c)]
+        if bad:
+            raise UserError(
+                f"proprio layout: unknown channel(s) {', '.join(bad)} (accepted: base.x/y/z/yaw, base.vx/vy/vz/wz, "
+                f"arm.<joint>, arm.<joint>.vel, ee.x/y/z; joints: {', '.join(self.joint_names)})"
+            )
+
+    def _known(self, channel: str) -> bool:
+        if channel in _BASE or channel in _EE:
+            return True
+        parts = channel.split(".")
+        return (
+            parts[0] == "arm"
+            and len(parts) in (2, 3)
+            and parts[1] in self.joint_names
+            and parts[2:] in ([], ["vel"])
+        )
+
+    def vector(self, arm: ArmState, base: BaseState | None) -> np.ndarray:
+        index = {name: i for i, name in enumerate(arm.joint_names)}
+        ee = None
+        out = np.empty(len(self.channels), dtype=np.float32)
+        for k, channel in enumerate(self.channels):
+            if channel in _BASE:
+                out[k] = np.nan if base is None else _BASE[channel](base)
+            elif channel in _EE:
+                if ee is None:
+                    ee = forward([arm.positions[index[j]] for j in SO101_JOINTS[:5]]).gripper[:3, 3]
+                out[k] = ee[_EE[channel]]
+            else:
+                parts = channel.split(".")
+                values = arm.velocities if len(parts) == 3 else arm.positions
+                out[k] = values[index[parts[1]]]
+        return out
+
+
+_BASE = {
+    "base.x": lambda b: b.position[0],
+    "base.y": lambda b: b.position[1],
+    "base.z": lambda b: b.position[2],
+    "base.yaw": lambda b: b.yaw,
+    "base.vx": lambda b: b.velocity[0],
+    "base.vy": lambda b: b.velocity[1],
+    "base.vz": lambda b: b.velocity[2],
+    "base.wz": lambda b: b.yaw_speed,
+}
+_EE = {"ee.x": 0, "ee.y": 1, "ee.z": 2}
