@@ -14,7 +14,8 @@ import numpy as np
 
 from drivers.errors import UserError
 from policy_runtime.bundle import RuntimeSpec
-from policy_runtime.engines.inputs import InputBuilder, make_tokenizer, resize_bilinear
+from policy_runtime.engines.inputs import InputBuilder, make_tokenizer
+from policy_runtime.preprocess import resize_bilinear
 
 INSTRUCTIONS = (
     "pick up the red cup",
@@ -57,7 +58,7 @@ def synthetic_samples(spec: RuntimeSpec, bundle_dir: Path, count: int, seed: int
         std = np.asarray(img.std, np.float32)[:, None, None]
         for k in range(img.num_images):
             coarse = rng.integers(0, 256, (4, 4, 3)).astype(np.float32)
-            pixels = resize_bilinear(coarse, img.size) + rng.normal(0, 12, (img.size, img.size, 3))
+            pixels = resize_bilinear(coarse, img.size, img.size) + rng.normal(0, 12, (img.size, img.size, 3))
             pixels = np.clip(pixels, 0, 255) / 255.0
             images[0, k] = (pixels.transpose(2, 0, 1) - mean) / std
         ids, mask = tokenize(INSTRUCTIONS[(i + seed) % len(INSTRUCTIONS)])

@@ -11,7 +11,7 @@ from policy_runtime.types import BASE_CHANNELS, arm_channel
 
 ACTION_LAYOUT = [*BASE_CHANNELS, *(arm_channel(j) for j in SO101_JOINTS)]
 PROPRIO_LAYOUT = [
-    *(f"arm.{j}.pos" for j in SO101_JOINTS),
+    *(f"arm.{j}" for j in SO101_JOINTS),
     *(f"arm.{j}.vel" for j in SO101_JOINTS),
     *BASE_CHANNELS,
 ]
