@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("tools.doctor", "list what this machine has and lacks to run the controller, and how to fix it"),
     "anchors": ("tools.anchors", "K-means anchor vocabulary over a dataset's normalised action chunks"),
     "train": ("tools.train", "train the policy (stage 1: LoRA + head, stage 2: residual) into a checkpoint"),
+    "export": ("tools.export", "export a checkpoint to an ONNX deployment bundle"),
+    "quantize": ("tools.quantize", "add an FP16, INT8 or INT4 variant to a bundle"),
+    "build-trt": ("tools.build_trt", "build TensorRT engines for a bundle on this device"),
+    "verify": ("tools.verify", "check a bundle against the FP32 torch reference and record its gates"),
 }
 
 # `anchorvla bench NAME`: name -> (module, help). Each module has add_arguments(parser) and main(args) -> int.
@@ -37,6 +41,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "faults": ("tools.bench_faults", "fault scenarios through the Runtime: detection, reaction, commands outside the envelope"),
     "envelope": ("tools.bench_envelope", "safety envelope cost per tick, beside a bare clip in the same run"),
     "ablation": ("tools.bench_ablation", "anchors vs plain diffusion vs L1 regression (+ residual) on a two-route task"),
+    "engines": ("tools.bench_engines", "per-chunk latency and peak memory of torch, ONNX Runtime and TensorRT engines"),
 }
 
 
