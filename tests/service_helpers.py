@@ -80,6 +80,18 @@ def run_serve(
     return result
 
 
+def wait_for_tcp(port: int, timeout_s: float = 10.0) -> None:
+    """Until the controller's TCP endpoint on 127.0.0.1 accepts (it opens just after the Unix socket)."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
+
+
 def wait_for_socket(path: Path, timeout_s: float = 10.0) -> None:
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:

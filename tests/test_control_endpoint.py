@@ -11,7 +11,7 @@ import time
 import pytest
 
 from onboard.cli import main as anchorvla
-from tests.service_helpers import SIM, run_serve, short_dir, sim_config, wait_for_socket
+from tests.service_helpers import SIM, run_serve, short_dir, sim_config, wait_for_socket, wait_for_tcp
 
 
 def ctl(capsys, sock, *words) -> tuple[int, str, str]:
@@ -102,6 +102,7 @@ def test_tcp_needs_the_token(capsys, tmp_path):
 
     def client():
         wait_for_socket(d / "control.sock")
+        wait_for_tcp(port)
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             seen["no_token"] = raw_request(s, {"cmd": "start"})
             seen["closed_after"] = s.recv(10)  # refused clients are disconnected
@@ -120,7 +121,7 @@ def test_tcp_needs_the_token(capsys, tmp_path):
         )
         seen["status_ok"] = status(capsys, d / "control.sock")
 
-    run_serve(config, 2.5, client=client)
+    run_serve(config, 6.0, client=client)  # long enough for the client's steps on a loaded machine
     assert seen["no_token"] == {"ok": False, "error": "refused: missing or wrong token"}
     assert seen["closed_after"] == b""
     assert seen["wrong"]["ok"] is False
