@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("onboard.commands.bench", "run a benchmark and print its table"),
     "emulate": ("onboard.commands.emulate", "run an emulated device (servos: an STS3215 bus on a pty)"),
     "calibrate": ("onboard.commands.calibrate", "calibrate the SO-101 arm or import a LeRobot calibration"),
+    "anchors": ("tools.anchors", "K-means anchor vocabulary over a dataset's normalised action chunks"),
+    "train": ("tools.train", "train the policy (stage 1: LoRA + head, stage 2: residual) into a checkpoint"),
 }
 
 # `anchorvla bench NAME`: name -> (module, help). Each module has add_arguments(parser) and main(args) -> int.
@@ -23,6 +25,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "loop": ("tools.bench_loop", "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep"),
     "servos": ("tools.bench_servos", "servo bench: scan, table dump, EEPROM check, sweep, bus cycle time"),
     "cameras": ("tools.bench_cameras", "camera playback: frame rate, timestamp jitter, frame age"),
+    "ablation": ("tools.bench_ablation", "anchors vs plain diffusion vs L1 regression (+ residual) on a two-route task"),
 }
 
 

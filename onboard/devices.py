@@ -100,4 +100,10 @@ def build_engine(config: Config) -> PolicyEngine:
             fail_every=s.fail_every,
             nan_every=s.nan_every,
         )
-    raise UserError(f"policy.engine '{policy.engine}' is not available in this build (use 'standin')")
+    if policy.engine == "torch":
+        if policy.bundle is None:
+            raise UserError("policy.engine 'torch' needs policy.bundle: the checkpoint directory to run")
+        from policy_runtime.engines.torch_engine import TorchEngine
+
+        return TorchEngine(policy.bundle, instruction=policy.instruction, use_residual=policy.residual)
+    raise UserError(f"policy.engine '{policy.engine}' is not available in this build (use 'standin' or 'torch')")

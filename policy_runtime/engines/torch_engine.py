@@ -1,0 +1,130 @@
+"""The torch engine: runs a checkpoint directory (policy_runtime/model/checkpoint.py) with PyTorch.
+
+`infer` returns the chunk in SI units with the checkpoint's action channel names, the chosen anchor and every
+anchor's score; `context` carries the pooled vector the residual needs. `residual` runs the residual MLP for one
+step on the fast loop. Noise comes from a seeded generator, so a fixed seed and inputs give fixed chunks.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from drivers.errors import UserError
+from policy_runtime.model.checkpoint import load_checkpoint
+from policy_runtime.model.inputs import images_to_tensor, proprio_from_observation
+from policy_runtime.model.tokenizer import build_tokenizer
+from policy_runtime.types import ActionChunk, Observation
+
+
+class TorchEngine:
+    def __init__(
+        self,
+        checkpoint: Path,
+        instruction: str = "",
+        use_residual: bool = True,
+        num_steps: int | None = None,
+        seed: int = 0,
+        threads: int | None = None,
+    ):
+        if threads:
+            torch.set_num_threads(threads)
+        self.policy, self.config = load_checkpoint(Path(checkpoint), with_residual=use_residual)
+        self.use_residual = use_residual
+        self.num_steps = num_steps
+        self.instruction = instruction
+        self.channels = tuple(self.config.action_layout)
+        self.dt_ns = round(self.config.dt_s * 1e9)
+        norm = self.config.normalization
+        self._a_low = np.asarray(norm.action_low)
+        self._a_half_range = (np.asarray(norm.action_high) - self._a_low) / 2
+        self._p_mean = np.asarray(norm.proprio_mean)
+        self._p_std = np.asarray(norm.proprio_std)
+        arch = self.config.architecture
+        self._tokenizer = build_tokenizer(arch.backbone.tokenizer) if arch.backbone is not None else None
+        self._generator = torch.Generator().manual_seed(seed)
+        self._lock = threading.Lock()
+
+    # -- conversions ------------------------------------------------------------------------------------------
+    def _proprio(self, obs: Observation) -> np.ndarray:
+        raw = proprio_from_observation(obs, self.config.proprio_layout)
+        return ((raw - self._p_mean) / self._p_std).astype(np.float32)
+
+    def _images(self, obs: Observation) -> torch.Tensor:
+        arch = self.config.architecture
+        missing = [c for c in self.config.cameras if c not in obs.frames]
+        if missing:
+            raise UserError(
+                f"the checkpoint needs cameras {self.config.cameras}; no frame from {', '.join(missing)}"
+            )
+        stacked = np.stack([obs.frames[c].image for c in self.config.cameras])[None]
+        return images_to_tensor(stacked, arch.image_size, arch.image_mean, arch.image_std)
+
+    def _text(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self._tokenizer is not None and self.config.architecture.backbone is not None
+        ids, mask = self._tokenizer.encode(
+            [instruction], self.config.architecture.backbone.max_instruction_tokens
+        )
+        return torch.from_numpy(ids), torch.from_numpy(mask)
+
+    # -- PolicyEngine -----------------------------------------------------------------------------------------
+    def warmup(self) -> None:
+        """One forward pass on zero inputs of the right shapes."""
+        arch = self.config.architecture
+        proprio = torch.zeros(1, arch.head.proprio_dim)
+        extra = {}
+        if arch.backbone is not None:
+            ids, mask = self._text(self.instruction)
+            extra = dict(
+                images=torch.zeros(1, arch.backbone.num_images, 3, arch.image_size, arch.image_size),
+                input_ids=ids,
+                attention_mask=mask,
+            )
+        with torch.inference_mode():
+            self.policy(
+                proprio, torch.zeros(self.policy.head.noise_shape(1)), num_steps=self.num_steps, **extra
+            )
+
+    def infer(self, obs: Observation) -> ActionChunk:
+        proprio = torch.from_numpy(self._proprio(obs))[None]
+        extra = {}
+        if self.config.architecture.backbone is not None:
+            ids, mask = self._text(obs.instruction or self.instruction)
+            extra = dict(images=self._images(obs), input_ids=ids, attention_mask=mask)
+        with self._lock:  # the generator and the module are not shared across threads
+            noise = torch.randn(self.policy.head.noise_shape(1), generator=self._generator)
+            with torch.inference_mode():
+                chunk, index, scores, _, context = self.policy(
+                    proprio, noise, num_steps=self.num_steps, **extra
+                )
+        actions = (chunk[0].double().numpy() + 1) * self._a_half_range + self._a_low
+        return ActionChunk(
+            t_obs_ns=obs.t_ns,
+            dt_ns=self.dt_ns,
+            channels=self.channels,
+            actions=actions,
+            anchor_index=int(index[0]) if self.config.architecture.head.mode == "anchored" else None,
+            scores=scores[0].numpy().copy(),
+            context=context[0].numpy().copy(),
+        )
+
+    def residual(
+        self, obs: Observation, chunk: ActionChunk, j: int, planned: np.ndarray
+    ) -> np.ndarray | None:
+        """Correction (SI units) for action j of `chunk`, given the observation now."""
+        if not self.use_residual or chunk.context is None:
+            return None
+        proprio = torch.from_numpy(self._proprio(obs))[None]
+        planned_norm = torch.from_numpy(
+            ((np.asarray(planned) - self._a_low) / self._a_half_range - 1).astype(np.float32)
+        )[None]
+        context = torch.from_numpy(np.asarray(chunk.context, dtype=np.float32))[None]
+        with torch.inference_mode():
+            delta = self.policy.residual(proprio, context, planned_norm, torch.tensor([j]))
+        return delta[0].double().numpy() * self._a_half_range
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,149 @@
+"""The checkpoint's `config.json`: architecture sizes, action/proprio layouts by name, normalization, anchors
+meta and provenance. Pydantic because it is a file; every section rejects unknown keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from drivers.errors import UserError
+
+FORMAT_VERSION = 1
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BackboneConfig(_Section):
+    """Vision tower (transformers SiglipVisionConfig kwargs) + projector + Qwen2 LM (Qwen2Config kwargs) with LoRA.
+
+    `pretrained_dir`, when set, is a local directory holding `vision/` and `llm/` transformers checkpoints that
+    training starts from (never a hub download). A saved checkpoint holds every weight, so loading it never
+    needs that directory.
+    """
+
+    vision: dict[str, Any]
+    llm: dict[str, Any]
+    lora_rank: int = Field(default=64, ge=1)
+    lora_alpha: int = Field(default=128, ge=1)
+    lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    num_queries: int = Field(default=64, ge=1, description="learnable ActionQuery tokens")
+    bridge_layers: list[int] = Field(
+        default_factory=lambda: [-1], description="LM layers whose hidden states feed the head"
+    )
+    num_images: int = Field(default=2, ge=1)
+    max_instruction_tokens: int = Field(default=32, ge=1)
+    tokenizer: str = Field(
+        default="bytes", description="'bytes' (our byte-level tokenizer) or a local tokenizer dir"
+    )
+    pretrained_dir: str | None = None
+
+
+class HeadConfig(_Section):
+    """The DiT action head. `mode` selects how it is trained and sampled (the ablation's variants):
+    anchored (truncated diffusion from the M anchors, scored), diffusion (plain, from noise), regression (L1)."""
+
+    mode: Literal["anchored", "diffusion", "regression"] = "anchored"
+    horizon: int = Field(ge=1, description="H, actions per chunk")
+    action_dim: int = Field(ge=1)
+    proprio_dim: int = Field(ge=1)
+    cond_dim: int = Field(ge=1, description="width of the bridge features the head cross-attends to")
+    dim: int = Field(default=128, ge=8)
+    actions_per_token: int = Field(
+        default=1, ge=1, description="consecutive actions the DiT reads as one token"
+    )
+    depth: int = Field(default=2, ge=1)
+    heads: int = Field(default=4, ge=1)
+    num_anchors: int = Field(default=20, ge=1, description="M")
+    schedule_steps: int = Field(default=100, ge=2, description="S, the training noise schedule length")
+    truncation_ratio: float = Field(default=0.1, gt=0, le=1, description="rho; S_tr = max(1, round(rho*S))")
+    beta_schedule: str = "squaredcos_cap_v2"
+    inference_steps: int = Field(default=10, ge=1, description="denoising steps at inference")
+
+    @model_validator(mode="after")
+    def _tokens_divide_horizon(self) -> HeadConfig:
+        if self.horizon % self.actions_per_token:
+            raise ValueError(
+                f"horizon {self.horizon} is not a multiple of actions_per_token {self.actions_per_token}"
+            )
+        return self
+
+    @property
+    def truncated_steps(self) -> int:
+        return max(1, round(self.truncation_ratio * self.schedule_steps))
+
+
+class ResidualConfig(_Section):
+    hidden: int = Field(default=120, ge=4)
+    step_embedding: int = Field(default=32, ge=2, description="width of the sinusoidal embedding of j")
+
+
+class ArchitectureConfig(_Section):
+    backbone: BackboneConfig | None = Field(
+        default=None, description="None: the head reads proprio features only"
+    )
+    head: HeadConfig
+    residual: ResidualConfig = Field(default_factory=ResidualConfig)
+    image_size: int = 224
+    image_mean: list[float] = Field(default_factory=lambda: [0.5, 0.5, 0.5])
+    image_std: list[float] = Field(default_factory=lambda: [0.5, 0.5, 0.5])
+
+
+class Normalization(_Section):
+    """Actions map to [-1, 1] per channel by [low, high]; proprio is standardised by mean/std."""
+
+    action_low: list[float]
+    action_high: list[float]
+    proprio_mean: list[float]
+    proprio_std: list[float]
+
+
+class AnchorsMeta(_Section):
+    count: int
+    horizon: int
+    cluster_sizes: list[int] = Field(default_factory=list)
+    coverage_l1: float | None = Field(
+        default=None, description="mean per-element L1 from a chunk to its nearest anchor"
+    )
+    source: str = ""
+
+
+class CheckpointConfig(_Section):
+    format_version: int = FORMAT_VERSION
+    architecture: ArchitectureConfig
+    action_layout: list[str]
+    proprio_layout: list[str]
+    cameras: list[str] = Field(default_factory=list)
+    dt_s: float = Field(default=1 / 15, gt=0)
+    normalization: Normalization
+    anchors: AnchorsMeta | None = None
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> CheckpointConfig:
+        if not path.is_file():
+            raise UserError(
+                f"{path} not found: a checkpoint directory holds config.json and model.safetensors"
+            )
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path} is not valid JSON ({exc}); re-save the checkpoint") from None
+        try:
+            config = cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise UserError(f"{path}: {where}: {first['msg']}") from None
+        if config.format_version != FORMAT_VERSION:
+            raise UserError(
+                f"{path}: checkpoint format {config.format_version}, this build reads {FORMAT_VERSION}"
+            )
+        return config

@@ -1,0 +1,81 @@
+"""The two training stages' losses, shared by `anchorvla train` and the ablation benchmark.
+
+A batch is a dict of tensors: `proprio` (B, P) normalised, `actions` (B, H, d) normalised target chunk,
+`future_proprio` (B, H, P) normalised proprio at each step of the chunk (what the residual sees), and, for a
+policy with a backbone, `images` (B, N, 3, S, S), `input_ids` and `attention_mask` (B, L).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from policy_runtime.model.policy import AnchorVLAPolicy
+
+
+def _condition(policy: AnchorVLAPolicy, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return policy.condition(
+        batch["proprio"], batch.get("images"), batch.get("input_ids"), batch.get("attention_mask")
+    )
+
+
+def stage1_loss(
+    policy: AnchorVLAPolicy, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """LoRA + head: reconstruction of the chunk + anchor classification (positive = nearest anchor by L1)."""
+    return policy.head.loss(_condition(policy, batch), batch["proprio"], batch["actions"], generator)
+
+
+def freeze_all_but_residual(policy: AnchorVLAPolicy) -> list[torch.nn.Parameter]:
+    """Stage 2 trains the residual only; returns its parameters."""
+    for name, p in policy.named_parameters():
+        p.requires_grad_(name.startswith("residual."))
+    return list(policy.residual.parameters())
+
+
+@torch.no_grad()
+def planned_chunks(
+    policy: AnchorVLAPolicy, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the frozen policy plans for the batch: (chunk (B, H, d), same-mode mask (B,), context (B, C)).
+
+    The mask keeps the samples where the head chose the demonstration's mode (its anchor is the demonstration's
+    nearest anchor), so the residual learns corrections within a mode and never a jump to the other route.
+    """
+    b = batch["proprio"].shape[0]
+    noise = torch.randn(policy.head.noise_shape(b), generator=generator).to(batch["proprio"].device)
+    cond = _condition(policy, batch)
+    chunk, index, _, _, context = policy.head.sample(cond, batch["proprio"], noise)
+    if policy.head.config.mode == "anchored":
+        same_mode = index == policy.head.nearest_anchor(batch["actions"])
+    else:
+        same_mode = torch.ones(b, dtype=torch.bool, device=chunk.device)
+    return chunk, same_mode, context
+
+
+def residual_corrections(
+    policy: AnchorVLAPolicy, future_proprio: torch.Tensor, context: torch.Tensor, chunk: torch.Tensor
+) -> torch.Tensor:
+    """The residual's correction for every step j of every chunk: (B, H, P), (B, C), (B, H, d) -> (B, H, d)."""
+    b, h, d = chunk.shape
+    j = torch.arange(h, device=chunk.device).repeat(b)
+    ctx = context[:, None].expand(b, h, context.shape[-1]).reshape(b * h, -1)
+    out = policy.residual(future_proprio.reshape(b * h, -1), ctx, chunk.reshape(b * h, d), j)
+    return out.reshape(b, h, d)
+
+
+def stage2_loss(
+    policy: AnchorVLAPolicy, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Residual only: L1 between its correction and (demonstrated action - planned action), same-mode samples."""
+    chunk, same_mode, context = planned_chunks(policy, batch, generator)
+    correction = residual_corrections(policy, batch["future_proprio"], context, chunk)
+    target = batch["actions"] - chunk
+    per_sample = (correction - target).abs().mean(dim=(1, 2))
+    weight = same_mode.float()
+    loss = (per_sample * weight).sum() / weight.sum().clamp(min=1.0)
+    return loss, {"l1": float(loss.detach()), "same_mode": float(weight.mean())}
+
+
+def l1_before_residual(batch: dict[str, torch.Tensor], chunk: torch.Tensor) -> float:
+    return float(F.l1_loss(chunk, batch["actions"]))

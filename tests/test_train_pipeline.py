@@ -1,0 +1,109 @@
+"""Dataset -> anchors -> two-stage training -> checkpoint, on the demo obstacle dataset with a tiny model on CPU."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from drivers.errors import UserError
+from onboard.cli import main as cli
+from policy_runtime.dataset import load_dataset
+from policy_runtime.model.checkpoint import load_checkpoint
+from tools.obstacle_task import write_demo_dataset
+
+TRAIN = [
+    "--horizon",
+    "4",
+    "--num-anchors",
+    "4",
+    "--batch",
+    "4",
+    "--residual-steps",
+    "2",
+    "--threads",
+    "1",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_demo_dataset(tmp_path_factory.mktemp("ds"), episodes=6, seed=1)
+
+
+def _weights(directory):
+    return {
+        **load_file(str(directory / "model.safetensors")),
+        **load_file(str(directory / "residual.safetensors")),
+    }
+
+
+def test_dataset_loads_chunks_tasks_and_images(dataset):
+    data = load_dataset(dataset, horizon=4)
+    assert data.cameras == ("follow", "front") and data.chunks.shape[1:] == (4, 2)
+    assert len(set(data.tasks)) == 3
+    assert data.images(np.array([0, 5])).shape == (2, 2, 32, 32, 3)
+    # past an episode's end the chunk repeats its last action
+    last = np.flatnonzero(data.episode == 0)[-1]
+    assert np.all(data.chunks[last] == data.chunks[last][0])
+    assert np.allclose(data.normalized_chunks().min(), -1) and np.allclose(data.normalized_chunks().max(), 1)
+
+
+def test_anchors_command_writes_the_vocabulary_and_reports_coverage(dataset, tmp_path, capsys):
+    assert (
+        cli(
+            [
+                "anchors",
+                "--dataset",
+                str(dataset),
+                "--out",
+                str(tmp_path),
+                "--num-anchors",
+                "4",
+                "--horizon",
+                "4",
+            ]
+        )
+        == 0
+    )
+    assert "coverage" in capsys.readouterr().out
+    anchors = load_file(str(tmp_path / "anchors.safetensors"))["anchors"]
+    meta = json.loads((tmp_path / "anchors.json").read_text())
+    assert anchors.shape == (4, 4, 2) and sum(meta["cluster_sizes"]) == len(
+        load_dataset(dataset, 4, with_images=False)
+    )
+
+
+def test_same_seed_same_weights_and_resume_continues_exactly(dataset, tmp_path):
+    base = ["train", "--dataset", str(dataset), "--steps", "4", "--save-every", "2", *TRAIN]
+    assert cli([*base, "--out", str(tmp_path / "a"), "--seed", "7"]) == 0
+    assert cli([*base, "--out", str(tmp_path / "b"), "--seed", "7"]) == 0
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    # Interrupted after 3 steps then resumed: the same weights as the uninterrupted run.
+    assert cli([*base, "--out", str(tmp_path / "c"), "--seed", "7", "--stop-after", "3"]) == 0
+    assert cli([*base, "--out", str(tmp_path / "c"), "--seed", "7", "--resume"]) == 0
+    c = _weights(tmp_path / "c")
+    assert all(np.array_equal(a[k], c[k]) for k in a)
+    # Another seed trains other weights.
+    assert cli([*base, "--out", str(tmp_path / "d"), "--seed", "8"]) == 0
+    d = _weights(tmp_path / "d")
+    assert not all(np.array_equal(a[k], d[k]) for k in a)
+    _, config = load_checkpoint(tmp_path / "a")
+    assert (
+        config.anchors.count == 4 and config.provenance["seed"] == 7 and len(config.provenance["tasks"]) == 3
+    )
+    assert config.action_layout == ["base.vx", "base.vy"]
+
+
+def test_bad_dataset_or_resume_without_state_is_one_clear_error(dataset, tmp_path):
+    with pytest.raises(UserError, match="meta.json"):
+        load_dataset(tmp_path, 4)
+    (tmp_path / "meta.json").write_text((dataset / "meta.json").read_text().replace('"pos.y",', ""))
+    (tmp_path / "data.parquet").write_bytes((dataset / "data.parquet").read_bytes())
+    with pytest.raises(UserError, match="observation.state vectors must all have 3"):
+        load_dataset(tmp_path, 4)
+    assert cli(["train", "--dataset", str(dataset), "--out", str(tmp_path / "x"), "--resume", *TRAIN]) == 2

@@ -1,0 +1,317 @@
+"""`anchorvla train`: stage 1 (LoRA + projector + queries + head: reconstruction + anchor classification), then
+stage 2 (the residual only, L1 on the correction, the rest frozen), from a recorded dataset
+(policy_runtime/dataset.py) into a checkpoint directory (policy_runtime/model/checkpoint.py).
+
+Deterministic for a seed (batches and noise come from seeded CPU generators). Resumable: `--resume` continues
+from the checkpoint and `training_state.pt` (optimizer, step, generators; read with weights_only) in --out.
+Multi-GPU: run it under `torchrun --nproc-per-node N -m onboard.cli train ...`; every rank draws the same batch
+indices and trains on its share, DDP averages the gradients, rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+from pathlib import Path
+
+import numpy as np
+
+from drivers.errors import UserError
+
+STATE_FILE = "training_state.pt"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset", required=True, type=Path, help="dataset directory (policy_runtime/dataset.py)"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
+    parser.add_argument(
+        "--architecture", default="tiny", help="tiny | paper | PATH to an ArchitectureConfig JSON"
+    )
+    parser.add_argument(
+        "--anchors", type=Path, default=None, help="anchors dir from `anchorvla anchors` (default: fit)"
+    )
+    parser.add_argument("--horizon", type=int, default=8, help="H, actions per chunk")
+    parser.add_argument("--num-anchors", type=int, default=20, help="M when fitting anchors here")
+    parser.add_argument("--steps", type=int, default=300, help="stage-1 steps")
+    parser.add_argument("--residual-steps", type=int, default=100, help="stage-2 steps (0: skip)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save-every", type=int, default=100, help="write the checkpoint every N steps")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="save and stop after N steps in this run (time-boxed jobs; --resume continues)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _architecture(args: argparse.Namespace, data):
+    from policy_runtime.model.config import ArchitectureConfig
+    from policy_runtime.model.presets import paper_architecture, tiny_architecture
+
+    d, p = len(data.action_layout), len(data.proprio_layout)
+    if args.architecture == "tiny":
+        arch = tiny_architecture(d, p, horizon=args.horizon, num_anchors=args.num_anchors)
+    elif args.architecture == "paper":
+        arch = paper_architecture(d, p, horizon=args.horizon)
+    else:
+        path = Path(args.architecture)
+        if not path.is_file():
+            raise UserError(f"--architecture {path}: not 'tiny', 'paper' or an existing JSON file")
+        arch = ArchitectureConfig.model_validate_json(path.read_text())
+    head = arch.head.model_copy(update={"horizon": args.horizon, "action_dim": d, "proprio_dim": p})
+    if args.anchors is None and arch.head.num_anchors != args.num_anchors:
+        head = head.model_copy(update={"num_anchors": args.num_anchors})
+    arch = arch.model_copy(
+        update={
+            "head": ArchitectureConfig.model_validate(dict(arch.model_dump(), head=head.model_dump())).head
+        }
+    )
+    if arch.backbone is not None and arch.backbone.num_images != len(data.cameras):
+        raise UserError(
+            f"the architecture takes {arch.backbone.num_images} images; the dataset has cameras {list(data.cameras)}"
+        )
+    return arch
+
+
+def _anchors(args: argparse.Namespace, data, arch):
+    from policy_runtime.model.config import AnchorsMeta
+    from tools.anchors import fit_anchors
+
+    if args.anchors is None:
+        anchors, sizes, coverage = fit_anchors(data.normalized_chunks(), arch.head.num_anchors, args.seed)
+        return anchors, AnchorsMeta(
+            count=len(sizes),
+            horizon=args.horizon,
+            cluster_sizes=sizes,
+            coverage_l1=coverage,
+            source="fit by train",
+        )
+    import json
+
+    from safetensors.numpy import load_file
+
+    files = load_file(str(args.anchors / "anchors.safetensors"))
+    meta = json.loads((args.anchors / "anchors.json").read_text())
+    anchors = files["anchors"]
+    if (
+        anchors.shape[1:] != (args.horizon, len(data.action_layout))
+        or anchors.shape[0] != arch.head.num_anchors
+    ):
+        raise UserError(
+            f"{args.anchors}: anchors {anchors.shape} do not fit M={arch.head.num_anchors}, H={args.horizon}, d={len(data.action_layout)}"
+        )
+    if not np.allclose(files["action_low"], data.action_low) or not np.allclose(
+        files["action_high"], data.action_high
+    ):
+        raise UserError(
+            f"{args.anchors} was built with another normalization; rerun `anchorvla anchors` on this dataset"
+        )
+    return anchors, AnchorsMeta(
+        count=meta["count"],
+        horizon=meta["horizon"],
+        cluster_sizes=meta["cluster_sizes"],
+        coverage_l1=meta["coverage_l1"],
+        source=str(args.anchors),
+    )
+
+
+def make_batch(data, indices: np.ndarray, arch, tokenizer, device) -> dict:
+    """The tensors of training/batch format (policy_runtime/model/training.py) for the given samples."""
+    import torch
+
+    from policy_runtime.model.inputs import images_to_tensor
+
+    def f32(a):
+        return torch.tensor(np.asarray(a), dtype=torch.float32, device=device)
+
+    batch = {
+        "proprio": f32(data.normalize_proprio(data.proprio[indices])),
+        "actions": f32(data.normalize_actions(data.chunks[indices])),
+        "future_proprio": f32(data.normalize_proprio(data.future_proprio[indices])),
+    }
+    if arch.backbone is not None:
+        batch["images"] = images_to_tensor(
+            data.images(indices), arch.image_size, arch.image_mean, arch.image_std
+        ).to(device)
+        ids, mask = tokenizer.encode([data.tasks[i] for i in indices], arch.backbone.max_instruction_tokens)
+        batch["input_ids"] = torch.from_numpy(ids).to(device)
+        batch["attention_mask"] = torch.from_numpy(mask).to(device)
+    return batch
+
+
+class _LossModule:
+    """Wraps a stage's loss as a module forward so DDP sees the call (and syncs gradients)."""
+
+    def __new__(cls, policy, loss_fn):
+        import torch
+
+        class LossModule(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.policy = policy
+
+            def forward(self, batch, generator):
+                return loss_fn(self.policy, batch, generator)
+
+        return LossModule()
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+    import torch.distributed as dist
+    from tqdm import tqdm
+
+    from policy_runtime.dataset import load_dataset
+    from policy_runtime.model.checkpoint import load_checkpoint
+    from policy_runtime.model.config import CheckpointConfig, Normalization
+    from policy_runtime.model.policy import AnchorVLAPolicy
+    from policy_runtime.model.tokenizer import build_tokenizer
+    from policy_runtime.model.training import freeze_all_but_residual, stage1_loss, stage2_loss
+
+    for name in ("steps", "batch", "horizon", "save_every"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = torch.device("cpu")
+    if world > 1:
+        if torch.cuda.is_available():
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    elif torch.cuda.is_available():
+        device = torch.device("cuda")
+    if args.batch % world:
+        raise UserError(f"--batch {args.batch} must be a multiple of the {world} processes")
+
+    data = load_dataset(args.dataset, args.horizon)
+    arch = _architecture(args, data)
+    torch.manual_seed(args.seed)
+    state_path = args.out / STATE_FILE
+    if args.resume:
+        if not state_path.is_file():
+            raise UserError(f"--resume: {state_path} not found (train without --resume first)")
+        policy, config = load_checkpoint(args.out)
+        state = torch.load(state_path, weights_only=True)
+    else:
+        anchors, anchors_meta = _anchors(args, data, arch)
+        policy = AnchorVLAPolicy(arch)
+        policy.head.anchors.copy_(torch.from_numpy(np.asarray(anchors)))
+        config = CheckpointConfig(
+            architecture=arch,
+            action_layout=list(data.action_layout),
+            proprio_layout=list(data.proprio_layout),
+            cameras=list(data.cameras),
+            dt_s=1.0 / data.fps,
+            normalization=Normalization(
+                action_low=data.action_low.tolist(),
+                action_high=data.action_high.tolist(),
+                proprio_mean=data.proprio_mean.tolist(),
+                proprio_std=data.proprio_std.tolist(),
+            ),  # fmt: skip
+            anchors=anchors_meta,
+            provenance={
+                "trainer": "anchorvla train",
+                "dataset": str(args.dataset),
+                "samples": len(data),
+                "tasks": sorted(set(data.tasks)),
+                "seed": args.seed,
+                "batch": args.batch,
+                "lr": args.lr,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
+        state = {"stage": 1, "step": 0}
+    policy.to(device)
+    tokenizer = build_tokenizer(arch.backbone.tokenizer) if arch.backbone is not None else None
+    index_gen = torch.Generator().manual_seed(args.seed)
+    noise_gen = torch.Generator().manual_seed(args.seed * 1000 + rank + 1)
+    if "index_gen" in state:
+        index_gen.set_state(state["index_gen"])
+        noise_gen.set_state(state["noise_gen"])
+
+    stages = [(1, args.steps, stage1_loss)]
+    if args.residual_steps > 0:
+        stages.append((2, args.residual_steps, stage2_loss))
+    budget = args.stop_after
+    for stage, steps, loss_fn in stages:
+        if stage < state["stage"]:
+            continue
+        if budget is not None and budget <= 0:
+            break
+        if stage == 1:
+            params = policy.main_parameters()
+            for p in policy.residual.parameters():
+                p.requires_grad_(False)
+        else:
+            params = freeze_all_but_residual(policy)
+        module = _LossModule(policy, loss_fn)
+        if world > 1:
+            module = torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+        optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
+        start = state["step"] if stage == state["stage"] else 0
+        if stage == state["stage"] and "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+        policy.train()
+        bar = tqdm(total=steps, initial=start, desc=f"stage {stage}", disable=args.no_progress or rank != 0)
+        for step in range(start, steps):
+            indices = torch.randint(0, len(data), (args.batch,), generator=index_gen).numpy()[rank::world]
+            loss, logs = module(make_batch(data, indices, arch, tokenizer, device), noise_gen)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()})
+            done = step + 1
+            if budget is not None:
+                budget -= 1
+            stopping = budget is not None and budget <= 0
+            if rank == 0 and (done % args.save_every == 0 or done == steps or stopping):
+                next_state = (
+                    {"stage": stage, "step": done} if done < steps else {"stage": stage + 1, "step": 0}
+                )
+                _save(
+                    args.out,
+                    policy,
+                    config,
+                    optimizer if done < steps else None,
+                    next_state,
+                    index_gen,
+                    noise_gen,
+                )
+            if stopping:
+                break
+        bar.close()
+        if budget is not None and budget <= 0:
+            break
+        state = {"stage": stage + 1, "step": 0}
+    policy.eval()
+    if world > 1:
+        dist.destroy_process_group()
+    if rank == 0:
+        print(
+            f"wrote checkpoint {args.out} ({len(data)} samples, tasks: {', '.join(sorted(set(data.tasks)))})"
+        )
+    return 0
+
+
+def _save(out: Path, policy, config, optimizer, state: dict, index_gen, noise_gen) -> None:
+    import torch
+
+    from policy_runtime.model.checkpoint import save_checkpoint
+
+    save_checkpoint(out, policy, config)
+    full = dict(state, index_gen=index_gen.get_state(), noise_gen=noise_gen.get_state())
+    if optimizer is not None:
+        full["optimizer"] = optimizer.state_dict()
+    torch.save(full, out / STATE_FILE)
