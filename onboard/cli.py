@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("onboard.commands.calibrate", "calibrate the SO-101 arm or import a LeRobot calibration"),
     "anchors": ("tools.anchors", "K-means anchor vocabulary over a dataset's normalised action chunks"),
     "train": ("tools.train", "train the policy (stage 1: LoRA + head, stage 2: residual) into a checkpoint"),
+    "sim": ("tools.sim_record", "the emulated robot's tasks: `sim record` scripted-expert episodes into a dataset"),
+    "eval": ("tools.eval", "closed-loop evaluation on the emulated robot: success, smoothness, timing, variants"),
 }
 
 # `anchorvla bench NAME`: name -> (module, help). Each module has add_arguments(parser) and main(args) -> int.

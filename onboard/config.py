@@ -151,6 +151,15 @@ class ServiceConfig(_Section):
     cpu_affinity: list[int] | None = Field(default=None, description="CPUs the controller may run on")
 
 
+class SimConfig(_Section):
+    """The emulated robot's task for `anchorvla run` (drivers/emulated/tasks.py); `anchorvla eval` picks its own."""
+
+    task: Literal["touch", "reach", "lift"] | None = Field(
+        default=None, description="place this task in the emulated world and stop when it ends (None: no task)"
+    )
+    seed: int = Field(default=0, ge=0, description="where the task's objects go")
+
+
 class Config(_Section):
     robot: RobotConfig = Field(default_factory=RobotConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
@@ -158,6 +167,7 @@ class Config(_Section):
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    sim: SimConfig = Field(default_factory=SimConfig)
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:

@@ -5,7 +5,8 @@ with the checkpoint's mean/std; proprio vector by named layout). `policy_runtime
 in parallel) is meant to replace it; the two should be unified.
 
 Proprio channel names read from an Observation: `arm.<joint>.pos` (rad), `arm.<joint>.vel` (rad/s),
-`base.vx`, `base.vy` (body-frame m/s), `base.wz` (rad/s), `base.x`, `base.y` (m), `base.yaw` (rad).
+`base.vx`, `base.vy` (body-frame m/s), `base.wz` (rad/s), `base.x`, `base.y` (m), `base.yaw` (rad),
+`goal.x`, `goal.y`, `goal.z` (the target's position in the arm base frame, m: `Observation.goal`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def _base_value(obs: Observation, field: str) -> float:
     return float(values[field])
 
 
+_GOAL_AXES = ("x", "y", "z")
+
+
 def proprio_from_observation(obs: Observation, layout: list[str] | tuple[str, ...]) -> np.ndarray:
     """The proprio vector in the checkpoint's named layout (SI units, before normalization)."""
     joints = {name: i for i, name in enumerate(obs.arm.joint_names)}
@@ -61,6 +65,13 @@ def proprio_from_observation(obs: Observation, layout: list[str] | tuple[str, ..
         parts = name.split(".")
         if parts[0] == "base" and len(parts) == 2:
             out[i] = _base_value(obs, parts[1])
+        elif parts[0] == "goal" and len(parts) == 2 and parts[1] in _GOAL_AXES:
+            if obs.goal is None:
+                raise UserError(
+                    f"the checkpoint's proprio layout needs {name} but nothing supplies a goal "
+                    "(the simulator's task does; on the robot a perception module must)"
+                )
+            out[i] = float(obs.goal[_GOAL_AXES.index(parts[1])])
         elif parts[0] == "arm" and len(parts) == 3 and parts[2] in ("pos", "vel"):
             if parts[1] not in joints:
                 raise UserError(
