@@ -41,8 +41,20 @@ class BaseConfig(_Section):
     driver: Literal["standin", "go2", "emulated", "none"] = "standin"
     interface: str = Field(default="lo", min_length=1, description="network interface wired to the Go2")
     domain_id: int = Field(default=0, ge=0, le=232)
-    state_timeout_s: float = Field(default=2.0, gt=0, le=60)
-
+    state_timeout_s: float = Field(default=2.0, gt=0, le=60, description="start-up wait for the first state")
+    max_state_age_s: float = Field(
+        default=0.1,
+        gt=0,
+        le=5,
+        description="read_state fails (fault base_comms) when the newest state is older",
+    )
+    rpc_timeout_s: float = Field(
+        default=0.5, gt=0, le=10, description="wait for a sport RPC reply (start-up, StopMove)"
+    )
+    stand_up_on_start: bool = Field(default=False, description="StandUp at start-up when the Go2 lies down")
+    emulator_rate_hz: float = Field(
+        default=100.0, gt=0, le=1000, description="driver 'emulated': state rate (on lo)"
+    )
 
 class CameraConfig(_Section):
     name: str = Field(min_length=1)
@@ -133,9 +145,31 @@ class ControlConfig(_Section):
     max_frame_age_s: float = Field(default=0.25, gt=0, le=10)
 
 
+class LiveViewConfig(_Section):
+    """The rerun live view (optional extra `liveview`: pip install rerun-sdk)."""
+
+    enabled: bool = False
+    connect: str | None = Field(default=None, description="rerun viewer gRPC URL on the laptop, e.g. rerun+http://192.168.1.20:9876/proxy")
+    save: Path | None = Field(default=None, description="write an .rrd file here instead of streaming")
+    image_every: int = Field(default=1, ge=1, le=1000, description="log the camera images of every Nth chunk")
+
+
 class TelemetryConfig(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     report_every_s: float = Field(default=10.0, gt=0)
+    liveview: LiveViewConfig = Field(default_factory=LiveViewConfig)
+
+
+class ControlEndpointConfig(_Section):
+    """Operator control: a Unix socket for one group (default), TCP on request with a token."""
+
+    enabled: bool = True
+    socket: Path = Field(default=Path("/run/anchorvla/control.sock"), description="Unix socket path")
+    group: str | None = Field(default="anchorvla", description="clients whose uid or groups include this group may connect")
+    allowed_uids: list[int] = Field(default=[], description="further uids allowed besides the group's members")
+    tcp_port: int | None = Field(default=None, ge=1, le=65535, description="also listen on TCP (token required)")
+    tcp_host: str = Field(default="127.0.0.1", min_length=1)
+    token_file: Path | None = Field(default=None, description="file holding the TCP token (required with tcp_port)")
 
 
 class ServiceConfig(_Section):
@@ -149,6 +183,21 @@ class ServiceConfig(_Section):
         description="SCHED_FIFO priority of the fast loop (0: normal scheduling); inference runs one below",
     )
     cpu_affinity: list[int] | None = Field(default=None, description="CPUs the controller may run on")
+    start_idle: bool = Field(default=True, description="service run: hold still until the operator sends start")
+    control: ControlEndpointConfig = Field(default_factory=ControlEndpointConfig)
+
+
+class RecordingConfig(_Section):
+    """Episode recording (training dataset format, see onboard/episode_schema.py)."""
+
+    enabled: bool = False
+    root: Path = Field(default=Path("/var/lib/anchorvla/episodes"), description="dataset directory")
+    images: bool = Field(default=False, description="also store the camera images of each chunk's observation")
+    max_episode_s: float = Field(
+        default=600.0, gt=0, description="recording of an episode stops after this long, until the next start"
+    )
+    max_total_mb: float = Field(default=20_000.0, gt=0, description="oldest episodes are deleted above this size")
+    flush_every: int = Field(default=150, ge=1, le=100_000, description="frames per parquet row group")
 
 
 class SimConfig(_Section):
@@ -168,6 +217,7 @@ class Config(_Section):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:

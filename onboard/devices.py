@@ -31,12 +31,28 @@ def build_arm(config: Config, world: World | None = None) -> Arm:
     raise _not_available("robot.arm", arm.driver)
 
 
-def build_base(config: Config) -> Base | None:
+def build_base(config: Config, world=None) -> Base | None:
+    """`world`: a drivers.emulated.world.World that the emulated Go2 writes its pose into (driver 'emulated')."""
     base = config.robot.base
     if base.driver == "none":
         return None
     if base.driver == "standin":
         return StandinBase()
+    if base.driver in ("go2", "emulated"):
+        options = dict(
+            domain_id=base.domain_id,
+            state_timeout_s=base.state_timeout_s,
+            max_state_age_s=base.max_state_age_s,
+            rpc_timeout_s=base.rpc_timeout_s,
+            stand_up_on_start=base.stand_up_on_start,
+        )
+        if base.driver == "go2":
+            from drivers.unitree.go2 import Go2Base
+
+            return Go2Base(base.interface, **options)
+        from drivers.emulated.go2 import Go2BaseWithEmulator
+
+        return Go2BaseWithEmulator(world=world, emulator_rate_hz=base.emulator_rate_hz, **options)
     raise _not_available("robot.base", base.driver)
 
 

@@ -43,6 +43,18 @@ class TickSnapshot:
     base: BaseState | None
 
 
+@dataclass(frozen=True)
+class TickDecision:
+    """What one tick decided (recording, replay): the plan, the desired and the sent command."""
+
+    tick_ns: int
+    planned: PlannedAction | None
+    desired: Command
+    command: Command
+    faults: tuple[str, ...]  # faults latched when the safety layer filtered
+    paused: bool
+
+
 class ActionMapper:
     """Turns an action vector (named channels) into a Command; channels the policy lacks hold/stop."""
 
@@ -84,13 +96,16 @@ class FastLoop:
         self.latest: TickSnapshot | None = None
         self.last_command: Command | None = None
         self.tick_listeners: list[Callable[[int], None]] = []  # called after each completed tick (watchdog)
+        self.paused = False  # operator pause: hold the arm, stop the base (Runtime.pause)
+        self.last_decision: TickDecision | None = None
+        self.fault_reaction: Callable[[], object] | None = None  # started once when a safety fault latches
 
     def _read(self, device, what: str, tick_ns: int):
         try:
             return device.read_state()
         except DeviceError as exc:
             self.stats.device_errors += 1
-            self.safety.report_fault(f"{what}_comms", str(exc), tick_ns)
+            self.safety.comms_failed(what, str(exc), tick_ns)
             return None
 
     def _desired(
@@ -105,7 +120,7 @@ class FastLoop:
             obs = Observation(tick_ns, arm, base, {}, self.instruction)  # the residual reads no images
             correction = self.engine.residual(obs, planned.chunk, planned.j, action)
             if correction is not None:
-                action = action + correction
+                action = action + self.safety.cap_residual(correction, self.engine.channels)
         hold = (
             self.last_command.arm_positions
             if self.last_command is not None
@@ -128,24 +143,31 @@ class FastLoop:
             self.arm.write_goal(cmd.arm_positions)
         except DeviceError as exc:
             self.stats.device_errors += 1
-            self.safety.report_fault("arm_comms", str(exc), tick_ns)
-        if self.base is not None:
+            self.safety.comms_failed("arm", str(exc), tick_ns)
+        if self.base is not None and not self.safety.faulted:  # after a fault the stop sequence owns the base
             try:
                 self.base.move(cmd.base.vx, cmd.base.vy, cmd.base.wz)
             except DeviceError as exc:
                 self.stats.device_errors += 1
-                self.safety.report_fault("base_comms", str(exc), tick_ns)
+                self.safety.comms_failed("base", str(exc), tick_ns)
 
     def tick(self, tick_ns: int) -> None:
         """One control step for the tick whose deadline is `tick_ns`."""
         arm = self._read(self.arm, "arm", tick_ns)
         base = self._read(self.base, "base", tick_ns) if self.base is not None else None
         self.latest = TickSnapshot(tick_ns, arm, base)
+        self.safety.observe(tick_ns, arm, base, self._frames())
         planned = self.schedule.action_at(tick_ns, self.period_ns // 2)
-        desired = self._desired(planned, arm, base, tick_ns)
+        if planned is not None and not self.safety.chunk_fresh(planned.chunk.t_obs_ns, tick_ns):
+            planned = None
+        desired = self.safety.hold(arm, tick_ns) if self.paused else self._desired(planned, arm, base, tick_ns)
+        faults = tuple(f.name for f in self.safety.faults)
         cmd = self.safety.filter(desired, arm, self.period_ns / 1e9)
         self._send(cmd, tick_ns)
         self.last_command = cmd
+        self.last_decision = TickDecision(tick_ns, planned, desired, cmd, faults, self.paused)
+        if self.safety.take_stop_request() and self.fault_reaction is not None:
+            self.fault_reaction()
 
     async def run(self, stop: asyncio.Event) -> None:
         deadline = time.monotonic_ns() + self.period_ns
@@ -234,10 +256,11 @@ class SlowLoop:
                 await asyncio.sleep((start_at - time.monotonic_ns()) / 1e9)
                 continue  # the plan may have changed while waiting; recompute
             obs = self.observe()
-            if obs is None or self.safety.faulted:
+            if obs is None or self.safety.faulted or self.fast.paused:
                 await asyncio.sleep(self.fast.period_ns / 1e9)
                 continue
             t0 = time.monotonic_ns()
+            self.safety.inference_started(t0)
             try:
                 chunk = await loop.run_in_executor(self.executor, self.engine.infer, obs)
             except Exception as exc:  # an engine failure must never stop the controller: hold and retry
@@ -245,8 +268,10 @@ class SlowLoop:
                 log.warning("inference failed: %s", exc)
                 await asyncio.sleep(self.fast.period_ns / 1e9)
                 continue
+            finally:
+                self.safety.inference_finished()
             self.stats.inference_ms.add((time.monotonic_ns() - t0) / 1e6)
-            if not self.safety.accept_chunk(chunk.actions):
+            if not self.safety.accept_chunk(chunk.actions, time.monotonic_ns()):
                 log.warning("chunk rejected: non-finite actions")
                 await asyncio.sleep(self.fast.period_ns / 1e9)
                 continue

@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from drivers.errors import DeviceError
+from drivers.errors import UserError
 from drivers.protocols import Arm, Base, Camera
 from onboard.config import Config
 from onboard.loops import FastLoop, SlowLoop
@@ -23,6 +23,7 @@ from onboard.schedule import ChunkSchedule
 from onboard.telemetry import RunStats, summary
 from policy_runtime.engines.base import PolicyEngine
 from safety.envelope import SafetyLayer
+from safety.stop import StopSequences
 
 log = logging.getLogger("anchorvla")
 
@@ -42,7 +43,9 @@ class Runtime:
         self.stats = RunStats()
         p = config.policy
         self.schedule = ChunkSchedule(p.execute_horizon, p.blending.mode, p.blending.ticks, p.blending.decay)
-        self.safety = SafetyLayer(config.safety, tuple(devices.arm.joint_names))
+        period_s = 1.0 / config.control.rate_hz
+        self.safety = SafetyLayer(config.safety, tuple(devices.arm.joint_names), period_s, p.execute_horizon)
+        self.stops = StopSequences(config.safety.stop, devices.arm, devices.base, self.safety, period_s)
         self.fast = FastLoop(
             devices.arm,
             devices.base,
@@ -56,6 +59,7 @@ class Runtime:
             p.instruction,
             p.residual,
         )
+        self.fast.fault_reaction = self.stops.start_fault_reaction
         self.slow = SlowLoop(
             self.fast,
             engine,
@@ -68,37 +72,69 @@ class Runtime:
             worker_priority=max(0, config.service.realtime_priority - 1),
         )
         self._stop = asyncio.Event()
+        self._loops_running = False  # the fast loop is the arm's writer while True
         self.exit_reason = "running"
         self.ready_listeners: list = []  # called once the loops start (systemd READY)
+        self.stop_listeners: list = []  # called with the reason when the process starts stopping (systemd STOPPING)
 
     def stop(self, reason: str) -> None:
         if not self._stop.is_set():
             self.exit_reason = reason
             self._stop.set()
+            for listener in self.stop_listeners:
+                listener(reason)
+
+    # Operator control (onboard/control.py calls these on the event-loop thread, between ticks).
+    def pause(self) -> None:
+        """Hold the arm and stop the base from the next tick on; the slow loop stops inferring."""
+        self.fast.paused = True
+        self.schedule.clear()
+
+    def resume(self) -> None:
+        """Run the policy again from a fresh plan. Refused while a fault is latched."""
+        if self.safety.faulted:
+            names = ", ".join(f.name for f in self.safety.faults)
+            raise UserError(f"faults latched ({names}): send reset-fault first")
+        self.schedule.clear()
+        self.fast.paused = False
+
+    def set_instruction(self, instruction: str) -> None:
+        """A new task: new instruction, and the next observation becomes the episode's anchor frame."""
+        self.fast.instruction = instruction
+        self.slow.instruction = instruction
+        self.slow.anchor_frames.clear()
+
+    def estop(self, reason: str) -> None:
+        """Latch the operator_estop fault (every command becomes a hold), pause, and run the e-stop sequence now:
+        base StopMove or Damp (safety.stop.estop_base); the fast loop holds the arm."""
+        self.pause()
+        self.stops.estop(reason, hold_arm=False)
 
     def _start_devices(self) -> None:
         d = self.devices
         d.arm.start()
+        self.safety.seed(d.arm.read_state())  # the envelope starts from the measured pose
         if d.base is not None:
             d.base.start()
         for cam in d.cameras:
             cam.start()
 
     def safe_stop(self) -> None:
-        """Base Move(0,0,0) then StopMove; arm holds. Each step tolerates a device that stopped answering."""
-        self.safety.counters.safe_stops += 1
-        base = self.devices.base
-        if base is not None:
-            for step in (lambda: base.move(0.0, 0.0, 0.0), base.stop_move):
-                try:
-                    step()
-                except DeviceError as exc:
-                    log.warning("safe stop: base did not answer: %s", exc)
-        hold = self.safety.hold(None, time.monotonic_ns())
-        try:
-            self.devices.arm.write_goal(hold.arm_positions)
-        except DeviceError as exc:
-            log.warning("safe stop: arm did not answer: %s", exc)
+        """Base Move 0 then StopMove, the arm holding (safety/stop.py: each step has a timeout and tolerates a
+        device that stopped answering). While the loops run, the fast loop is the arm's one writer and holds
+        it; once they have ended, the configured exit sequence runs (safety.stop.on_exit: safe stop, or park
+        and release)."""
+        if self.safety.previous_goal is None:  # the arm never started: nothing was commanded
+            return
+        if self._loops_running:
+            self.stops.safe_stop(hold_arm=False)
+        else:
+            self.stops.on_exit()
+
+    def reset_faults(self) -> None:
+        """Operator reset: clear latched faults and the stale plan; the policy takes over from the held pose."""
+        self.schedule.clear()
+        self.safety.reset()
 
     def _close_devices(self) -> None:
         for dev in [*self.devices.cameras, self.devices.base, self.devices.arm]:
@@ -128,6 +164,7 @@ class Runtime:
                 asyncio.ensure_future(self.fast.run(self._stop)),
                 asyncio.ensure_future(self.slow.run(self._stop)),
             ]
+            self._loops_running = True
             for listener in self.ready_listeners:
                 listener()
             if duration_s is not None:
@@ -143,6 +180,7 @@ class Runtime:
             tasks[1].cancel()  # an inference in flight is abandoned; the fast loop ends its tick by itself
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
+            self._loops_running = False
             sys.setswitchinterval(previous_switch_interval)
             if realtime:
                 set_thread_normal()

@@ -30,6 +30,7 @@ class StandinArm:
         self._t = time.monotonic_ns()
         self.silent = False  # fault injection: stop answering
         self.goals_written: list[np.ndarray] = []
+        self.torque_enabled = True
 
     def start(self) -> None:
         self._t = time.monotonic_ns()
@@ -55,6 +56,14 @@ class StandinArm:
         self._goal = np.asarray(positions, dtype=np.float64).copy()
         self.goals_written.append(self._goal)
 
+    def release_torque(self) -> None:
+        """Torque off (the park-and-release sequence's last step); the stand-in stays where it is."""
+        if self.silent:
+            raise DeviceError("stand-in arm: no status packet")
+        self._advance()
+        self._goal = self._pos.copy()
+        self.torque_enabled = False
+
     def stop(self) -> None:
         pass
 
@@ -69,6 +78,7 @@ class StandinBase:
         self._t = time.monotonic_ns()
         self.moves: list[tuple[float, float, float]] = []
         self.stop_moves = 0
+        self.damps = 0
 
     def start(self) -> None:
         self._t = time.monotonic_ns()
@@ -100,6 +110,12 @@ class StandinBase:
         self._advance()
         self._v = np.zeros(3)
         self.stop_moves += 1
+
+    def damp(self) -> None:
+        """Emergency: joints go limp (the Go2's Damp); the stand-in just stops."""
+        self._advance()
+        self._v = np.zeros(3)
+        self.damps += 1
 
     def stop(self) -> None:
         pass

@@ -4,7 +4,7 @@ They step the same `World` as the real-time emulators do, with the same models, 
 
 - `SimArm`: the six `EmulatedServo`s of the pty bus emulator (the same servo physics), addressed directly
   instead of over a pseudo-terminal; joints go through the same calibration and into the world.
-- `SimBase`: the Go2's velocity tracking with its acceleration limits, integrated into the world's base pose.
+- `SimBase`: the emulated Go2's body model (drivers/emulated/go2_body.py), its pose written into the world.
 - `SimCamera`: the synthetic camera's renderer, rendering the world when asked, stamped with the virtual time.
 
 Nothing here waits: `VirtualClock.advance` moves time, and every device reads it.
@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from drivers.emulated.cameras import SyntheticCamera
+from drivers.emulated.go2_body import STANDING_HEIGHT_M, Go2Body
 from drivers.emulated.servo_bus import ServoBusEmulator
 from drivers.emulated.sts_servo import EmulatedServo
 from drivers.emulated.tasks import Task, start_task
@@ -25,8 +26,8 @@ from drivers.feetech.calibration import ArmCalibration, default_calibration
 from drivers.feetech.so101 import ServoTuning
 from drivers.feetech.table import encode, reg, to_bytes
 from drivers.types import ArmState, BaseState, Frame
+from drivers.unitree import sport_api as api
 
-GO2_ACCEL_LIMITS = (2.0, 1.5, 6.0)  # |dv/dt| the emulated Go2 allows: vx, vy (m/s^2), wz (rad/s^2)
 _GOAL = reg("Goal_Position")
 _TORQUE = reg("Torque_Enable")
 
@@ -112,56 +113,44 @@ class SimArm:
 
 
 class SimBase:
-    """`drivers.protocols.Base`: body-frame velocity tracking with the Go2's acceleration limits."""
+    """`drivers.protocols.Base` over the emulated Go2's body model (velocity tracking with its acceleration limits,
+    the ~1 s hold of the last Move), standing in balance-stand mode, without DDS."""
 
-    def __init__(self, world: World, clock: VirtualClock, accel=GO2_ACCEL_LIMITS):
+    def __init__(self, world: World, clock: VirtualClock):
         self.world, self.clock = world, clock
-        self.accel = np.asarray(accel, dtype=np.float64)
-        self.velocity = np.zeros(3)
-        self.target = np.zeros(3)
-        self._t_ns = clock.now_ns
+        self.body = self._standing_body()
+
+    def _standing_body(self) -> Go2Body:
+        return Go2Body(mode=api.MODE_BALANCE_STAND, body_height=STANDING_HEIGHT_M, t_s=self.clock.now_s)
 
     def start(self) -> None:
-        self._t_ns = self.clock.now_ns
+        """A body at rest at the world's base pose."""
+        self.body = self._standing_body()
+        with self.world.lock:
+            self.body.x, self.body.y, self.body.yaw = (float(v) for v in self.world.base_pose)
 
     def _step(self) -> None:
-        dt = (self.clock.now_ns - self._t_ns) / 1e9
-        if dt <= 0:
-            return
-        self._t_ns = self.clock.now_ns
-        v0 = self.velocity
-        v1 = v0 + np.clip(self.target - v0, -self.accel * dt, self.accel * dt)
-        vm = 0.5 * (v0 + v1)
-        with self.world.lock:
-            x, y, yaw = self.world.base_pose
-            mid = yaw + 0.5 * vm[2] * dt
-            c, s = math.cos(mid), math.sin(mid)
-            self.world.base_pose[:] = (
-                x + (c * vm[0] - s * vm[1]) * dt,
-                y + (s * vm[0] + c * vm[1]) * dt,
-                math.remainder(yaw + vm[2] * dt, 2 * math.pi),
-            )
-        self.velocity = v1
+        self.body.step(self.clock.now_s)
+        self.world.set_base_pose(self.body.x, self.body.y, self.body.yaw)
 
     def read_state(self) -> BaseState:
         self._step()
-        with self.world.lock:
-            x, y, yaw = self.world.base_pose
-            height = self.world.base_height
+        b = self.body
         return BaseState(
             self.clock.now_ns,
-            np.array([x, y, height]),
-            float(yaw),
-            np.array([self.velocity[0], self.velocity[1], 0.0]),
-            float(self.velocity[2]),
+            np.array([b.x, b.y, self.world.base_height]),
+            float(b.yaw),
+            np.array([b.velocity[0], b.velocity[1], 0.0]),
+            float(b.velocity[2]),
+            mode=b.mode,
         )
 
     def move(self, vx: float, vy: float, wz: float) -> None:
+        self.body.request(api.MOVE, {"x": vx, "y": vy, "z": wz}, self.clock.now_s)
         self._step()
-        self.target = np.array([vx, vy, wz], dtype=np.float64)
 
     def stop_move(self) -> None:
-        self.move(0.0, 0.0, 0.0)
+        self.body.request(api.STOP_MOVE, {}, self.clock.now_s)
 
     def stop(self) -> None:
         pass
@@ -210,8 +199,6 @@ class SimRobot:
         start = np.zeros(len(self.arm.joint_names))
         start[:4] += rng.normal(0.0, 0.05, 4)
         self.arm.place(start)
-        self.base.velocity[:] = 0.0
-        self.base.target[:] = 0.0
         task = start_task(task_name, self.world, seed)
         for device in (self.arm, self.base, *self.cameras):
             device.start()

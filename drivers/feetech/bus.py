@@ -218,8 +218,9 @@ class FeetechBus:
 
     def ping(self, servo_id: int) -> tuple[int, int]:
         """(model number, sdk result), without raising: for scans and start-up checks. PING, then a read of
-        Model_Number, as the SDK's ping does. Retries a failed answer; the result is COMM_RX_CORRUPT if most
-        tries were corrupted (two servos answering at once)."""
+        Model_Number, as the SDK's ping does. Retries a failed answer; the result is COMM_RX_CORRUPT if any
+        try was corrupted and none succeeded (two servos answering at once: under load a collision can also
+        read as a timeout, so a majority rule would hide it)."""
         results = []
         for n in range(self.retries + 1):
             self._port.attempt = n
@@ -228,7 +229,7 @@ class FeetechBus:
                 return model, result
             results.append(result)
             self._drain()
-        if 2 * results.count(scs.COMM_RX_CORRUPT) > len(results):
+        if scs.COMM_RX_CORRUPT in results:
             return 0, scs.COMM_RX_CORRUPT
         return 0, next(r for r in results if r != scs.COMM_RX_CORRUPT)
 

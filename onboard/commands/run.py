@@ -42,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
         from onboard.sim import SimSession
 
         session = SimSession(config, world)
-    devices = Devices(build_arm(config, world), build_base(config), build_cameras(config, world))
+    devices = Devices(build_arm(config, world), build_base(config, world), build_cameras(config, world))
     engine = build_engine(config)
     if session is not None:
         engine = session.wrap(engine)

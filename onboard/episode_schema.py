@@ -1,0 +1,91 @@
+"""The recorded episode format, in one place (the training dataset loader reads the same columns).
+
+LeRobot-style layout under the recording root:
+  data/episode_NNNNNN.parquet    one row per fast-loop tick (frame)
+  events/episode_NNNNNN.parquet  chunks and operator commands, in the order they happened
+  meta/episodes.jsonl            one line per finished episode (index, task, length, sizes)
+
+Frame columns. The LeRobot ones: episode_index, frame_index, timestamp (s since the episode's first frame,
+float32), task, `observation.state` (float32: arm joint positions in rad then base body velocity vx, vy, wz)
+and `action` (float32: the command sent, in the policy's channel order, names in the file metadata).
+The rest is exact float64 so `anchorvla replay` can re-run the schedule, residual and safety and compare
+bit for bit: measured arm/base state, the planned action and its chunk, the residual, the desired and the
+sent command, the faults latched at filtering, the pause flag, and timing.
+
+File metadata (parquet key-value): `anchorvla.format` (FORMAT_VERSION), `anchorvla.config` (the config as
+JSON), `anchorvla.channels`, `anchorvla.joint_names`, `anchorvla.state_names`, `anchorvla.fps`.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+FORMAT_VERSION = "anchorvla-episode/1"
+
+_f64s = pa.list_(pa.float64())
+_f32s = pa.list_(pa.float32())
+
+FRAME_SCHEMA = pa.schema(
+    [
+        ("episode_index", pa.int64()),
+        ("frame_index", pa.int64()),
+        ("timestamp", pa.float32()),
+        ("task", pa.string()),
+        ("observation.state", _f32s),
+        ("action", _f32s),
+        ("tick_ns", pa.int64()),
+        ("arm.positions", _f64s),  # null: the arm did not answer this tick
+        ("arm.velocities", _f64s),
+        ("base.position", _f64s),  # null: no base, or it did not answer
+        ("base.yaw", pa.float64()),
+        ("base.velocity", _f64s),
+        ("base.yaw_speed", pa.float64()),
+        ("base.mode", pa.int64()),
+        ("base.error_code", pa.int64()),
+        ("plan.chunk_index", pa.int64()),  # null: nothing planned for this tick
+        ("plan.j", pa.int64()),
+        ("plan.action", _f64s),
+        ("residual", _f64s),  # null: no correction applied
+        ("desired.arm", _f64s),
+        ("desired.base", _f64s),
+        ("desired.hold", pa.bool_()),
+        ("command.arm", _f64s),
+        ("command.base", _f64s),
+        ("command.hold", pa.bool_()),
+        ("previous_command.arm", _f64s),  # the command before this tick (seeds the replay's safety layer)
+        ("safety.faults", pa.list_(pa.string())),
+        ("paused", pa.bool_()),
+        ("timing.lateness_ms", pa.float32()),
+        ("timing.compute_ms", pa.float32()),
+    ]
+)
+
+IMAGE_TYPE = pa.struct(
+    [
+        ("camera", pa.string()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("t_ns", pa.int64()),
+        ("rgb", pa.binary()),
+    ]
+)
+
+EVENT_SCHEMA = pa.schema(
+    [
+        ("episode_index", pa.int64()),
+        ("seq", pa.int64()),
+        ("before_frame", pa.int64()),  # happened after frame before_frame-1 and before frame before_frame
+        ("kind", pa.string()),  # chunk | start | pause | resume | stop | estop | reset-fault
+        ("detail", pa.string()),
+        ("chunk_index", pa.int64()),
+        ("push_next_tick_ns", pa.int64()),  # the schedule's next tick when the chunk was pushed
+        ("t_obs_ns", pa.int64()),
+        ("dt_ns", pa.int64()),
+        ("actions", _f64s),  # row-major (T, D)
+        ("horizon", pa.int64()),  # T
+        ("anchor_index", pa.int64()),
+        ("scores", _f64s),
+        ("inference_ms", pa.float32()),
+        ("images", pa.list_(IMAGE_TYPE)),  # the observation's frames, when recording.images is on
+    ]
+)

@@ -1,0 +1,219 @@
+"""Stop sequences: safe stop, e-stop, park-and-release.
+
+Each is a list of device calls run one after the other, each in a worker thread with a timeout, so a device
+that stopped answering (a call that raises or never returns) costs at most one timeout and the next step
+still runs. Every arm goal a sequence writes comes out of the safety layer (`filter`/`park`): nothing here
+bypasses the envelope.
+
+- safe stop: base Move(0, 0, 0), then StopMove (it stays standing); the arm holds its measured pose; the
+  gripper keeps its grip at the capped torque.
+- e-stop: latch the `operator_estop` fault (unless it reacts to a fault); base StopMove or Damp (configurable; Damp lets the body sag); arm holds.
+- park-and-release: the arm moves slowly to the rest pose, then torque is released. If the arm stops
+  answering or does not reach the pose in time, torque stays on and the arm holds (releasing it elsewhere
+  would drop it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from drivers.errors import UserError
+from drivers.protocols import Arm, Base
+from safety.config import StopConfig
+from safety.envelope import SafetyLayer
+
+log = logging.getLogger("anchorvla.safety")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    name: str
+    ok: bool
+    elapsed_ms: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StopReport:
+    sequence: str
+    steps: tuple[StepResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.steps)
+
+    def describe(self) -> str:
+        return f"{self.sequence}: " + ", ".join(
+            f"{s.name} {'ok' if s.ok else 'FAILED (' + s.detail + ')'}" for s in self.steps
+        )
+
+
+def run_step(name: str, call: Callable[[], object], timeout_s: float) -> StepResult:
+    """Run one device call in a daemon thread; give up waiting after `timeout_s` (the call may go on)."""
+    outcome: dict[str, BaseException | None] = {}
+
+    def target() -> None:
+        try:
+            call()
+            outcome["error"] = None
+        except BaseException as exc:  # noqa: BLE001 - any failure of the call is reported, never raised
+            outcome["error"] = exc
+
+    t0 = time.monotonic()
+    worker = threading.Thread(target=target, name=f"stop-{name}", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    elapsed = (time.monotonic() - t0) * 1e3
+    if "error" not in outcome:
+        log.warning("stop step %s: no answer within %.0f ms", name, timeout_s * 1e3)
+        return StepResult(name, False, elapsed, f"timed out after {timeout_s * 1e3:.0f} ms")
+    error = outcome["error"]
+    if error is not None:
+        log.warning("stop step %s failed: %s", name, error)
+        return StepResult(name, False, elapsed, str(error))
+    return StepResult(name, True, elapsed)
+
+
+def _torque_release(arm: Arm) -> Callable[[], object] | None:
+    """How this arm driver turns torque off: `release_torque()`, else `set_torque(False)`; None if it cannot."""
+    release = getattr(arm, "release_torque", None)
+    if callable(release):
+        return release
+    set_torque = getattr(arm, "set_torque", None)
+    return (lambda: set_torque(False)) if callable(set_torque) else None
+
+
+class StopSequences:
+    """The stop sequences for one set of devices and one safety layer."""
+
+    def __init__(self, config: StopConfig, arm: Arm, base: Base | None, safety: SafetyLayer, period_s: float):
+        self.config, self.arm, self.base, self.safety, self.period_s = config, arm, base, safety, period_s
+        if base is not None and config.estop_base == "damp" and not callable(getattr(base, "damp", None)):
+            raise UserError(
+                f"safety.stop.estop_base is 'damp' but the base driver {type(base).__name__} has no damp(); use 'stop_move'"
+            )
+        self._release_torque = _torque_release(arm)
+        if config.on_exit == "park_release" and self._release_torque is None:
+            raise UserError(
+                f"safety.stop.on_exit is 'park_release' but the arm driver {type(arm).__name__} cannot release torque; use 'safe_stop'"
+            )
+        unknown = sorted(set(config.rest_pose) - set(safety.joint_names))
+        if unknown:
+            raise UserError(
+                f"safety.stop.rest_pose names unknown joints {unknown} (joints: {', '.join(safety.joint_names)})"
+            )
+        self.rest_pose = np.array([config.rest_pose.get(j, 0.0) for j in safety.joint_names])
+        self.reports: list[StopReport] = []
+        self._reaction: threading.Thread | None = None
+
+    def _arm_hold(self) -> StepResult:
+        cmd = self.safety.filter(self.safety.hold(None, time.monotonic_ns()), None, self.period_s)
+        return run_step(
+            "arm_hold", lambda: self.arm.write_goal(cmd.arm_positions), self.config.step_timeout_s
+        )
+
+    def _finish(self, name: str, steps: list[StepResult]) -> StopReport:
+        report = StopReport(name, tuple(steps))
+        self.reports.append(report)
+        (log.info if report.ok else log.warning)("%s", report.describe())
+        return report
+
+    def safe_stop(self, hold_arm: bool = True) -> StopReport:
+        """`hold_arm=False` while the fast loop runs: it writes the hold itself, and one writer per bus."""
+        self.safety.counters.safe_stops += 1
+        steps = []
+        if self.base is not None:
+            base = self.base
+            steps.append(
+                run_step("base_move_zero", lambda: base.move(0.0, 0.0, 0.0), self.config.step_timeout_s)
+            )
+            steps.append(run_step("base_stop_move", base.stop_move, self.config.step_timeout_s))
+        if hold_arm:
+            steps.append(self._arm_hold())
+        return self._finish("safe_stop", steps)
+
+    def estop(
+        self, reason: str = "operator", hold_arm: bool = True, latch: str | None = "operator_estop"
+    ) -> StopReport:
+        """Latch `latch` (None: a fault is latched already), then base StopMove or Damp, and the arm hold."""
+        if latch is not None:
+            self.safety.report_fault(latch, reason, time.monotonic_ns())
+            self.safety.take_stop_request()  # this is the reaction
+        self.safety.counters.safe_stops += 1
+        steps = []
+        if self.base is not None:
+            if self.config.estop_base == "damp":
+                steps.append(run_step("base_damp", self.base.damp, self.config.step_timeout_s))
+            else:
+                steps.append(run_step("base_stop_move", self.base.stop_move, self.config.step_timeout_s))
+        if hold_arm:
+            steps.append(self._arm_hold())
+        return self._finish("estop", steps)
+
+    def fault_reaction(self) -> StopReport:
+        """What the fast loop runs once when a fault latches: the base part of the configured sequence (the
+        fast loop itself holds the arm, every tick, while the fault is latched)."""
+        if self.config.fault_reaction == "estop":
+            return self.estop("fault", hold_arm=False, latch=None)
+        return self.safe_stop(hold_arm=False)
+
+    def start_fault_reaction(self) -> threading.Thread:
+        """Run `fault_reaction` in a thread, so a base that stopped answering never delays the fast loop's
+        ticks (which keep holding the arm meanwhile)."""
+        self._reaction = threading.Thread(target=self.fault_reaction, name="fault-reaction", daemon=True)
+        self._reaction.start()
+        return self._reaction
+
+    def _wait_for_reaction(self) -> None:
+        if self._reaction is not None:
+            self._reaction.join(3 * self.config.step_timeout_s)
+
+    def park_and_release(self) -> StopReport:
+        """Base stopped, arm to the rest pose at the park speed, then torque off (only once there)."""
+        self.safety.counters.safe_stops += 1
+        c = self.config
+        steps = []
+        if self.base is not None:
+            steps.append(run_step("base_move_zero", lambda: self.base.move(0.0, 0.0, 0.0), c.step_timeout_s))
+            steps.append(run_step("base_stop_move", self.base.stop_move, c.step_timeout_s))
+        t0 = time.monotonic()
+        deadline = t0 + c.park_timeout_s
+        parked, detail = False, "timed out before reaching the rest pose"
+        while time.monotonic() < deadline:
+            state: dict = {}
+            read = run_step(
+                "arm_read", lambda state=state: state.update(arm=self.arm.read_state()), c.step_timeout_s
+            )
+            if not read.ok:
+                detail = f"arm stopped answering while parking ({read.detail})"
+                break
+            arm = state["arm"]
+            if np.all(np.abs(arm.positions - self.rest_pose) <= c.park_tolerance):
+                parked = True
+                break
+            cmd = self.safety.park(self.rest_pose, arm, self.period_s, c.park_speed)
+            wrote = run_step(
+                "arm_park_goal", lambda cmd=cmd: self.arm.write_goal(cmd.arm_positions), c.step_timeout_s
+            )
+            if not wrote.ok:
+                detail = f"arm stopped answering while parking ({wrote.detail})"
+                break
+            time.sleep(self.period_s)
+        elapsed = (time.monotonic() - t0) * 1e3
+        if parked:
+            steps.append(StepResult("arm_park", True, elapsed))
+            steps.append(run_step("arm_release_torque", self._release_torque, c.step_timeout_s))
+        else:
+            steps.append(StepResult("arm_park", False, elapsed, detail + "; torque left on, holding"))
+            steps.append(self._arm_hold())
+        return self._finish("park_and_release", steps)
+
+    def on_exit(self) -> StopReport:
+        self._wait_for_reaction()  # one sequence at a time on the base
+        return self.park_and_release() if self.config.on_exit == "park_release" else self.safe_stop()
