@@ -76,7 +76,7 @@ class EpisodeResult:
     ticks: int
     jerk_rms: float  # rad/s^3, RMS over ticks and joints of the commanded arm positions' third difference
     peak_base_accel: float  # m/s^2, largest change of the commanded planar base velocity per second
-    interventions: int  # safety: commands clamped or rejected, faults
+    interventions: int  # safety: commands clamped or rejected, faults latched, holds begun
     underruns: int
     stale_dropped: int
     inference_ms: list[float] = field(default_factory=list)
@@ -115,7 +115,8 @@ def run_episode(config, engine, robot, task_name: str, seed: int) -> EpisodeResu
     p, c = config.policy, config.control
     stats = RunStats()
     schedule = ChunkSchedule(p.execute_horizon, p.blending.mode, p.blending.ticks, p.blending.decay)
-    safety = SafetyLayer(config.safety, tuple(robot.arm.joint_names))
+    safety = SafetyLayer(config.safety, tuple(robot.arm.joint_names), 1.0 / c.rate_hz, p.execute_horizon)
+    safety.seed(robot.arm.read_state())  # as the runtime does: the envelope starts from the measured pose
     fast = FastLoop(
         robot.arm, robot.base, robot.cameras, engine, schedule, safety, stats,
         c.rate_hz, 0.0, task.instruction, p.residual,
@@ -131,11 +132,14 @@ def run_episode(config, engine, robot, task_name: str, seed: int) -> EpisodeResu
         for tick in range(task.max_steps):
             now = robot.clock.now_ns
             fast.next_deadline_ns = now
-            if pending is not None and pending[0] <= now:
-                if safety.accept_chunk(pending[1].actions):
+            if pending is not None and pending[0] <= now:  # the chunk arrives
+                safety.inference_finished()
+                if safety.accept_chunk(pending[1].actions, now):
                     stats.chunks += 1
                     schedule.push(pending[1], now)
                 pending = None
+            for cam in robot.cameras:  # the frames of this tick, rendered as the camera threads would
+                cam.latest()
             t0 = time.perf_counter_ns()
             fast.tick(now)
             stats.tick_compute_ms.add((time.perf_counter_ns() - t0) / 1e6)
@@ -147,12 +151,14 @@ def run_episode(config, engine, robot, task_name: str, seed: int) -> EpisodeResu
                 obs = slow.observe() if start_at is None or start_at <= now else None
                 if obs is not None and not safety.faulted:
                     t0 = time.perf_counter_ns()
+                    safety.inference_started(now)
                     try:
                         chunk = engine.infer(obs)
                     except UserError:
                         raise
                     except Exception:  # as the slow loop: an engine failure holds the arm and retries
                         stats.inference_failures += 1
+                        safety.inference_finished()
                     else:
                         latency = time.perf_counter_ns() - t0
                         stats.inference_ms.add(latency / 1e6)
@@ -176,7 +182,7 @@ def run_episode(config, engine, robot, task_name: str, seed: int) -> EpisodeResu
         ticks=stats.ticks,
         jerk_rms=jerk,
         peak_base_accel=accel,
-        interventions=counters.clamped + counters.rejected + counters.faults,
+        interventions=counters.clamped + counters.rejected + counters.faults + counters.holds,
         underruns=stats.underruns,
         stale_dropped=schedule.stale_dropped,
         inference_ms=stats.inference_ms.recent(len(stats.inference_ms)),

@@ -98,7 +98,7 @@ class Expert:
 
     def _reach(self, goal: np.ndarray, tip: np.ndarray) -> np.ndarray:
         side = self.task.side
-        waypoints = [goal + (0.0, side * 0.10, 0.12), goal + (0.0, side * 0.07, 0.0), goal]
+        waypoints = [goal + (0.0, side * 0.10, 0.11), goal + (0.0, side * 0.10, 0.0), goal]
         if self.stage < 2 and np.linalg.norm(waypoints[self.stage] - tip) < WAYPOINT_REACHED:
             self.stage += 1
         return self._arm_toward(tip, waypoints[self.stage], GRIPPER_SHUT)

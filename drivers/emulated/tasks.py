@@ -137,9 +137,9 @@ def _place_touch(world: World, rng: np.random.Generator) -> Task:
 
 
 def _place_reach(world: World, rng: np.random.Generator) -> Task:
-    ball_arm = np.array([rng.uniform(0.27, 0.33), rng.uniform(-0.06, 0.06), rng.uniform(0.0, 0.04)])
+    ball_arm = np.array([rng.uniform(0.27, 0.33), rng.uniform(-0.06, 0.06), rng.uniform(0.0, 0.03)])
     # The obstacle sits between the gripper's start (0.30, 0, 0.18) and the ball, a little above the ball.
-    obstacle_arm = ball_arm + np.array([0.0, 0.0, 0.07])
+    obstacle_arm = ball_arm + np.array([0.0, 0.0, 0.06])
     with world.lock:
         base, height = world.base_pose.copy(), world.base_height
         ball = _arm_point_to_world(ball_arm, base, height)
