@@ -89,3 +89,22 @@ def test_missing_or_mismatched_files_raise_one_clear_user_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(data))
     with pytest.raises(UserError, match="not a readable safetensors"):
         load_checkpoint(tmp_path, with_residual=False)
+
+
+def test_pretrained_towers_load_from_a_local_directory_never_the_hub(tmp_path):
+    from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisionModel
+
+    arch = tiny_architecture(action_dim=2, proprio_dim=3)
+    torch.manual_seed(5)
+    vision = SiglipVisionModel(SiglipVisionConfig(**arch.backbone.vision))
+    llm = Qwen2Model(Qwen2Config(**arch.backbone.llm))
+    vision.save_pretrained(tmp_path / "vision")
+    llm.save_pretrained(tmp_path / "llm")
+    backbone = arch.backbone.model_copy(update={"pretrained_dir": str(tmp_path)})
+    policy = AnchorVLAPolicy(arch.model_copy(update={"backbone": backbone}))
+    assert torch.equal(policy.backbone.vision.head.mlp.fc2.weight, vision.head.mlp.fc2.weight)
+    loaded_q = policy.backbone.llm.layers[0].self_attn.q_proj.base_layer.weight
+    assert torch.equal(loaded_q, llm.layers[0].self_attn.q_proj.weight)
+    missing = arch.backbone.model_copy(update={"pretrained_dir": str(tmp_path / "nowhere")})
+    with pytest.raises(UserError, match="has no vision/ directory"):
+        AnchorVLAPolicy(arch.model_copy(update={"backbone": missing}))

@@ -19,7 +19,7 @@ from policy_runtime.model.presets import tiny_architecture
 from policy_runtime.types import BASE_CHANNELS, Observation, arm_channel
 
 ACTIONS = [*BASE_CHANNELS, *(arm_channel(j) for j in SO101_JOINTS)]
-PROPRIO = [*(f"arm.{j}.pos" for j in SO101_JOINTS), "base.vx", "base.vy", "base.wz"]
+PROPRIO = [*(f"arm.{j}" for j in SO101_JOINTS), "base.vx", "base.vy", "base.wz"]
 LOW = np.array([-0.5, -0.3, -1.0, *([-1.5] * 6)])
 HIGH = np.array([1.0, 0.3, 1.0, *([1.5] * 6)])
 
@@ -42,6 +42,11 @@ def checkpoint(tmp_path_factory):
         ),
     )
     return save_checkpoint(tmp_path_factory.mktemp("ckpt"), policy, config)
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoint):
+    return TorchEngine(checkpoint)
 
 
 def _observation(cameras=("front", "wrist"), instruction="pick up the cup") -> Observation:
@@ -72,8 +77,7 @@ def test_infer_gives_a_named_si_chunk_with_anchor_scores_and_context(checkpoint)
     np.testing.assert_array_equal(again.actions, chunk.actions)
 
 
-def test_residual_returns_an_si_correction_and_none_when_disabled(checkpoint):
-    engine = TorchEngine(checkpoint)
+def test_residual_returns_an_si_correction_and_none_when_disabled(checkpoint, engine):
     chunk = engine.infer(_observation())
     delta = engine.residual(_observation(), chunk, 2, chunk.actions[2])
     assert delta.shape == (9,) and np.all(np.isfinite(delta)) and np.any(delta != 0)
@@ -81,9 +85,8 @@ def test_residual_returns_an_si_correction_and_none_when_disabled(checkpoint):
     assert off.residual(_observation(), off.infer(_observation()), 0, chunk.actions[0]) is None
 
 
-def test_missing_camera_or_unknown_proprio_channel_is_one_clear_error(checkpoint):
-    engine = TorchEngine(checkpoint)
-    with pytest.raises(UserError, match="no frame from wrist"):
+def test_missing_camera_is_one_clear_error(engine):
+    with pytest.raises(UserError, match="needs camera.s. wrist"):
         engine.infer(_observation(cameras=("front",)))
 
 
@@ -93,3 +96,29 @@ def test_build_engine_picks_the_torch_engine_from_config(checkpoint):
     assert isinstance(engine, TorchEngine) and engine.channels == tuple(ACTIONS)
     with pytest.raises(UserError, match="policy.bundle"):
         build_engine(Config.model_validate({"policy": {"engine": "torch"}}))
+
+
+def test_a_proprio_channel_the_robot_cannot_give_is_one_clear_error(engine):
+    obs = _observation()
+    no_base = Observation(t_ns=1, arm=obs.arm, base=None, frames=obs.frames, instruction="go")
+    with pytest.raises(UserError, match="base.vx, base.vy, base.wz have no finite value"):
+        engine.infer(no_base)
+
+
+def test_the_controller_runs_a_checkpoint_through_the_torch_engine(checkpoint):
+    from onboard.devices import build_arm, build_base, build_cameras
+    from onboard.runtime import Devices, Runtime, run_event_loop
+
+    cameras = [
+        {"name": c, "driver": "standin", "width": 64, "height": 48, "fps": 30} for c in ("front", "wrist")
+    ]
+    config = Config.model_validate(
+        {
+            "robot": {"cameras": cameras},
+            "policy": {"engine": "torch", "bundle": str(checkpoint), "instruction": "go"},
+        }
+    )
+    devices = Devices(build_arm(config), build_base(config), build_cameras(config))
+    result = run_event_loop(Runtime(config, devices, build_engine(config)).run(2.0))
+    assert result["exit_reason"] == "duration"
+    assert result["chunks"] >= 2 and result["inference_failures"] == 0 and result["device_errors"] == 0

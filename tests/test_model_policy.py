@@ -77,3 +77,37 @@ def test_residual_has_about_57k_parameters_at_paper_size_and_starts_as_zero_corr
     assert 50_000 <= count <= 64_000
     out = residual(torch.randn(3, 40), torch.randn(3, 256), torch.randn(3, 13), torch.tensor([0, 1, 4]))
     assert out.shape == (3, 13) and torch.count_nonzero(out) == 0
+
+
+def test_the_whole_denoising_loop_exports_to_one_onnx_graph_that_matches_torch(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    from policy_runtime.model.config import ArchitectureConfig, HeadConfig
+
+    torch.manual_seed(0)
+    head = HeadConfig(
+        horizon=8, action_dim=2, proprio_dim=4, cond_dim=16, dim=16, depth=1, heads=2, num_anchors=5
+    )
+    policy = AnchorVLAPolicy(ArchitectureConfig(backbone=None, head=head)).eval()
+    policy.head.anchors.copy_(torch.rand(5, 8, 2) * 2 - 1)
+
+    class ChunkOnly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.policy = policy
+
+        def forward(self, proprio, noise):
+            return self.policy(proprio, noise)[:3]
+
+    proprio, noise = torch.randn(1, 4), torch.randn(policy.head.noise_shape(1))
+    path = tmp_path / "head.onnx"
+    torch.onnx.export(ChunkOnly(), (proprio, noise), str(path), opset_version=17, dynamo=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    chunk, index, scores = session.run(None, dict(zip(names, (proprio.numpy(), noise.numpy()), strict=True)))
+    with torch.no_grad():
+        ref_chunk, ref_index, ref_scores = ChunkOnly()(proprio, noise)
+    np.testing.assert_allclose(chunk, ref_chunk.numpy(), atol=1e-5)
+    np.testing.assert_allclose(scores, ref_scores.numpy(), atol=1e-5)
+    assert int(index[0]) == int(ref_index[0])

@@ -44,7 +44,7 @@ def _fit(policy, loss_fn, params, steps: int) -> tuple[float, float]:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return sum(losses[:5]) / 5, sum(losses[-5:]) / 5  # averaged: the diffusion timestep is random per step
 
 

@@ -20,11 +20,15 @@ HORIZON = 16
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=800, help="training steps per variant (default 800)")
-    parser.add_argument("--residual-steps", type=int, default=400, help="stage-2 steps for (d)")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps per variant (default 1000)")
+    parser.add_argument("--residual-steps", type=int, default=1500, help="stage-2 steps for (d)")
+    parser.add_argument(
+        "--residual-plans", type=int, default=2048, help="samples the frozen head plans for stage 2"
+    )
     parser.add_argument("--episodes", type=int, default=300, help="demonstrations to train on")
     parser.add_argument("--test-episodes", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latency-repeats", type=int, default=30, help="timed chunks per variant")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--no-paper-size", action="store_true", help="skip the paper-size latency row")
 
@@ -66,7 +70,7 @@ def _architecture(mode: str):
     from policy_runtime.model.config import ArchitectureConfig, HeadConfig, ResidualConfig
 
     head = HeadConfig(
-        mode=mode, horizon=HORIZON, action_dim=2, proprio_dim=4, cond_dim=64, dim=64, actions_per_token=4, depth=2, heads=4,
+        mode=mode, horizon=HORIZON, action_dim=2, proprio_dim=4, cond_dim=32, dim=32, actions_per_token=4, depth=2, heads=4,
         num_anchors=20, schedule_steps=100, truncation_ratio=0.1, inference_steps=10,
     )  # fmt: skip
     return ArchitectureConfig(backbone=None, head=head, residual=ResidualConfig(hidden=64))
@@ -123,24 +127,28 @@ def _evaluate(
     actions = norm.unactions(planned)
     clear = clear_of_obstacle(states[:, :2], actions)
     error = error_to_nearest_demo(states, actions, HORIZON)
-    # Latency: one chunk at batch 1, median of repeated calls (the residual adds its H per-step calls).
-    one = proprio[:1]
-    times = []
-    with torch.no_grad():
-        for _ in range(25):
-            t0 = time.perf_counter()
-            c, _, _, _, ctx = policy(
-                one, torch.randn(policy.head.noise_shape(1), generator=gen), num_steps=num_steps
-            )
-            if residual:
-                for j in range(HORIZON):
-                    policy.residual(one, ctx, c[:, j], torch.tensor([j]))
-            times.append(time.perf_counter() - t0)
-    return {
-        "clear": float(clear.mean()),
-        "error_m": float(np.median(error)),
-        "latency_ms": 1e3 * float(np.median(times)),
-    }
+    return {"clear": float(clear.mean()), "error_m": float(np.median(error))}
+
+
+def _latencies(variants: list[tuple], policies: dict, proprio_one, repeats: int, seed: int) -> list[float]:
+    """Median ms per chunk at batch 1 for each variant, timed round-robin so load on the machine hits all alike.
+    With the residual, the H per-step residual calls of the chunk count too."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    times: list[list[float]] = [[] for _ in variants]
+    with torch.inference_mode():
+        for _ in range(repeats):
+            for i, (_, _, mode, steps, residual) in enumerate(variants):
+                policy = policies[mode]
+                noise = torch.randn(policy.head.noise_shape(1), generator=gen)
+                t0 = time.perf_counter()
+                chunk, _, _, _, context = policy(proprio_one, noise, num_steps=steps)
+                if residual:
+                    for j in range(HORIZON):
+                        policy.residual(proprio_one, context, chunk[:, j], torch.tensor([j]))
+                times[i].append(time.perf_counter() - t0)
+    return [1e3 * float(np.median(t)) for t in times]
 
 
 def paper_size_latency(repeats: int = 2) -> dict:
@@ -177,7 +185,12 @@ def main(args: argparse.Namespace):
     import torch
 
     from policy_runtime.model.policy import AnchorVLAPolicy
-    from policy_runtime.model.training import freeze_all_but_residual, stage1_loss, stage2_loss
+    from policy_runtime.model.training import (
+        freeze_all_but_residual,
+        planned_chunks,
+        stage1_loss,
+        stage2_loss,
+    )
     from tools.anchors import fit_anchors
     from tools.obstacle_task import make_episodes
 
@@ -204,7 +217,27 @@ def main(args: argparse.Namespace):
         policies[mode] = policy
     anchored = policies["anchored"]
     t0 = time.perf_counter()
-    _train(anchored, stage2_loss, freeze_all_but_residual(anchored), data, args.residual_steps, args.seed + 1)
+    # Stage 2: the head is frozen, so plan a subset of the samples once and train the residual on those plans.
+    subset = torch.randperm(len(data["proprio"]), generator=torch.Generator().manual_seed(args.seed))[
+        : args.residual_plans
+    ]
+    plan_data = {k: v[subset] for k, v in data.items()}
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    plans = [
+        planned_chunks(anchored, {k: v[i : i + 256] for k, v in plan_data.items()}, gen)
+        for i in range(0, len(subset), 256)
+    ]
+    for key, part in zip(("planned", "same_mode", "context"), zip(*plans, strict=True), strict=True):
+        plan_data[key] = torch.cat(part)
+    _train(
+        anchored,
+        stage2_loss,
+        freeze_all_but_residual(anchored),
+        plan_data,
+        args.residual_steps,
+        args.seed + 1,
+        batch=128,
+    )
     print(f"trained the residual in {time.perf_counter() - t0:.0f} s", flush=True)
 
     variants = [
@@ -221,6 +254,10 @@ def main(args: argparse.Namespace):
             "variant": key,
             **_evaluate(policies[mode], norm, test_states, steps, residual, args.seed),
         }
+    one = torch.tensor(norm.proprio(test_states[:1]), dtype=torch.float32)
+    latencies = _latencies(variants, policies, one, args.latency_repeats, args.seed)
+    for (_, label, *_), ms in zip(variants, latencies, strict=True):
+        rows[label]["latency_ms"] = ms
 
     print()
     print(f"Ablation on the two-route obstacle task: {args.episodes} demos, {args.test_episodes} held-out starts, "

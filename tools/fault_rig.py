@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from drivers.errors import DeviceError, UserError
+from drivers.errors import DeviceError
 from drivers.types import ArmState, BaseState
 from onboard.config import Config
 from onboard.runtime import Devices
@@ -197,9 +197,7 @@ class EmulatedFaults:
         self._servo(joint).temperature = temperature_c
 
     def overload(self, joint: str, load: float) -> None:
-        raise UserError(
-            "the servo emulator has no external-load fault yet: the 'overload' scenario needs one"
-        )
+        self._servo(joint).faults.external_load = load
 
     def stall(self, joint: str) -> None:
         self._servo(joint).faults.stalled = True

@@ -15,8 +15,9 @@ import numpy as np
 
 DT_S = 0.1
 SPEED = 1.0  # m/s along the route
-OBSTACLE_RADIUS = 0.35
-WAYPOINT_Y = 0.6  # the route passes (0, +-0.6)
+OBSTACLE_RADIUS = 0.3
+WAYPOINT_Y = 0.7  # the route passes (0, +-0.7)
+SPLIT_X = -0.6  # where the two routes part
 PROPRIO_LAYOUT = ("pos.x", "pos.y", "goal.x", "goal.y")
 ACTION_LAYOUT = ("base.vx", "base.vy")
 
@@ -29,8 +30,14 @@ class Episode:
 
 
 def route_actions(start: np.ndarray, goal: np.ndarray, side: int) -> np.ndarray:
-    """Velocities that follow start -> (0, side*0.6) -> goal at constant speed, then stop at the goal."""
-    points = [np.asarray(start, float), np.array([0.0, side * WAYPOINT_Y]), np.asarray(goal, float)]
+    """Velocities that follow start -> (SPLIT_X, start y) -> (0, side*0.7) -> goal at constant speed."""
+    start = np.asarray(start, float)
+    points = [
+        start,
+        np.array([SPLIT_X, start[1]]),
+        np.array([0.0, side * WAYPOINT_Y]),
+        np.asarray(goal, float),
+    ]
     actions = []
     pos = points[0].copy()
     for target in points[1:]:
@@ -50,6 +57,10 @@ def make_episode(rng: np.random.Generator, side: int | None = None) -> Episode:
     start = np.array([rng.uniform(-1.1, -0.9), rng.uniform(-0.15, 0.15)])
     goal = np.array([rng.uniform(0.9, 1.1), rng.uniform(-0.15, 0.15)])
     side = int(rng.choice([-1, 1])) if side is None else side
+    return episode_for(start, goal, side)
+
+
+def episode_for(start: np.ndarray, goal: np.ndarray, side: int) -> Episode:
     actions = route_actions(start, goal, side)
     positions = start + np.concatenate([np.zeros((1, 2)), np.cumsum(actions * DT_S, axis=0)[:-1]])
     states = np.concatenate([positions, np.broadcast_to(goal, positions.shape)], axis=1)
@@ -57,8 +68,13 @@ def make_episode(rng: np.random.Generator, side: int | None = None) -> Episode:
 
 
 def make_episodes(count: int, seed: int) -> list[Episode]:
+    """`count` episodes: count/2 random start/goal pairs, each demonstrated by both routes."""
     rng = np.random.default_rng(seed)
-    return [make_episode(rng) for _ in range(count)]
+    episodes = []
+    while len(episodes) < count:
+        first = make_episode(rng)
+        episodes += [first, episode_for(first.states[0, :2], first.states[0, 2:], -first.side)]
+    return episodes[:count]
 
 
 def chunk_at(actions: np.ndarray, k: int, horizon: int) -> np.ndarray:

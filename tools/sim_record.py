@@ -22,7 +22,7 @@ RATE_HZ = 15.0
 IMAGE_SIZE = 64
 CAMERAS = ("third_person", "wrist")
 PROPRIO_LAYOUT = (
-    "base.vx", "base.vy", "base.wz", *(f"arm.{j}.pos" for j in SO101_JOINTS), "goal.x", "goal.y", "goal.z",
+    "base.vx", "base.vy", "base.wz", *(f"arm.{j}" for j in SO101_JOINTS), "goal.x", "goal.y", "goal.z",
 )  # fmt: skip
 HOLD_AFTER_SUCCESS = 6  # ticks recorded after the task succeeded
 
@@ -68,8 +68,7 @@ def record_episode(robot, task_name: str, seed: int, noisy: bool):
     """One expert episode; returns an EpisodeRecord, or None when the expert did not succeed."""
     from drivers.emulated.experts import Expert
     from policy_runtime.dataset import EpisodeRecord
-    from policy_runtime.model.inputs import proprio_from_observation
-    from policy_runtime.types import Observation
+    from policy_runtime.preprocess import ProprioLayout
     from safety.config import SafetyConfig
     from safety.envelope import SafetyLayer
 
@@ -82,14 +81,12 @@ def record_episode(robot, task_name: str, seed: int, noisy: bool):
         np.random.default_rng([seed, 2]),
         dt_ns / 1e9,
     )
+    layout = ProprioLayout(PROPRIO_LAYOUT, robot.arm.joint_names)
     states, actions, images = [], [], {c.name: [] for c in robot.cameras}
     hold = None
     for _ in range(task.max_steps):
         arm, base = robot.arm.read_state(), robot.base.read_state()
-        obs = Observation(
-            robot.clock.now_ns, arm, base, {}, task.instruction, goal=task.goal_in_arm_frame(robot.world)
-        )
-        states.append(proprio_from_observation(obs, PROPRIO_LAYOUT))
+        states.append(layout.vector(arm, base, task.goal_in_arm_frame(robot.world)))
         for cam in robot.cameras:
             images[cam.name].append(cam.latest().image)
         action = expert.act() if hold is None else hold

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 from pathlib import Path
 
@@ -53,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _architecture(args: argparse.Namespace, data):
+    from pydantic import ValidationError
+
     from policy_runtime.model.config import ArchitectureConfig
     from policy_runtime.model.presets import paper_architecture, tiny_architecture
 
@@ -65,15 +68,24 @@ def _architecture(args: argparse.Namespace, data):
         path = Path(args.architecture)
         if not path.is_file():
             raise UserError(f"--architecture {path}: not 'tiny', 'paper' or an existing JSON file")
-        arch = ArchitectureConfig.model_validate_json(path.read_text())
-    head = arch.head.model_copy(update={"horizon": args.horizon, "action_dim": d, "proprio_dim": p})
-    if args.anchors is None and arch.head.num_anchors != args.num_anchors:
-        head = head.model_copy(update={"num_anchors": args.num_anchors})
-    arch = arch.model_copy(
-        update={
-            "head": ArchitectureConfig.model_validate(dict(arch.model_dump(), head=head.model_dump())).head
-        }
+        try:
+            arch = ArchitectureConfig.model_validate_json(path.read_text())
+        except ValidationError as exc:
+            raise UserError(f"--architecture {path}: {exc.errors()[0]['msg']}") from None
+    # The dataset fixes the head's sizes; anchors from `anchorvla anchors` fix M.
+    num_anchors = args.num_anchors
+    if args.anchors is not None:
+        meta_path = args.anchors / "anchors.json"
+        if not meta_path.is_file():
+            raise UserError(f"--anchors {args.anchors}: no anchors.json (make it with `anchorvla anchors`)")
+        num_anchors = int(json.loads(meta_path.read_text())["count"])
+    head = dict(
+        arch.head.model_dump(), horizon=args.horizon, action_dim=d, proprio_dim=p, num_anchors=num_anchors
     )
+    try:
+        arch = ArchitectureConfig.model_validate(dict(arch.model_dump(), head=head))
+    except ValidationError as exc:
+        raise UserError(f"architecture: {exc.errors()[0]['msg']}") from None
     if arch.backbone is not None and arch.backbone.num_images != len(data.cameras):
         raise UserError(
             f"the architecture takes {arch.backbone.num_images} images; the dataset has cameras {list(data.cameras)}"
@@ -94,8 +106,6 @@ def _anchors(args: argparse.Namespace, data, arch):
             coverage_l1=coverage,
             source="fit by train",
         )
-    import json
-
     from safetensors.numpy import load_file
 
     files = load_file(str(args.anchors / "anchors.safetensors"))
@@ -127,7 +137,7 @@ def make_batch(data, indices: np.ndarray, arch, tokenizer, device) -> dict:
     """The tensors of training/batch format (policy_runtime/model/training.py) for the given samples."""
     import torch
 
-    from policy_runtime.model.inputs import images_to_tensor
+    from policy_runtime.preprocess import preprocess_image
 
     def f32(a):
         return torch.tensor(np.asarray(a), dtype=torch.float32, device=device)
@@ -138,30 +148,16 @@ def make_batch(data, indices: np.ndarray, arch, tokenizer, device) -> dict:
         "future_proprio": f32(data.normalize_proprio(data.future_proprio[indices])),
     }
     if arch.backbone is not None:
-        batch["images"] = images_to_tensor(
-            data.images(indices), arch.image_size, arch.image_mean, arch.image_std
-        ).to(device)
+        size = (arch.image_size, arch.image_size)
+        images = [
+            [preprocess_image(im, size, arch.image_mean, arch.image_std) for im in s]
+            for s in data.images(indices)
+        ]
+        batch["images"] = torch.from_numpy(np.asarray(images, dtype=np.float32)).to(device)
         ids, mask = tokenizer.encode([data.tasks[i] for i in indices], arch.backbone.max_instruction_tokens)
         batch["input_ids"] = torch.from_numpy(ids).to(device)
         batch["attention_mask"] = torch.from_numpy(mask).to(device)
     return batch
-
-
-class _LossModule:
-    """Wraps a stage's loss as a module forward so DDP sees the call (and syncs gradients)."""
-
-    def __new__(cls, policy, loss_fn):
-        import torch
-
-        class LossModule(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.policy = policy
-
-            def forward(self, batch, generator):
-                return loss_fn(self.policy, batch, generator)
-
-        return LossModule()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -174,7 +170,7 @@ def main(args: argparse.Namespace) -> int:
     from policy_runtime.model.config import CheckpointConfig, Normalization
     from policy_runtime.model.policy import AnchorVLAPolicy
     from policy_runtime.model.tokenizer import build_tokenizer
-    from policy_runtime.model.training import freeze_all_but_residual, stage1_loss, stage2_loss
+    from policy_runtime.model.training import StageLoss, freeze_all_but_residual, stage1_loss, stage2_loss
 
     for name in ("steps", "batch", "horizon", "save_every"):
         if getattr(args, name) < 1:
@@ -255,9 +251,11 @@ def main(args: argparse.Namespace) -> int:
                 p.requires_grad_(False)
         else:
             params = freeze_all_but_residual(policy)
-        module = _LossModule(policy, loss_fn)
+        module = StageLoss(policy, loss_fn)
         if world > 1:
-            module = torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+            # Only the anchored head's loss uses the scoring head; the other modes leave it without gradient.
+            unused = stage == 1 and arch.head.mode != "anchored"
+            module = torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=unused)
         optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
         start = state["step"] if stage == state["stage"] else 0
         if stage == state["stage"] and "optimizer" in state:

@@ -39,6 +39,7 @@ class ServoFaults:
     error_bits: int = 0  # forced into every status byte
     stalled: bool = False  # the horn is blocked: position stays, load and heat rise
     voltage_v: float | None = None  # supply sag (None: nominal)
+    external_load: float = 0.0  # a payload or obstacle the servo must hold against, fraction of max torque (signed)
     dropped: int = 0  # replies dropped so far (counted here so tests can compare)
     corrupted: int = 0
 
@@ -178,9 +179,10 @@ class EmulatedServo:
             error = target - self.actual
         else:
             self.velocity = 0.0
-        # Load: the P loop's effort on the tracking error, capped by the torque limit.
+        # Load: the P loop's effort on the tracking error plus any external load, capped by the torque limit.
         cap = min(self.value("Torque_Limit"), self.value("Max_Torque_Limit"))
-        self.load = max(-cap, min(cap, error * self.value("P_Coefficient") * 0.5)) if torque_on else 0.0
+        effort = error * self.value("P_Coefficient") * 0.5 + self.faults.external_load * 1000.0
+        self.load = max(-cap, min(cap, effort)) if torque_on else 0.0
         # Heat from load, cooling towards ambient.
         frac = abs(self.load) / 1000.0
         self.temperature += h * (4.0 * frac * frac - (self.temperature - AMBIENT_C) / 300.0)

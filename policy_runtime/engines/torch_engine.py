@@ -15,8 +15,8 @@ import torch
 
 from drivers.errors import UserError
 from policy_runtime.model.checkpoint import load_checkpoint
-from policy_runtime.model.inputs import images_to_tensor, proprio_from_observation
 from policy_runtime.model.tokenizer import build_tokenizer
+from policy_runtime.preprocess import ProprioLayout, preprocess_frames
 from policy_runtime.types import ActionChunk, Observation
 
 
@@ -50,18 +50,22 @@ class TorchEngine:
 
     # -- conversions ------------------------------------------------------------------------------------------
     def _proprio(self, obs: Observation) -> np.ndarray:
-        raw = proprio_from_observation(obs, self.config.proprio_layout)
+        raw = ProprioLayout(tuple(self.config.proprio_layout), tuple(obs.arm.joint_names)).vector(
+            obs.arm, obs.base, obs.goal
+        )
+        if not np.all(np.isfinite(raw)):
+            bad = [n for n, v in zip(self.config.proprio_layout, raw, strict=True) if not np.isfinite(v)]
+            raise UserError(
+                f"proprio channel(s) {', '.join(bad)} have no finite value (is the base configured? "
+                "goal.* come from the simulator's task or perception)"
+            )
         return ((raw - self._p_mean) / self._p_std).astype(np.float32)
 
     def _images(self, obs: Observation) -> torch.Tensor:
         arch = self.config.architecture
-        missing = [c for c in self.config.cameras if c not in obs.frames]
-        if missing:
-            raise UserError(
-                f"the checkpoint needs cameras {self.config.cameras}; no frame from {', '.join(missing)}"
-            )
-        stacked = np.stack([obs.frames[c].image for c in self.config.cameras])[None]
-        return images_to_tensor(stacked, arch.image_size, arch.image_mean, arch.image_std)
+        size = (arch.image_size, arch.image_size)
+        images = preprocess_frames(obs.frames, self.config.cameras, size, arch.image_mean, arch.image_std)
+        return torch.from_numpy(images)[None]
 
     def _text(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
         assert self._tokenizer is not None and self.config.architecture.backbone is not None

@@ -55,8 +55,13 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.modulation[1].weight)
         nn.init.zeros_(self.modulation[1].bias)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        s1, sc1, g1, s2, sc2, g2, s3, sc3, g3 = self.modulation(c).chunk(9, dim=-1)
+    def forward(
+        self, x: torch.Tensor, c: torch.Tensor, memory: torch.Tensor, candidates: int
+    ) -> torch.Tensor:
+        """x (B*K, T, dim) tokens of K candidates per observation; c (B, dim) and memory (B*K, N, dim) conditions.
+        The modulation is computed once per observation and shared by its K candidates."""
+        mods = self.modulation(c).repeat_interleave(candidates, dim=0)
+        s1, sc1, g1, s2, sc2, g2, s3, sc3, g3 = mods.chunk(9, dim=-1)
         h = _modulate(self.norm1(x), s1, sc1)
         x = x + g1[:, None, :] * self.self_attn(h, h, h, need_weights=False)[0]
         h = _modulate(self.norm2(x), s2, sc2)
@@ -109,16 +114,16 @@ class AnchoredDiffusionHead(nn.Module):
         b, k, h, d = x.shape
         dim = self.config.dim
         c = self.time_mlp(sinusoidal_embedding(t, dim)) + self.proprio_mlp(proprio)  # (B, dim)
-        c = c[:, None, :].expand(b, k, dim).reshape(b * k, dim)
         mem = memory[:, None].expand(b, k, memory.shape[1], dim).reshape(b * k, memory.shape[1], dim)
         n_tokens = h // self.config.actions_per_token
         tokens = self.action_in(x.reshape(b * k, n_tokens, -1)) + self.step_pos
         for block in self.blocks:
-            tokens = block(tokens, c, mem)
-        shift, scale = self.final_modulation(c).chunk(2, dim=-1)
+            tokens = block(tokens, c, mem, k)
+        shift, scale = self.final_modulation(c).repeat_interleave(k, dim=0).chunk(2, dim=-1)
         tokens = _modulate(self.final_norm(tokens), shift, scale)
         x0 = self.action_out(tokens).reshape(b, k, h, d)
-        scores = self.score_mlp(torch.cat([tokens.mean(dim=1), c], dim=-1)).reshape(b, k)
+        c_all = c[:, None, :].expand(b, k, dim).reshape(b * k, dim)
+        scores = self.score_mlp(torch.cat([tokens.mean(dim=1), c_all], dim=-1)).reshape(b, k)
         return x0, scores
 
     # -- sampling -----------------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ policy with a backbone, `images` (B, N, 3, S, S), `input_ids` and `attention_mas
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-import torch.nn.functional as F
 
 from policy_runtime.model.policy import AnchorVLAPolicy
 
@@ -67,8 +68,15 @@ def residual_corrections(
 def stage2_loss(
     policy: AnchorVLAPolicy, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Residual only: L1 between its correction and (demonstrated action - planned action), same-mode samples."""
-    chunk, same_mode, context = planned_chunks(policy, batch, generator)
+    """Residual only: L1 between its correction and (demonstrated action - planned action), same-mode samples.
+
+    The frozen policy plans the batch here, unless the batch carries the plans already (`planned`, `same_mode`,
+    `context` from `planned_chunks`, computed once since the head no longer changes).
+    """
+    if "planned" in batch:
+        chunk, same_mode, context = batch["planned"], batch["same_mode"], batch["context"]
+    else:
+        chunk, same_mode, context = planned_chunks(policy, batch, generator)
     correction = residual_corrections(policy, batch["future_proprio"], context, chunk)
     target = batch["actions"] - chunk
     per_sample = (correction - target).abs().mean(dim=(1, 2))
@@ -77,5 +85,15 @@ def stage2_loss(
     return loss, {"l1": float(loss.detach()), "same_mode": float(weight.mean())}
 
 
-def l1_before_residual(batch: dict[str, torch.Tensor], chunk: torch.Tensor) -> float:
-    return float(F.l1_loss(chunk, batch["actions"]))
+class StageLoss(torch.nn.Module):
+    """A stage's loss as a module call, so DistributedDataParallel sees the forward and averages the gradients."""
+
+    def __init__(self, policy: AnchorVLAPolicy, loss_fn: Callable):
+        super().__init__()
+        self.policy = policy
+        self.loss_fn = loss_fn
+
+    def forward(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.loss_fn(self.policy, batch, generator)
