@@ -55,6 +55,11 @@ def test_eval_runs_variants_side_by_side_and_writes_json(tmp_path, capsys):
 
 
 def test_eval_refuses_a_config_without_the_emulated_robot(tmp_path, capsys):
-    assert cli_main(["eval", "--config", str(REPO / "configs/standin.yaml"), "--task", "lift", "--episodes", "1"]) == 2
+    assert (
+        cli_main(
+            ["eval", "--config", str(REPO / "configs/standin.yaml"), "--task", "lift", "--episodes", "1"]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "eval runs the emulated robot" in err and "\n" not in err

@@ -26,7 +26,7 @@ def test_record_writes_a_dataset_training_reads(tmp_path, capsys):
     assert cli_main(args) == 0
     data = load_dataset(out, horizon=8)
     assert data.proprio_layout == PROPRIO_LAYOUT
-    assert data.proprio_layout[-3:] == ("goal.x", "goal.y", "goal.z")
+    assert data.proprio_layout[-3:] == ("goal.x", "goal.y", "goal.z") and "arm.gripper" in data.proprio_layout
     assert data.action_layout[:3] == ("base.vx", "base.vy", "base.wz")
     assert data.cameras == ("third_person", "wrist")
     assert set(data.tasks) == {

@@ -19,7 +19,11 @@ def test_main_job_completes_its_task(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "onboard.cli", "run", "--config", str(REPO / "configs/sim.yaml")]
     proc = subprocess.run(
-        [*cmd, "--duration", "30", "--summary", str(summary)], env=env, capture_output=True, text=True, timeout=120
+        [*cmd, "--duration", "30", "--summary", str(summary)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     data = json.loads(summary.read_text())
     assert data["task"]["task"] == "reach" and data["ticks"] > 5
