@@ -26,11 +26,11 @@ def test_main_job_completes_its_task(tmp_path):
         timeout=120,
     )
     data = json.loads(summary.read_text())
-    assert data["task"]["task"] == "reach" and data["ticks"] > 5
+    assert data["task"]["task"] == "touch" and data["ticks"] > 5
     assert data["overruns"] == 0 and data["safety"]["faults"] == 0, proc.stderr[-2000:]
     assert data["exit_reason"] == "task_success", data["task"]
     assert proc.returncode == 0
-    assert "task reach" in proc.stdout and "success in" in proc.stdout
+    assert "task touch" in proc.stdout and "success in" in proc.stdout
 
 
 def test_sim_task_without_the_emulated_robot_is_one_line(tmp_path, capsys):

@@ -7,8 +7,8 @@ and the timing figures, for one or several variants of the controller side by si
 How it runs: the controller's own code (FastLoop.tick, SlowLoop's observation and start planning, ChunkSchedule,
 the safety layer, the engine, the residual) in lockstep on a virtual clock against in-process emulated devices
 (drivers/emulated/sim.py) stepping one shared World, with no pty, DDS or real-time waits. Each inference's latency
-is its measured wall time, mapped onto the virtual clock (the chunk is served from the first tick after it would
-have arrived), so a slower engine shows as stale actions and underruns. Real-time runs, with the pty bus, DDS and
+is its measured wall time (or `--latency-ms`), mapped onto the virtual clock (the chunk is served from the first tick
+after it would have arrived), so a slower engine shows as stale actions and underruns. Real-time runs, with the pty bus, DDS and
 the tick lateness figures, are `anchorvla run`.
 
 A variant is a comma-separated list of settings: H=<ticks> (policy.execute_horizon), residual=on|off,
@@ -45,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="e.g. 'H=2', 'H=5,residual=off', 'blend=none'; repeat for rows side by side",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=10_000, help="first episode seed (recordings use 0..)")
+    parser.add_argument(
+        "--latency-ms", type=float, default=None,
+        help="virtual time each inference takes (default: its measured wall time; fix it on a loaded machine)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write every figure as JSON here")
 
 
@@ -102,7 +106,9 @@ def smoothness(arm_commands: np.ndarray, base_commands: np.ndarray, dt_s: float)
     return float(np.sqrt(np.mean(jerk**2))), float(np.max(np.linalg.norm(accel, axis=1)))
 
 
-def run_episode(config, engine, robot, task_name: str, seed: int) -> EpisodeResult:
+def run_episode(
+    config, engine, robot, task_name: str, seed: int, latency_ms: float | None = None
+) -> EpisodeResult:
     """One episode of the controller's loops in lockstep with the emulated devices."""
     from onboard.loops import FastLoop, SlowLoop
     from onboard.schedule import ChunkSchedule
@@ -162,6 +168,8 @@ def run_episode(config, engine, robot, task_name: str, seed: int) -> EpisodeResu
                     else:
                         latency = time.perf_counter_ns() - t0
                         stats.inference_ms.add(latency / 1e6)
+                        if latency_ms is not None:
+                            latency = int(latency_ms * 1e6)
                         pending = (now + max(1, math.ceil(latency / period)) * period, chunk)
             robot.clock.advance(period)
             task.update(robot.world)
@@ -214,7 +222,7 @@ def summarize(results: list[EpisodeResult]) -> dict:
     }
 
 
-def format_table(rows: list[dict]) -> str:
+def format_table(rows: list[dict], caption: str = CAPTION) -> str:
     columns = [
         ("variant", "variant"), ("task", "task"), ("success", "success_rate"), ("t_succ s", "time_to_success_s_median"),
         ("jerk rad/s3", "jerk_rms_median"), ("base acc", "peak_base_accel_max"),
@@ -235,7 +243,7 @@ def format_table(rows: list[dict]) -> str:
     table = [[title for title, _ in columns]] + [[cell(r, k, t) for t, k in columns] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)) for line in table]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], f"({CAPTION})"])
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], f"({caption})"])
 
 
 def main(args: argparse.Namespace) -> int:
@@ -246,6 +254,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise UserError("--episodes must be >= 1")
+    if args.latency_ms is not None and args.latency_ms < 0:
+        raise UserError(f"--latency-ms must be >= 0 (got {args.latency_ms})")
     names = task_names(args.task)
     specs = args.variant or [""]
     variants = [(spec or "config", parse_variant(spec)) for spec in specs]
@@ -259,7 +269,8 @@ def main(args: argparse.Namespace) -> int:
         try:
             for name in names:
                 results = [
-                    run_episode(config, engine, robot, name, args.seed + k) for k in range(args.episodes)
+                    run_episode(config, engine, robot, name, args.seed + k, args.latency_ms)
+                    for k in range(args.episodes)
                 ]
                 all_results += results
                 rows.append(dict(variant=label, task=name, **summarize(results)))
@@ -268,8 +279,16 @@ def main(args: argparse.Namespace) -> int:
             engine.close()
         if len(names) > 1:
             rows.append(dict(variant=label, task="all", **summarize(all_results)))
-    print(format_table(rows))
+    caption = (
+        CAPTION
+        if args.latency_ms is None
+        else CAPTION.replace(
+            "measured wall time of each call",
+            f"{args.latency_ms:g} ms of virtual time per call (wall time measured)",
+        )
+    )
+    print(format_table(rows, caption))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"caption": CAPTION, "rows": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"caption": caption, "rows": rows}, indent=2) + "\n")
     return 0
