@@ -58,12 +58,10 @@ class Expert:
     def _state(self):
         with self.world.lock:
             joints = self.world.joint_positions.copy()
-            base = self.world.base_pose.copy()
-            height = self.world.base_height
             held = self.world.objects[self.task.goal].held
         goal = self.task.goal_in_arm_frame(self.world)
         tip = kin.forward(joints).gripper[:3, 3]
-        return joints, base, height, goal, tip, held
+        return joints, goal, tip, held
 
     def _arm_toward(self, tip: np.ndarray, waypoint: np.ndarray, gripper: float) -> np.ndarray:
         step = waypoint - tip
@@ -73,16 +71,17 @@ class Expert:
         return np.append(inverse_kinematics(target), gripper)
 
     def act(self) -> np.ndarray:
-        joints, base, height, goal, tip, held = self._state()
-        name = self.task.name
+        """The action for now: [base.vx, base.vy, base.wz, joint targets...]."""
+        joints, goal, tip, held = self._state()
         base_cmd = np.zeros(3)
-        gripper = float(joints[5])
-        if name == "touch":
+        if self.task.name == "touch":
             arm_cmd, base_cmd = self._touch(goal, tip)
-        elif name == "reach":
+        elif self.task.name == "reach":
             arm_cmd = self._reach(goal, tip)
         else:
-            arm_cmd = self._lift(goal, tip, held, gripper)
+            arm_cmd = self._lift(
+                goal, tip, held, gripper=float(joints[self.world.joint_names.index("gripper")])
+            )
         return np.concatenate([base_cmd, arm_cmd])
 
     def _touch(self, goal: np.ndarray, tip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

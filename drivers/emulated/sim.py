@@ -197,7 +197,9 @@ class SimRobot:
         """Place task `task_name`'s objects and the arm's start pose (near upright, jittered) from `seed`."""
         rng = np.random.default_rng([seed, 1])
         start = np.zeros(len(self.arm.joint_names))
-        start[:4] += np.clip(rng.normal(0.0, 0.05, 4), -0.06, 0.06)  # a start near the obstacle is no episode
+        start[:4] += np.clip(
+            rng.normal(0.0, 0.05, 4), -0.06, 0.06
+        )  # wider, the tool can start at reach's obstacle
         self.arm.place(start)
         task = start_task(task_name, self.world, seed)
         for device in (self.arm, self.base, *self.cameras):
