@@ -153,11 +153,13 @@ def run_episode(
             arm_cmds.append(fast.last_command.arm_positions)
             base_cmds.append(fast.last_command.base.as_array())
             if pending is None:
+                # The slow loop starts at its planned time, which may fall between this tick and the next.
                 start_at = slow.next_start_ns()
-                obs = slow.observe() if start_at is None or start_at <= now else None
+                begin = now if start_at is None else max(now, start_at)
+                obs = slow.observe() if begin < now + period else None
                 if obs is not None and not safety.faulted:
                     t0 = time.perf_counter_ns()
-                    safety.inference_started(now)
+                    safety.inference_started(begin)
                     try:
                         chunk = engine.infer(obs)
                     except UserError:
@@ -170,7 +172,8 @@ def run_episode(
                         stats.inference_ms.add(latency / 1e6)
                         if latency_ms is not None:
                             latency = int(latency_ms * 1e6)
-                        pending = (now + max(1, math.ceil(latency / period)) * period, chunk)
+                        ticks_until_ready = math.ceil((begin + latency - now) / period)
+                        pending = (now + max(1, ticks_until_ready) * period, chunk)
             robot.clock.advance(period)
             task.update(robot.world)
             status = task.status(robot.world)
