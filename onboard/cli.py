@@ -19,14 +19,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run an emulated device until interrupted (servos: an STS3215 bus on a pty; go2: a Go2 on DDS over lo)",
     ),
     "calibrate": ("onboard.commands.calibrate", "calibrate the SO-101 arm or import a LeRobot calibration"),
-    "anchors": ("tools.anchors", "K-means anchor vocabulary over a dataset's normalised action chunks"),
-    "train": ("tools.train", "train the policy (stage 1: LoRA + head, stage 2: residual) into a checkpoint"),
-    "sim": ("tools.sim_record", "the emulated robot's tasks: `sim record` scripted-expert episodes into a dataset"),
-    "eval": ("tools.eval", "closed-loop evaluation on the emulated robot: success, smoothness, timing, variants"),
     "service": ("onboard.commands.service", "run as a systemd service, or install the unit and udev rules"),
     "ctl": ("onboard.commands.ctl", "operator control of a running controller (status, start, stop, estop, ...)"),
     "replay": ("tools.replay", "re-run the schedule/residual/safety decisions on a recorded episode"),
     "doctor": ("tools.doctor", "list what this machine has and lacks to run the controller, and how to fix it"),
+    "anchors": ("tools.anchors", "K-means anchor vocabulary over a dataset's normalised action chunks"),
+    "train": ("tools.train", "train the policy (stage 1: LoRA + head, stage 2: residual) into a checkpoint"),
+    "sim": ("tools.sim_record", "the emulated robot's tasks: `sim record` scripted-expert episodes into a dataset"),
+    "eval": ("tools.eval", "closed-loop evaluation on the emulated robot: success, smoothness, timing, variants"),
 }
 
 # `anchorvla bench NAME`: name -> (module, help). Each module has add_arguments(parser) and main(args) -> int.
@@ -34,11 +34,11 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "loop": ("tools.bench_loop", "fast-loop timing at 15/50/100 Hz with inference running, vs a bare sleep"),
     "servos": ("tools.bench_servos", "servo bench: scan, table dump, EEPROM check, sweep, bus cycle time"),
     "cameras": ("tools.bench_cameras", "camera playback: frame rate, timestamp jitter, frame age"),
-    "ablation": ("tools.bench_ablation", "anchors vs plain diffusion vs L1 regression (+ residual) on a two-route task"),
     "go2": ("tools.bench_go2", "Go2 client vs emulated Go2 on lo: Move on-wire delay, start-up, blocking"),
     "service": ("tools.bench_service", "fast-loop cost of recording and the live view, vs the plain controller"),
     "faults": ("tools.bench_faults", "fault scenarios through the Runtime: detection, reaction, commands outside the envelope"),
     "envelope": ("tools.bench_envelope", "safety envelope cost per tick, beside a bare clip in the same run"),
+    "ablation": ("tools.bench_ablation", "anchors vs plain diffusion vs L1 regression (+ residual) on a two-route task"),
 }
 
 

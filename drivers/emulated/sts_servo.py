@@ -39,9 +39,7 @@ class ServoFaults:
     error_bits: int = 0  # forced into every status byte
     stalled: bool = False  # the horn is blocked: position stays, load and heat rise
     voltage_v: float | None = None  # supply sag (None: nominal)
-    external_load: float = (
-        0.0  # a payload or obstacle the servo must hold against, fraction of max torque (signed)
-    )
+    external_load: float = 0.0  # a payload or obstacle the servo must hold against, fraction of max torque (signed)
     dropped: int = 0  # replies dropped so far (counted here so tests can compare)
     corrupted: int = 0
 
