@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("tools.train", "train the policy (stage 1: LoRA + head, stage 2: residual) into a checkpoint"),
     "sim": ("tools.sim_record", "the emulated robot's tasks: `sim record` scripted-expert episodes into a dataset"),
     "eval": ("tools.eval", "closed-loop evaluation on the emulated robot: success, smoothness, timing, variants"),
+    "export": ("tools.export", "export a checkpoint to an ONNX deployment bundle"),
+    "quantize": ("tools.quantize", "add an FP16, INT8 or INT4 variant to a bundle"),
+    "build-trt": ("tools.build_trt", "build TensorRT engines for a bundle on this device"),
+    "verify": ("tools.verify", "check a bundle against the FP32 torch reference and record its gates"),
 }
 
 # `anchorvla bench NAME`: name -> (module, help). Each module has add_arguments(parser) and main(args) -> int.
@@ -39,6 +43,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "faults": ("tools.bench_faults", "fault scenarios through the Runtime: detection, reaction, commands outside the envelope"),
     "envelope": ("tools.bench_envelope", "safety envelope cost per tick, beside a bare clip in the same run"),
     "ablation": ("tools.bench_ablation", "anchors vs plain diffusion vs L1 regression (+ residual) on a two-route task"),
+    "engines": ("tools.bench_engines", "per-chunk latency and peak memory of torch, ONNX Runtime and TensorRT engines"),
 }
 
 

@@ -125,6 +125,16 @@ class PolicyConfig(_Section):
     blending: BlendingConfig = Field(default_factory=BlendingConfig)
     residual: bool = True
     force_unverified: bool = False
+    precision: Literal["auto", "fp32", "fp16", "int8", "int4"] = Field(
+        default="auto", description="bundle variant to run ('auto': the fastest that passed its gates)"
+    )
+    threads: int = Field(default=0, ge=0, le=256, description="intra-op threads of the engine (0: its default)")
+    providers: Literal["auto", "cpu"] = Field(
+        default="auto", description="onnxruntime: 'auto' uses TensorRT/CUDA execution providers where present"
+    )
+    checkpoint_sha256: str | None = Field(
+        default=None, description="refuse a bundle not made from the checkpoint with this hash"
+    )
     standin: StandinEngineConfig = Field(default_factory=StandinEngineConfig)
 
 

@@ -123,4 +123,29 @@ def build_engine(config: Config) -> PolicyEngine:
         from policy_runtime.engines.torch_engine import TorchEngine
 
         return TorchEngine(policy.bundle, instruction=policy.instruction, use_residual=policy.residual)
-    raise UserError(f"policy.engine '{policy.engine}' is not available in this build (use 'standin' or 'torch')")
+    if policy.engine in ("onnxruntime", "tensorrt"):
+        if policy.bundle is None:
+            raise UserError(f"policy.engine '{policy.engine}' needs policy.bundle (a directory made by `anchorvla export`)")
+        if policy.engine == "onnxruntime":
+            from policy_runtime.engines.onnx_engine import OnnxEngine
+
+            engine_class, options = OnnxEngine, {"providers": policy.providers}
+        else:
+            from policy_runtime.engines.tensorrt_engine import TensorRTEngine
+
+            engine_class, options = TensorRTEngine, {}
+        engine = engine_class(
+            policy.bundle,
+            precision=policy.precision,
+            threads=policy.threads,
+            force_unverified=policy.force_unverified,
+            expected_checkpoint_sha256=policy.checkpoint_sha256,
+            **options,
+        )
+        if abs(engine.dt_ns - dt_ns) > dt_ns // 1000:
+            raise UserError(
+                f"control.rate_hz {config.control.rate_hz} differs from the bundle's {1e9 / engine.dt_ns:.3g} Hz "
+                "control rate; set control.rate_hz to match the policy"
+            )
+        return engine
+    raise UserError(f"policy.engine '{policy.engine}' is not available in this build (use 'standin', 'torch', 'onnxruntime' or 'tensorrt')")

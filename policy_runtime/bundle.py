@@ -1,0 +1,253 @@
+"""The deployment bundle: a directory with `manifest.json` beside the `.onnx` / `.engine` files.
+
+The manifest holds the format version, the source checkpoint's hash, one entry per graph file (role, precision,
+sha256, inputs/outputs, external data files with their sha256, and the figures the export check and `verify`
+measured), one entry per variant (the set of graphs a precision runs, with its end-to-end verification and
+gates), and what the runtime needs to run the policy without torch: layouts, normalization, image
+preprocessing constants and the tokenizer.
+
+Loading (`open_bundle`) checks every file a variant uses against its sha256 before any engine reads it, and
+refuses a variant whose gates failed or were never run unless forced. numpy/pydantic only: no torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from drivers.errors import UserError
+
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+ROLES = ("backbone", "head", "residual")
+Precision = Literal["fp32", "fp16", "int8", "int4"]
+# Metadata key every exported ONNX graph carries: the sha256 of the checkpoint it was made from.
+CHECKPOINT_KEY = "anchorvla.checkpoint_sha256"
+
+# The accuracy gates (FACTS.md): backbone cosine by precision, chunk cosine, anchor-selection agreement.
+BACKBONE_COS_GATE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.99, "int4": 0.99}
+CHUNK_COS_GATE = 0.99
+ANCHOR_AGREEMENT_GATE = 0.98
+
+
+class BundleError(UserError):
+    """A bundle that must not run: tampered, incomplete, from another checkpoint, or failed its gates."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TensorSpec(_Model):
+    name: str
+    shape: list[int | str]
+    dtype: str
+
+
+class FileRef(_Model):
+    file: str
+    sha256: str
+
+
+class GraphEntry(_Model):
+    """One graph file. `verification` holds figures measured against the FP32 torch reference."""
+
+    role: Literal["backbone", "head", "residual"]
+    precision: Precision
+    format: Literal["onnx", "tensorrt"] = "onnx"
+    file: str
+    sha256: str
+    external_data: list[FileRef] = Field(default_factory=list)
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    method: str = Field(default="export", description="how it was made: export, fp16, int8-static-qdq, ...")
+    verification: dict[str, float | int | bool | str] = Field(default_factory=dict)
+
+
+class VariantEntry(_Model):
+    """A runnable set of graphs (one per role) under one precision name, and its end-to-end verification."""
+
+    format: Literal["onnx", "tensorrt"] = "onnx"
+    graphs: dict[str, str] = Field(description="role -> file (a key of Manifest.graphs)")
+    status: Literal["unverified", "passed", "failed"] = "unverified"
+    gates: dict[str, float] = Field(default_factory=dict)
+    verification: dict[str, float | int | bool | str | list[float]] = Field(default_factory=dict)
+
+
+class ImageSpec(_Model):
+    size: int
+    mean: list[float]
+    std: list[float]
+    num_images: int
+
+
+class TokenizerSpec(_Model):
+    kind: Literal["bytes", "tokenizers"]
+    length: int
+    file: str | None = Field(default=None, description="tokenizer.json inside the bundle (kind 'tokenizers')")
+    pad_id: int = 0
+
+
+class RuntimeSpec(_Model):
+    """Everything the onboard process needs besides the graphs."""
+
+    action_layout: list[str]
+    proprio_layout: list[str]
+    cameras: list[str]
+    dt_s: float
+    action_low: list[float]
+    action_high: list[float]
+    proprio_mean: list[float]
+    proprio_std: list[float]
+    image: ImageSpec | None
+    tokenizer: TokenizerSpec | None
+    noise_shape: list[int]
+    mode: str
+
+
+class SourceCheckpoint(_Model):
+    path: str
+    sha256: str
+
+
+class Manifest(_Model):
+    format_version: int = FORMAT_VERSION
+    source_checkpoint: SourceCheckpoint
+    runtime: RuntimeSpec
+    graphs: dict[str, GraphEntry] = Field(default_factory=dict, description="file name -> entry")
+    variants: dict[str, VariantEntry] = Field(default_factory=dict)
+    files: dict[str, str] = Field(default_factory=dict, description="other files (tokenizer) -> sha256")
+
+    def write(self, directory: Path) -> None:
+        text = json.dumps(self.model_dump(mode="json"), indent=2) + "\n"
+        tmp = Path(directory) / (MANIFEST_FILE + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(Path(directory) / MANIFEST_FILE)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_sha256(directory: Path) -> str:
+    """One hash over a checkpoint directory's files (name and content, sorted by name)."""
+    directory = Path(directory)
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors", "residual.safetensors"):
+        path = directory / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0" + sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def read_manifest(directory: Path) -> Manifest:
+    directory = Path(directory)
+    path = directory / MANIFEST_FILE
+    if not directory.is_dir():
+        raise BundleError(f"bundle directory {directory} not found (make one with `anchorvla export`)")
+    if not path.is_file():
+        raise BundleError(f"{path} not found: {directory} is not a bundle (make one with `anchorvla export`)")
+    try:
+        manifest = Manifest.model_validate(json.loads(path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path} is not valid JSON ({exc}); re-export the bundle") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise BundleError(
+            f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}; re-export the bundle"
+        ) from None
+    if manifest.format_version != FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: bundle format {manifest.format_version}, this build reads {FORMAT_VERSION}; re-export"
+        )
+    return manifest
+
+
+def check_file(directory: Path, name: str, expected_sha256: str) -> Path:
+    path = Path(directory) / name
+    if not path.is_file():
+        raise BundleError(f"bundle file {path} is missing (listed in {MANIFEST_FILE}); re-export the bundle")
+    actual = sha256_file(path)
+    if actual != expected_sha256:
+        raise BundleError(
+            f"bundle file {path} does not match its sha256 in {MANIFEST_FILE} (tampered or corrupted); re-export"
+        )
+    return path
+
+
+def check_graph(directory: Path, entry: GraphEntry) -> Path:
+    for ref in entry.external_data:
+        check_file(directory, ref.file, ref.sha256)
+    return check_file(directory, entry.file, entry.sha256)
+
+
+def choose_variant(manifest: Manifest, precision: str, engine_format: str) -> str:
+    """The variant name to run: `precision`, or with 'auto' the fastest one present that passed its gates."""
+    names = [n for n, v in manifest.variants.items() if v.format == engine_format]
+    if not names:
+        raise BundleError(
+            f"the bundle has no {engine_format} variant (available: {', '.join(manifest.variants) or 'none'})"
+        )
+    if precision != "auto":
+        name = precision if engine_format == "onnx" else f"trt-{precision}"
+        if name not in manifest.variants:
+            raise BundleError(
+                f"the bundle has no '{name}' variant (available: {', '.join(names)}); "
+                f"make it with `anchorvla quantize`/`build-trt` or set policy.precision"
+            )
+        return name
+    preference = ["int8", "int4", "fp16", "fp32"]
+    key = {n: preference.index(n.removeprefix("trt-")) for n in names if n.removeprefix("trt-") in preference}
+    passed = [n for n in key if manifest.variants[n].status == "passed"]
+    return min(passed or key, key=key.__getitem__)
+
+
+def open_bundle(
+    directory: Path,
+    precision: str = "auto",
+    engine_format: str = "onnx",
+    force_unverified: bool = False,
+    expected_checkpoint_sha256: str | None = None,
+) -> tuple[Manifest, str, dict[str, Path]]:
+    """Read the manifest, pick the variant, check its files' sha256 and its gates.
+
+    Returns (manifest, variant name, role -> checked graph path). Raises BundleError with one line otherwise.
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if expected_checkpoint_sha256 and manifest.source_checkpoint.sha256 != expected_checkpoint_sha256:
+        raise BundleError(
+            f"bundle {directory} was made from another checkpoint ({manifest.source_checkpoint.path}, "
+            f"sha256 {manifest.source_checkpoint.sha256[:12]}, expected {expected_checkpoint_sha256[:12]}); "
+            f"export it from the right checkpoint"
+        )
+    name = choose_variant(manifest, precision, engine_format)
+    variant = manifest.variants[name]
+    if variant.status != "passed" and not force_unverified:
+        what = "failed its accuracy gates" if variant.status == "failed" else "has not been verified"
+        raise BundleError(
+            f"bundle {directory} variant '{name}' {what}: run `anchorvla verify {directory}` "
+            f"or set policy.force_unverified: true to run it anyway"
+        )
+    paths: dict[str, Path] = {}
+    for role in ROLES:
+        file = variant.graphs.get(role)
+        if file is None:
+            continue
+        entry = manifest.graphs.get(file)
+        if entry is None:
+            raise BundleError(
+                f"{directory / MANIFEST_FILE}: variant '{name}' names {file}, which has no entry"
+            )
+        paths[role] = check_graph(directory, entry)
+    for file, digest in manifest.files.items():
+        check_file(directory, file, digest)
+    return manifest, name, paths

@@ -1,0 +1,94 @@
+"""What the bundle engines (onnxruntime, tensorrt) share: the PolicyEngine methods over three graphs.
+
+A subclass opens its sessions and implements `_run(role, feed) -> outputs in the graph's order`; this class turns
+Observations into feeds (numpy only), draws the head's noise, and maps chunks and corrections to SI units.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from policy_runtime.bundle import Manifest
+from policy_runtime.engines.inputs import InputBuilder
+from policy_runtime.types import ActionChunk, Observation
+
+
+class BundleEngine:
+    def __init__(self, bundle_dir: Path, manifest: Manifest, variant: str, seed: int = 0):
+        self.bundle_dir = Path(bundle_dir)
+        self.manifest = manifest
+        self.variant = variant
+        spec = manifest.runtime
+        self.inputs = InputBuilder(spec, self.bundle_dir)
+        self.channels = tuple(spec.action_layout)
+        self.dt_ns = round(spec.dt_s * 1e9)
+        self._noise_shape = tuple(spec.noise_shape)
+        self._rng = np.random.default_rng(seed)
+        self._anchored = spec.mode == "anchored"
+        self._has_residual = "residual" in manifest.variants[variant].graphs
+
+    def _run(self, role: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    # -- arrays in, arrays out (verify and the benchmark call these) ---------------------------------------------
+    def condition(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return self._run("backbone", feed)[0]
+
+    def head(self, bridge: np.ndarray, proprio: np.ndarray, noise: np.ndarray) -> list[np.ndarray]:
+        """-> chunk (1, H, d) normalised, anchor index (1,), scores (1, K), context (1, C)."""
+        return self._run("head", {"bridge": bridge, "proprio": proprio, "noise": noise})
+
+    def residual_normalized(self, proprio, context, planned, j: int) -> np.ndarray:
+        feed = {"proprio": proprio, "context": context, "planned": planned, "j": np.array([j], np.int64)}
+        return self._run("residual", feed)[0]
+
+    # -- PolicyEngine ------------------------------------------------------------------------------------------
+    def _backbone_feed(self, obs: Observation, proprio: np.ndarray) -> dict[str, np.ndarray]:
+        if self.manifest.runtime.image is None:
+            return {"proprio": proprio}
+        ids, mask = self.inputs.tokens(obs.instruction)
+        return {"images": self.inputs.images(obs), "input_ids": ids, "attention_mask": mask}
+
+    def infer(self, obs: Observation) -> ActionChunk:
+        proprio = self.inputs.proprio(obs)
+        bridge = self.condition(self._backbone_feed(obs, proprio))
+        noise = self._rng.standard_normal(self._noise_shape).astype(np.float32)
+        chunk, index, scores, context = self.head(bridge, proprio, noise)
+        return ActionChunk(
+            t_obs_ns=obs.t_ns,
+            dt_ns=self.dt_ns,
+            channels=self.channels,
+            actions=self.inputs.to_si(chunk[0]),
+            anchor_index=int(index[0]) if self._anchored else None,
+            scores=np.asarray(scores[0]) if self._anchored else None,
+            context=context,
+        )
+
+    def residual(
+        self, obs: Observation, chunk: ActionChunk, j: int, planned: np.ndarray
+    ) -> np.ndarray | None:
+        if not self._has_residual or chunk.context is None:
+            return None
+        proprio = self.inputs.proprio(obs)
+        planned_norm = self.inputs.to_normalized(planned).astype(np.float32)[None]
+        return self.inputs.correction_to_si(
+            self.residual_normalized(proprio, chunk.context, planned_norm, j)[0]
+        )
+
+    def warmup(self) -> None:
+        spec = self.manifest.runtime
+        proprio = np.zeros((1, len(spec.proprio_layout)), np.float32)
+        if spec.image is not None:
+            ids, mask = self.inputs.tokens("")
+            shape = (1, spec.image.num_images, 3, spec.image.size, spec.image.size)
+            feed = {"images": np.zeros(shape, np.float32), "input_ids": ids, "attention_mask": mask}
+        else:
+            feed = {"proprio": proprio}
+        context = self.head(self.condition(feed), proprio, np.zeros(self._noise_shape, np.float32))[3]
+        if self._has_residual:
+            self.residual_normalized(proprio, context, np.zeros((1, len(self.channels)), np.float32), 0)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,231 @@
+"""`anchorvla bench engines [BUNDLE] [--paper-size]`: per-chunk latency (backbone + head, one observation) and
+peak memory of torch FP32, ONNX Runtime FP32 / INT8 (and the other variants in the bundle), and TensorRT where it
+is present, side by side in one run, with each variant's verification figures beside its timing.
+
+Each engine runs in a fresh subprocess, so its peak RSS (VmHWM, else ru_maxrss) is its own. torch and onnxruntime run at the
+same intra-op thread count (`--threads`). Without BUNDLE a demo-size random checkpoint is built, exported,
+INT8-quantized (dynamic: there are no episodes) and verified first; `--paper-size` does the same at the paper's
+size (Qwen2.5-0.5B dimensions, 2 images at 224 px, 64 ActionQuery tokens, M=20, S_tr=10; random weights; the
+backbone graph's weights go to an external data file): several minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SPEEDUP_GOAL = 1.5  # ORT INT8 vs torch FP32, median per chunk
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "bundle", type=Path, nargs="?", default=None, help="bundle (default: build a demo-size one)"
+    )
+    parser.add_argument("--paper-size", action="store_true", help="also measure a random paper-size model")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="intra-op threads, the same for torch and onnxruntime"
+    )
+    parser.add_argument("--repeats", type=int, default=20, help="timed chunks per engine (demo size)")
+    parser.add_argument("--paper-repeats", type=int, default=5, help="timed chunks per engine (paper size)")
+    parser.add_argument(
+        "--verify-count", type=int, default=50, help="held-out observations for a built bundle"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=None, help="where built checkpoints/bundles go (default: temp)"
+    )
+
+
+def prepare(size: str, work: Path, verify_count: int) -> Path:
+    """Random checkpoint -> bundle with fp32 and dynamic int8 variants, verified. Returns the bundle."""
+    from policy_runtime.bundle import checkpoint_sha256
+    from policy_runtime.model.checkpoint import load_checkpoint
+    from tools.bundle_samples import HELD_OUT_SEED, synthetic_samples
+    from tools.demo_checkpoint import build_random_checkpoint
+    from tools.export import export_policy
+    from tools.quantize import quantize_bundle
+    from tools.verify import verify_bundle
+
+    t0 = time.monotonic()
+    checkpoint = build_random_checkpoint(work / f"{size}-checkpoint", size)
+    policy, config = load_checkpoint(checkpoint)
+    bundle = work / f"{size}-bundle"
+    print(f"[{size}] exporting (random weights, built in code)", flush=True)
+    export_policy(policy, config, bundle, str(checkpoint), checkpoint_sha256(checkpoint))
+    del policy
+    print(f"[{size}] quantizing to INT8 (no episodes: dynamic INT8)", flush=True)
+    manifest = quantize_bundle(bundle, "int8")
+    print(f"[{size}] verifying on {verify_count} synthetic held-out observations", flush=True)
+    samples = synthetic_samples(manifest.runtime, bundle, verify_count, HELD_OUT_SEED)
+    verify_bundle(bundle, samples, checkpoint)
+    print(f"[{size}] bundle ready in {time.monotonic() - t0:.0f} s", flush=True)
+    return bundle
+
+
+def _engines(manifest) -> list[str]:
+    kinds = ["torch-fp32"] + [f"ort-{n}" for n, v in manifest.variants.items() if v.format == "onnx"]
+    try:
+        from policy_runtime.engines.tensorrt_engine import import_tensorrt
+
+        import_tensorrt()
+        kinds += [n for n, v in manifest.variants.items() if v.format == "tensorrt"]
+    except Exception as exc:  # no TensorRT / GPU here: say so in the table's notes
+        print(f"TensorRT: not measured ({str(exc).splitlines()[0]})")
+    return kinds
+
+
+def measure(kind: str, bundle: Path, threads: int, repeats: int) -> dict:
+    """Run one engine in a fresh process; returns its latencies and peak RSS."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "tools.bench_engines",
+        "worker",
+        kind,
+        str(bundle),
+        str(threads),
+        str(repeats),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM where Linux has it: ru_maxrss of a child started by fork+exec keeps the
+    parent's peak from before the exec, which would make every engine look as big as the parent."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _worker(kind: str, bundle: Path, threads: int, repeats: int) -> dict:
+    from policy_runtime.bundle import read_manifest
+    from tools.bundle_samples import HELD_OUT_SEED, synthetic_samples
+
+    manifest = read_manifest(bundle)
+    sample = synthetic_samples(manifest.runtime, bundle, 1, HELD_OUT_SEED)[0]
+    rng = np.random.default_rng(0)
+    if kind == "torch-fp32":
+        import torch
+
+        from policy_runtime.model.checkpoint import load_checkpoint
+
+        torch.set_num_threads(threads)
+        policy, _config = load_checkpoint(Path(manifest.source_checkpoint.path))
+        t = torch.from_numpy
+        images = (
+            None
+            if sample.images is None
+            else (t(sample.images), t(sample.input_ids), t(sample.attention_mask))
+        )
+
+        def chunk() -> None:
+            noise = t(rng.standard_normal(sample.noise.shape).astype(np.float32))
+            with torch.inference_mode():
+                policy(t(sample.proprio), noise, *(images or ()))
+    else:
+        if kind.startswith("ort-"):
+            from policy_runtime.engines.onnx_engine import OnnxEngine
+
+            engine = OnnxEngine(bundle, kind.removeprefix("ort-"), threads, "cpu", force_unverified=True)
+        else:
+            from policy_runtime.engines.tensorrt_engine import TensorRTEngine
+
+            engine = TensorRTEngine(bundle, kind.removeprefix("trt-"), force_unverified=True)
+
+        def chunk() -> None:
+            noise = rng.standard_normal(sample.noise.shape).astype(np.float32)
+            engine.head(engine.condition(sample.backbone_feed()), sample.proprio, noise)
+
+    chunk()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        chunk()
+        times.append((time.perf_counter() - t0) * 1e3)
+    peak_mb = _peak_rss_mb()
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
+            "min_ms": float(np.min(times)), "repeats": repeats, "peak_rss_mb": peak_mb}  # fmt: skip
+
+
+def bench_bundle(size: str, bundle: Path, threads: int, repeats: int) -> dict:
+    from policy_runtime.bundle import read_manifest
+
+    manifest = read_manifest(bundle)
+    rows = []
+    for kind in _engines(manifest):
+        print(f"[{size}] timing {kind} ({repeats} chunks, {threads} threads)", flush=True)
+        row = {"engine": kind, **measure(kind, bundle, threads, repeats)}
+        variant = manifest.variants.get(kind.removeprefix("ort-")) if kind != "torch-fp32" else None
+        if variant is not None:
+            row["status"] = variant.status
+            row["chunk_cosine"] = variant.verification.get("chunk_cosine")
+            row["anchor_agreement"] = variant.verification.get("anchor_agreement")
+            row["backbone_cosine"] = manifest.graphs[variant.graphs["backbone"]].verification.get("cosine")
+        rows.append(row)
+    torch_ms = next((r.get("median_ms") for r in rows if r["engine"] == "torch-fp32"), None)
+    for r in rows:
+        if torch_ms and r.get("median_ms"):
+            r["speedup_vs_torch"] = torch_ms / r["median_ms"]
+    return {"size": size, "bundle": str(bundle), "threads": threads, "rows": rows}
+
+
+def _fig(row: dict, key: str, fmt: str) -> str:
+    return format(row[key], fmt) if row.get(key) is not None else "ref"
+
+
+def print_table(result: dict) -> None:
+    print(f"\n{result['size']} ({result['threads']} threads), bundle {result['bundle']}")
+    header = (f"{'engine':<12}{'median ms':>11}{'p90 ms':>10}{'speedup':>9}{'peak MB':>9}"
+              f"{'backbone cos':>14}{'chunk cos':>11}{'anchor agr':>12}  gates")  # fmt: skip
+    print(header)
+    print("-" * len(header))
+    for r in result["rows"]:
+        if "error" in r:
+            print(f"{r['engine']:<12} failed: {r['error']}")
+            continue
+        print(f"{r['engine']:<12}{r['median_ms']:>11.1f}{r['p90_ms']:>10.1f}{r.get('speedup_vs_torch', 0):>8.2f}x"
+              f"{r['peak_rss_mb']:>9.0f}{_fig(r, 'backbone_cosine', '.6f'):>14}{_fig(r, 'chunk_cosine', '.5f'):>11}"
+              f"{_fig(r, 'anchor_agreement', '.3f'):>12}  {r.get('status', 'reference')}")  # fmt: skip
+
+
+def _ok(result: dict) -> bool:
+    int8 = next((r for r in result["rows"] if r["engine"] == "ort-int8"), None)
+    return bool(int8 and int8.get("status") == "passed" and int8.get("speedup_vs_torch", 0) >= SPEEDUP_GOAL)
+
+
+def main(args: argparse.Namespace):
+    work_dir = args.work or Path(tempfile.mkdtemp(prefix="anchorvla-bench-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    bundle = args.bundle or prepare("demo", work_dir, args.verify_count)
+    label = "demo" if args.bundle is None else args.bundle.name
+    results = [bench_bundle(label, bundle, args.threads, args.repeats)]
+    if args.paper_size:
+        paper = prepare("paper", work_dir, min(args.verify_count, 10))
+        results.append(bench_bundle("paper", paper, args.threads, args.paper_repeats))
+    for result in results:
+        print_table(result)
+    ok = all(_ok(r) for r in results)
+    print(
+        f"\nORT INT8 passes its gates and is >= {SPEEDUP_GOAL}x faster than torch FP32 (median): {'yes' if ok else 'NO'}"
+    )
+    return {"results": results, "speedup_goal": SPEEDUP_GOAL}, ok
+
+
+if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "worker":
+    _kind, _bundle, _threads, _repeats = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    print(json.dumps(_worker(_kind, _bundle, _threads, _repeats)))

@@ -1,0 +1,230 @@
+"""`anchorvla export CHECKPOINT OUT`: the checkpoint as three ONNX graphs plus manifest.json.
+
+- backbone.onnx: images + instruction tokens -> bridge features (without a VLM backbone: proprio -> state tokens);
+- head.onnx: bridge + proprio + noise -> chunk, anchor index, scores, residual context: the whole truncated
+  denoising loop over all anchors and the scoring in one graph, so one engine call makes one chunk;
+- residual.onnx: proprio + context + planned action + j -> correction.
+
+Shapes are fixed at batch 1 (the onboard process runs one observation at a time; TensorRT likes static shapes).
+Each graph is run through ONNX Runtime on a sample as it is written and compared with torch; the figures go
+into the manifest. The bundle's 'fp32' variant is left 'unverified' until `anchorvla verify` runs its gates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from drivers.errors import UserError
+from policy_runtime.bundle import (
+    ImageSpec,
+    Manifest,
+    RuntimeSpec,
+    SourceCheckpoint,
+    TokenizerSpec,
+    VariantEntry,
+    checkpoint_sha256,
+)
+from tools.bundle_samples import CALIBRATION_SEED, synthetic_samples
+from tools.onnx_files import compare, graph_entry, ort_session, save_graph
+
+log = logging.getLogger("anchorvla.export")
+OPSET = 17  # LayerNormalization stays one op (FP16 keeps it in fp32 whole)
+EXPORT_CHECK_COSINE = 0.9999  # ORT FP32 against torch FP32 on the same sample
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, help="checkpoint directory (config.json + safetensors)")
+    parser.add_argument(
+        "out", type=Path, help="bundle directory to write (created; must be empty if it exists)"
+    )
+    parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (>= 17, default {OPSET})")
+
+
+def runtime_spec(config, out: Path) -> RuntimeSpec:
+    """What the onboard process needs besides the graphs; copies a tokenizer.json into the bundle if used."""
+    arch = config.architecture
+    head = arch.head
+    k = head.num_anchors if head.mode == "anchored" else 1
+    image = tokenizer = None
+    if arch.backbone is not None:
+        bb = arch.backbone
+        image = ImageSpec(
+            size=arch.image_size, mean=arch.image_mean, std=arch.image_std, num_images=bb.num_images
+        )
+        tokenizer = _bundle_tokenizer(bb.tokenizer, bb.max_instruction_tokens, out)
+    n = config.normalization
+    return RuntimeSpec(
+        action_layout=config.action_layout,
+        proprio_layout=config.proprio_layout,
+        cameras=config.cameras,
+        dt_s=config.dt_s,
+        action_low=n.action_low,
+        action_high=n.action_high,
+        proprio_mean=n.proprio_mean,
+        proprio_std=n.proprio_std,
+        image=image,
+        tokenizer=tokenizer,
+        noise_shape=[1, k, head.horizon, head.action_dim],
+        mode=head.mode,
+    )
+
+
+def _bundle_tokenizer(name: str, length: int, out: Path) -> TokenizerSpec:
+    if name == "bytes":
+        return TokenizerSpec(kind="bytes", length=length)
+    source = Path(name) / "tokenizer.json"
+    if not source.is_file():
+        raise UserError(
+            f"backbone.tokenizer {name} has no tokenizer.json; the bundle needs it to tokenize onboard"
+        )
+    from tokenizers import Tokenizer
+
+    shutil.copyfile(source, out / "tokenizer.json")
+    tok = Tokenizer.from_file(str(source))
+    pad_id = next(
+        (tok.token_to_id(t) for t in ("<|endoftext|>", "<pad>", "[PAD]") if tok.token_to_id(t) is not None), 0
+    )
+    return TokenizerSpec(kind="tokenizers", length=length, file="tokenizer.json", pad_id=pad_id)
+
+
+def _graph_modules(policy):
+    import torch
+    from torch import nn
+
+    class Backbone(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.policy = policy
+
+        def forward(self, images, input_ids, attention_mask):
+            return self.policy.backbone(images, input_ids, attention_mask)
+
+    class StateBackbone(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.policy = policy
+
+        def forward(self, proprio):
+            return self.policy.state_encoder(proprio)
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = policy.head
+
+        def forward(self, bridge, proprio, noise):
+            chunk, index, scores, _candidates, context = self.head.sample(bridge, proprio, noise)
+            return chunk, index, scores, context
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.residual = policy.residual
+
+        def forward(self, proprio, context, planned, j):
+            return self.residual(proprio, context, planned, j)
+
+    backbone = Backbone() if policy.backbone is not None else StateBackbone()
+    return backbone, Head(), Residual(), torch
+
+
+def _export_one(module, args, names_in, names_out, directory: Path, file: str, opset: int, ckpt_sha: str):
+    import onnx
+    import torch
+
+    with tempfile.TemporaryDirectory(dir=directory) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = Path(tmp) / file
+        torch.onnx.export(
+            module, args, str(raw), dynamo=False, opset_version=opset,
+            input_names=names_in, output_names=names_out, do_constant_folding=True,
+        )  # fmt: skip
+        model = onnx.load(str(raw))  # pulls in any external data torch wrote beside it
+        return save_graph(model, directory, file, ckpt_sha)
+
+
+def export_policy(
+    policy, config, out: Path, checkpoint_path: str, ckpt_sha: str, opset: int = OPSET
+) -> Manifest:
+    """Export an in-memory policy (eval mode) into `out` and write its manifest."""
+    if opset < 17:
+        raise UserError(f"--opset {opset}: needs >= 17 (LayerNormalization as one op)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = runtime_spec(config, out)
+    backbone, head, residual, torch = _graph_modules(policy)
+    sample = synthetic_samples(spec, out, 1, CALIBRATION_SEED)[0]
+    t = torch.from_numpy
+    manifest = Manifest(
+        source_checkpoint=SourceCheckpoint(path=str(checkpoint_path), sha256=ckpt_sha), runtime=spec
+    )
+    with torch.no_grad():
+        if sample.images is not None:
+            bb_args = (t(sample.images), t(sample.input_ids), t(sample.attention_mask))
+            bb_in = ["images", "input_ids", "attention_mask"]
+        else:
+            bb_args, bb_in = (t(sample.proprio),), ["proprio"]
+        bridge = backbone(*bb_args)
+        chunk, index, scores, context = head(bridge, t(sample.proprio), t(sample.noise))
+        j = torch.tensor([1], dtype=torch.long)
+        correction = residual(t(sample.proprio), context, chunk[:, 1], j)
+    plan = [
+        ("backbone", backbone, bb_args, bb_in, ["bridge"], [bridge]),
+        ("head", head, (bridge, t(sample.proprio), t(sample.noise)), ["bridge", "proprio", "noise"],
+         ["chunk", "anchor_index", "scores", "context"], [chunk, index, scores, context]),
+        ("residual", residual, (t(sample.proprio), context, chunk[:, 1], j), ["proprio", "context", "planned", "j"],
+         ["correction"], [correction]),
+    ]  # fmt: skip
+    graphs = {}
+    for role, module, args, names_in, names_out, reference in plan:
+        file = f"{role}.onnx"
+        log.info("exporting %s", file)
+        external = _export_one(module, args, names_in, names_out, out, file, opset, ckpt_sha)
+        session = ort_session(out / file)
+        got = session.run(None, {n: a.numpy() for n, a in zip(names_in, args, strict=True)})
+        figures = compare(reference[0].numpy(), got[0])
+        if role == "head":
+            figures["anchor_match"] = bool(np.array_equal(got[1], reference[1].numpy()))
+        passed = figures["cosine"] >= EXPORT_CHECK_COSINE and figures.get("anchor_match", True)
+        if not passed:
+            raise UserError(
+                f"export check failed for {file}: ONNX Runtime vs torch cosine {figures['cosine']:.6f} "
+                f"(needs >= {EXPORT_CHECK_COSINE}); report this with the checkpoint"
+            )
+        verification = {f"export_check_{k}": v for k, v in figures.items()}
+        manifest.graphs[file] = graph_entry(out, file, role, "fp32", "export", external, verification)
+        graphs[role] = file
+        print(
+            f"  {file:<14} ORT vs torch on a sample: cosine {figures['cosine']:.6f}, max abs {figures['max_abs']:.2e}"
+        )
+    manifest.variants["fp32"] = VariantEntry(graphs=graphs)
+    if spec.tokenizer is not None and spec.tokenizer.file:
+        from policy_runtime.bundle import sha256_file
+
+        manifest.files[spec.tokenizer.file] = sha256_file(out / spec.tokenizer.file)
+    manifest.write(out)
+    return manifest
+
+
+def main(args: argparse.Namespace) -> int:
+    from policy_runtime.model.checkpoint import load_checkpoint
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty: choose a new bundle directory")
+    policy, config = load_checkpoint(args.checkpoint)
+    print(f"exporting {args.checkpoint} -> {out} (opset {args.opset})")
+    ckpt_sha = checkpoint_sha256(args.checkpoint)
+    export_policy(policy, config, out, str(args.checkpoint), ckpt_sha, args.opset)
+    print(f"source checkpoint sha256 {ckpt_sha} (pin it with policy.checkpoint_sha256)")
+    print(
+        f"wrote {out / 'manifest.json'}; next: `anchorvla quantize {out} --precision int8`, `anchorvla verify {out}`"
+    )
+    return 0
