@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("tools.doctor", "list what this machine has and lacks to run the controller, and how to fix it"),
     "anchors": ("tools.anchors", "K-means anchor vocabulary over a dataset's normalised action chunks"),
     "train": ("tools.train", "train the policy (stage 1: LoRA + head, stage 2: residual) into a checkpoint"),
+    "sim": ("tools.sim_record", "the emulated robot's tasks: `sim record` scripted-expert episodes into a dataset"),
+    "eval": ("tools.eval", "closed-loop evaluation on the emulated robot: success, smoothness, timing, variants"),
     "export": ("tools.export", "export a checkpoint to an ONNX deployment bundle"),
     "quantize": ("tools.quantize", "add an FP16, INT8 or INT4 variant to a bundle"),
     "build-trt": ("tools.build_trt", "build TensorRT engines for a bundle on this device"),

@@ -210,6 +210,15 @@ class RecordingConfig(_Section):
     flush_every: int = Field(default=150, ge=1, le=100_000, description="frames per parquet row group")
 
 
+class SimConfig(_Section):
+    """The emulated robot's task for `anchorvla run` (drivers/emulated/tasks.py); `anchorvla eval` picks its own."""
+
+    task: Literal["touch", "reach", "lift"] | None = Field(
+        default=None, description="place this task in the emulated world and stop when it ends (None: no task)"
+    )
+    seed: int = Field(default=0, ge=0, description="where the task's objects go")
+
+
 class Config(_Section):
     robot: RobotConfig = Field(default_factory=RobotConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
@@ -217,6 +226,7 @@ class Config(_Section):
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
+    sim: SimConfig = Field(default_factory=SimConfig)
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
 
 

@@ -19,14 +19,15 @@ def _not_available(section: str, driver: str) -> UserError:
     return UserError(f"{section}.driver '{driver}' is not available in this build (use 'standin')")
 
 
-def build_arm(config: Config) -> Arm:
+def build_arm(config: Config, world: World | None = None) -> Arm:
+    """`world`: the emulated robot's shared World, which driver 'emulated' writes its joints into."""
     arm = config.robot.arm
     if arm.driver == "standin":
         return StandinArm(tuple(arm.joint_names))
     if arm.driver in ("feetech", "emulated"):
         from drivers.feetech.devices import build_so101
 
-        return build_so101(arm)
+        return build_so101(arm, world=world if arm.driver == "emulated" else None)
     raise _not_available("robot.arm", arm.driver)
 
 

@@ -12,6 +12,7 @@ Proprio: a float32 vector with a named layout. Channel names:
     arm.<joint>                            joint position (rad), e.g. arm.shoulder_pan
     arm.<joint>.vel                        joint velocity (rad/s)
     ee.x ee.y ee.z                         gripper frame position in the arm base frame (m), SO-101 kinematics
+    goal.x goal.y goal.z                   target object/goal position in the arm base frame (m), `Observation.goal`
 
 A base channel without a base state is NaN, so the engine's non-finite check refuses the observation rather
 than the policy seeing a made-up zero.
@@ -103,7 +104,7 @@ def preprocess_frames(
 
 @dataclass(frozen=True)
 class ProprioLayout:
-    """A checked list of proprio channel names; `vector(arm, base)` builds the float32 vector in that order."""
+    """A checked list of proprio channel names; `vector(arm, base, goal)` builds the float32 vector in that order."""
 
     channels: tuple[str, ...]
     joint_names: tuple[str, ...] = SO101_JOINTS
@@ -113,11 +114,11 @@ class ProprioLayout:
         if bad:
             raise UserError(
                 f"proprio layout: unknown channel(s) {', '.join(bad)} (accepted: base.x/y/z/yaw, base.vx/vy/vz/wz, "
-                f"arm.<joint>, arm.<joint>.vel, ee.x/y/z; joints: {', '.join(self.joint_names)})"
+                f"arm.<joint>, arm.<joint>.vel, ee.x/y/z, goal.x/y/z; joints: {', '.join(self.joint_names)})"
             )
 
     def _known(self, channel: str) -> bool:
-        if channel in _BASE or channel in _EE:
+        if channel in _BASE or channel in _EE or channel in _GOAL:
             return True
         parts = channel.split(".")
         return (
@@ -127,13 +128,15 @@ class ProprioLayout:
             and parts[2:] in ([], ["vel"])
         )
 
-    def vector(self, arm: ArmState, base: BaseState | None) -> np.ndarray:
+    def vector(self, arm: ArmState, base: BaseState | None, goal: np.ndarray | None = None) -> np.ndarray:
         index = {name: i for i, name in enumerate(arm.joint_names)}
         ee = None
         out = np.empty(len(self.channels), dtype=np.float32)
         for k, channel in enumerate(self.channels):
             if channel in _BASE:
                 out[k] = np.nan if base is None else _BASE[channel](base)
+            elif channel in _GOAL:
+                out[k] = np.nan if goal is None else goal[_GOAL[channel]]
             elif channel in _EE:
                 if ee is None:
                     ee = forward([arm.positions[index[j]] for j in SO101_JOINTS[:5]]).gripper[:3, 3]
@@ -156,3 +159,4 @@ _BASE = {
     "base.wz": lambda b: b.yaw_speed,
 }
 _EE = {"ee.x": 0, "ee.y": 1, "ee.z": 2}
+_GOAL = {"goal.x": 0, "goal.y": 1, "goal.z": 2}

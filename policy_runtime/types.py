@@ -27,6 +27,9 @@ class Observation:
     instruction: str = ""
     # First frame of the episode per camera, for policies that keep an anchor image (AnchorVLA4D).
     anchor_frames: dict[str, Frame] = field(default_factory=dict)
+    # Target object/goal position (x, y, z) in the arm base frame, m (FACTS.md: the paper's proprio has it), from
+    # perception or the simulator's task (drivers/emulated/tasks.py); None when nothing supplies one.
+    goal: np.ndarray | None = None
 
     def frame_ages_s(self) -> dict[str, float]:
         return {name: (self.t_ns - f.t_ns) / 1e9 for name, f in self.frames.items()}

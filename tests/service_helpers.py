@@ -18,7 +18,7 @@ from onboard.runtime import Devices
 from onboard.service import Notifier, serve
 
 REPO = Path(__file__).resolve().parents[1]
-SIM = REPO / "configs" / "sim.yaml"
+SIM = REPO / "configs" / "standin.yaml"
 
 
 def short_dir() -> Path:
@@ -40,7 +40,7 @@ def _deep_merge(base: dict, extra: dict) -> dict:
 
 
 def sim_config(sock_dir: Path, **sections):
-    """configs/sim.yaml with a faster stand-in engine, the control socket in `sock_dir`, and `sections` merged in."""
+    """configs/standin.yaml with a faster stand-in engine, the control socket in `sock_dir`, and `sections` merged in."""
     base = {
         "policy": {"standin": {"compute_ms": 40}},
         "service": {"control": {"socket": str(sock_dir / "control.sock"), "group": "root"}},

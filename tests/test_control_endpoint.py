@@ -1,4 +1,4 @@
-"""Operator control against a running controller (configs/sim.yaml stand-ins): start/stop/estop through
+"""Operator control against a running controller (configs/standin.yaml stand-ins): start/stop/estop through
 `anchorvla ctl`, and refusals: a TCP client without the token, a Unix-socket client outside the group."""
 
 from __future__ import annotations

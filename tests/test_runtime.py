@@ -84,7 +84,7 @@ def test_sigterm_mid_run_safe_stop_exit_0(tmp_path):
             "onboard.cli",
             "run",
             "--config",
-            str(REPO / "configs/sim.yaml"),
+            str(REPO / "configs/standin.yaml"),
             "--summary",
             str(summary),
         ],

@@ -124,7 +124,7 @@ def test_service_run_command_under_a_fake_notify_socket_stops_on_sigterm(listene
     d = short_dir()
     cfg = d / "svc.yaml"
     cfg.write_text(
-        (REPO / "configs" / "sim.yaml").read_text()
+        (REPO / "configs" / "standin.yaml").read_text()
         + f"service:\n  control: {{socket: {d / 'control.sock'}, group: root}}\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "400000"}

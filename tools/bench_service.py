@@ -1,5 +1,5 @@
 """`anchorvla bench service`: what running as a service costs the fast loop. In one run, the same stand-in
-controller (configs/sim.yaml at 15 Hz) plain, with episode recording (images on), and with recording plus the
+controller (configs/standin.yaml at 15 Hz) plain, with episode recording (images on), and with recording plus the
 rerun live view (written to an .rrd); the cost of the per-tick listeners (recorder, live view) is timed
 directly, and tick lateness is compared with the plain run."""
 
@@ -17,7 +17,7 @@ from onboard.runtime import Devices, run_event_loop
 from onboard.service import Notifier, Service
 from onboard.timing import Samples
 
-SIM = Path(__file__).resolve().parents[1] / "configs" / "sim.yaml"
+SIM = Path(__file__).resolve().parents[1] / "configs" / "standin.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

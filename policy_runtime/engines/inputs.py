@@ -33,7 +33,7 @@ class InputBuilder:
 
     def proprio(self, obs: Observation) -> np.ndarray:
         assert self._layout is not None
-        raw = self._layout.vector(obs.arm, obs.base)
+        raw = self._layout.vector(obs.arm, obs.base, obs.goal)
         if not np.all(np.isfinite(raw)):
             bad = [n for n, v in zip(self.spec.proprio_layout, raw, strict=True) if not np.isfinite(v)]
             raise UserError(

@@ -51,12 +51,13 @@ class TorchEngine:
     # -- conversions ------------------------------------------------------------------------------------------
     def _proprio(self, obs: Observation) -> np.ndarray:
         raw = ProprioLayout(tuple(self.config.proprio_layout), tuple(obs.arm.joint_names)).vector(
-            obs.arm, obs.base
+            obs.arm, obs.base, obs.goal
         )
         if not np.all(np.isfinite(raw)):
             bad = [n for n, v in zip(self.config.proprio_layout, raw, strict=True) if not np.isfinite(v)]
             raise UserError(
-                f"proprio channel(s) {', '.join(bad)} have no finite value (is the base configured?)"
+                f"proprio channel(s) {', '.join(bad)} have no finite value (is the base configured? "
+                "goal.* come from the simulator's task or perception)"
             )
         return ((raw - self._p_mean) / self._p_std).astype(np.float32)
 

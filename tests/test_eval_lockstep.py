@@ -1,0 +1,67 @@
+"""`anchorvla eval`: variants, smoothness figures, and closed-loop episodes of the controller's own loops in lockstep
+with the emulated devices (the shipped demo checkpoint through the torch engine)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drivers.errors import UserError
+from onboard.cli import main as cli_main
+from tests.conftest import run_cli
+from tools.eval import parse_variant, smoothness
+
+REPO = Path(__file__).resolve().parents[1]
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # torch's pool spins against other load on a shared 2-core machine
+
+
+def test_variant_specs_become_config_overrides():
+    assert parse_variant("H=2,residual=off") == {"policy": {"execute_horizon": 2, "residual": False}}
+    assert parse_variant("blend=exponential") == {"policy": {"blending": {"mode": "exponential"}}}
+    assert parse_variant("") == {"policy": {}}
+    with pytest.raises(UserError, match="'H=0' not understood"):
+        parse_variant("H=0")
+    with pytest.raises(UserError, match="'speed=fast' not understood"):
+        parse_variant("speed=fast")
+
+
+def test_smoothness_of_known_trajectories():
+    dt = 0.1
+    t = np.arange(20)[:, None] * dt
+    jerk, accel = smoothness(t**3, np.hstack([2.0 * t, 0 * t, 0 * t]), dt)
+    assert jerk == pytest.approx(6.0)  # d3/dt3 of t^3
+    assert accel == pytest.approx(2.0)  # vx ramps at 2 m/s^2
+    jerk, accel = smoothness(np.ones((10, 6)), np.zeros((10, 3)), dt)
+    assert jerk == 0.0 and accel == 0.0
+
+
+def test_eval_runs_variants_side_by_side_and_writes_json(tmp_path):
+    out = tmp_path / "eval.json"
+    args = ["eval", "--config", str(REPO / "configs/sim.yaml"), "--task", "reach", "--episodes", "2"]
+    args += ["--variant", "H=5", "--variant", "H=2,residual=off", "--latency-ms", "60", "--json", str(out)]
+    proc = run_cli(*args, env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert "virtual clock" in data["caption"] and "60 ms of virtual time" in data["caption"]
+    rows = {(r["variant"], r["task"]): r for r in data["rows"]}
+    assert set(rows) == {("H=5", "reach"), ("H=2,residual=off", "reach")}
+    for row in rows.values():
+        assert row["episodes"] == 2
+        assert 0.0 <= row["success_rate"] <= 1.0
+        assert row["inference_ms_p50"] > 0 and row["tick_compute_ms_p50"] > 0
+        assert row["jerk_rms_median"] > 0  # the policy moved the arm
+    assert "H=2,residual=off" in proc.stdout and "virtual clock" in proc.stdout
+
+
+def test_eval_refuses_a_config_without_the_emulated_robot(tmp_path, capsys):
+    assert (
+        cli_main(
+            ["eval", "--config", str(REPO / "configs/standin.yaml"), "--task", "lift", "--episodes", "1"]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert "eval runs the emulated robot" in err and "\n" not in err

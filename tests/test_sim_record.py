@@ -1,0 +1,51 @@
+"""`anchorvla sim record`: expert episodes in the training dataset format, the goal pose in the proprio."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onboard.cli import main as cli_main
+from policy_runtime.dataset import load_dataset
+from tools.sim_record import PROPRIO_LAYOUT
+
+
+def test_record_writes_a_dataset_training_reads(tmp_path, capsys):
+    out = tmp_path / "demos"
+    args = [
+        "sim",
+        "record",
+        "--task",
+        "reach,lift",
+        "--episodes",
+        "1",
+        "--out",
+        str(out),
+        "--image-size",
+        "32",
+    ]
+    assert cli_main(args) == 0
+    data = load_dataset(out, horizon=8)
+    assert data.proprio_layout == PROPRIO_LAYOUT
+    assert data.proprio_layout[-3:] == ("goal.x", "goal.y", "goal.z") and "arm.gripper" in data.proprio_layout
+    assert data.action_layout[:3] == ("base.vx", "base.vy", "base.wz")
+    assert data.cameras == ("third_person", "wrist")
+    assert set(data.tasks) == {
+        "reach the red ball around the blue one",
+        "pick up the yellow ball and lift it",
+    }
+    images = data.images(np.array([0, len(data) - 1]))
+    assert images.shape == (2, 2, 32, 32, 3) and images.std() > 5  # rendered, not blank
+    goal = data.proprio[:, -3:]
+    assert np.all((goal[:, 0] > 0.2) & (goal[:, 0] < 0.45))  # reach/lift objects lie within the arm's reach
+    lift_rows = [i for i, t in enumerate(data.tasks) if t.startswith("pick up")]
+    gripper = data.chunks[lift_rows, 0, data.action_layout.index("arm.gripper")]
+    assert gripper.max() > 0.7 and gripper.min() < 0.1  # the expert opened, then closed the gripper
+    assert "reach: 1 episodes" in capsys.readouterr().out
+
+
+def test_unknown_task_exits_2_with_one_line(tmp_path, capsys):
+    assert (
+        cli_main(["sim", "record", "--task", "dance", "--episodes", "1", "--out", str(tmp_path / "x")]) == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("anchorvla: error: --task 'dance'") and "\n" not in err

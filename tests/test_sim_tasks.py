@@ -1,0 +1,100 @@
+"""The emulated robot's tasks: kinematics of the experts, grasping, success and failure checks, and the scripted
+experts finishing each task in lockstep with the in-process emulated devices (servo physics, Go2 velocity model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from drivers.emulated import kinematics as kin
+from drivers.emulated.experts import Expert, inverse_kinematics
+from drivers.emulated.sim import SimRobot
+from drivers.emulated.tasks import GRIPPER_OPEN, TASKS, start_task, tool_point
+from drivers.emulated.world import World
+from drivers.errors import UserError
+
+
+@pytest.mark.parametrize(
+    "target", [(0.30, 0.05, 0.02), (0.25, -0.10, 0.10), (0.35, 0.0, 0.0), (0.30, 0.0, 0.18)]
+)
+def test_inverse_kinematics_puts_the_tool_on_the_target_level(target):
+    q = inverse_kinematics(np.array(target))
+    gripper = kin.forward(q).gripper
+    assert np.allclose(gripper[:3, 3], target, atol=1e-6)
+    assert abs(gripper[2, 0]) < 1e-6  # the approach axis is level
+
+
+def test_unknown_task_is_one_clear_line():
+    with pytest.raises(UserError, match="task 'fly' unknown"):
+        start_task("fly", World(), 0)
+
+
+def _put_tool_on(world: World, point_world: np.ndarray, gripper: float) -> None:
+    q = inverse_kinematics(point_world - np.array([*kin.ARM_MOUNT_ON_BASE, world.base_height]))
+    world.set_joints(np.append(q, gripper))
+
+
+def test_closing_the_gripper_on_the_ball_attaches_it_and_opening_drops_it():
+    world = World()
+    task = start_task("lift", world, 0)
+    ball = world.objects["ball"]
+    start = ball.position.copy()
+    _put_tool_on(world, start, GRIPPER_OPEN)
+    task.update(world)
+    assert not ball.held  # open jaws around the ball: not yet
+    _put_tool_on(world, start, 0.0)
+    task.update(world)
+    assert ball.held
+    _put_tool_on(world, start + (0.0, 0.0, 0.08), 0.0)
+    task.update(world)
+    assert np.allclose(ball.position, start + (0.0, 0.0, 0.08), atol=1e-6)  # it follows the tool
+    assert task.status(world).success
+    _put_tool_on(world, start + (0.0, 0.0, 0.08), GRIPPER_OPEN)
+    task.update(world)
+    assert not ball.held and not task.status(world).success
+
+
+def test_closing_the_gripper_away_from_the_ball_catches_nothing():
+    world = World()
+    task = start_task("lift", world, 0)
+    ball = world.objects["ball"]
+    _put_tool_on(world, ball.position + (0.0, 0.0, 0.06), GRIPPER_OPEN)
+    task.update(world)
+    _put_tool_on(world, ball.position + (0.0, 0.0, 0.06), 0.0)
+    task.update(world)
+    assert not ball.held
+
+
+def test_reach_fails_when_the_tool_hits_the_obstacle():
+    world = World()
+    task = start_task("reach", world, 0)
+    _put_tool_on(world, world.objects["obstacle"].position, 0.0)
+    task.update(world)
+    status = task.status(world)
+    assert status.failed and not status.success and "obstacle" in status.detail
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_expert_finishes_its_task_with_the_emulated_devices(name):
+    robot = SimRobot([])
+    task = robot.start_episode(name, 7)
+    expert = Expert(task, robot.world, 1 / 15)
+    dt_ns = round(1e9 / 15)
+    start_base = robot.world.base_pose.copy()
+    for _ in range(task.max_steps):
+        robot.arm.read_state()
+        robot.base.read_state()
+        action = expert.act()
+        robot.arm.write_goal(action[3:])
+        robot.base.move(*action[:3])
+        robot.clock.advance(dt_ns)
+        robot.arm.read_state()
+        robot.base.read_state()
+        task.update(robot.world)
+        if task.status(robot.world).success:
+            break
+    assert task.status(robot.world).success, task.status(robot.world).detail
+    moved = np.linalg.norm(robot.world.base_pose[:2] - start_base[:2])
+    assert (moved > 0.3) == (name == "touch")  # only the touch task drives
+    tip = tool_point(robot.world.joint_positions, robot.world.base_pose, robot.world.base_height)
+    assert np.isfinite(tip).all()

@@ -1,0 +1,149 @@
+"""`anchorvla sim record --task T --episodes N --out DIR`: scripted-expert demonstrations in the dataset format.
+
+Each episode runs the task's expert (drivers/emulated/experts.py) in lockstep on a virtual clock against the
+in-process emulated devices (drivers/emulated/sim.py) at the control rate. What is recorded per tick: the proprio
+(`PROPRIO_LAYOUT`, the goal's pose included), both synthetic camera images, the instruction, and the expert's
+action. What is executed is that action plus smooth noise (in a share of the episodes), passed through the same
+safety envelope as on the robot, so the demonstrations also show how to get back on track. Episodes the expert
+does not finish are left out; after success a few ticks of holding still are kept, so the policy learns to stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from drivers.errors import UserError
+from drivers.types import SO101_JOINTS, BaseVelocity, Command
+
+RATE_HZ = 15.0
+IMAGE_SIZE = 64
+CAMERAS = ("third_person", "wrist")
+PROPRIO_LAYOUT = (
+    "base.vx", "base.vy", "base.wz", *(f"arm.{j}" for j in SO101_JOINTS), "goal.x", "goal.y", "goal.z",
+)  # fmt: skip
+HOLD_AFTER_SUCCESS = 6  # ticks recorded after the task succeeded
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="sim_command", required=True, metavar="SUBCOMMAND")
+    rec = sub.add_parser("record", help="record scripted-expert episodes into a dataset directory")
+    rec.add_argument("--task", required=True, help="touch | reach | lift | all, or a comma-separated list")
+    rec.add_argument("--episodes", required=True, type=int, help="successful episodes per task")
+    rec.add_argument("--out", required=True, type=Path, help="dataset directory to write")
+    rec.add_argument("--seed", type=int, default=0, help="first episode seed")
+    rec.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="square camera images, pixels")
+    rec.add_argument(
+        "--noise-share", type=float, default=0.7, help="share of episodes executed with noise (0..1)"
+    )
+
+
+def task_names(spec: str) -> list[str]:
+    from drivers.emulated.tasks import TASKS
+
+    names = list(TASKS) if spec == "all" else [t.strip() for t in spec.split(",") if t.strip()]
+    unknown = [n for n in names if n not in TASKS]
+    if not names or unknown:
+        raise UserError(f"--task {spec!r}: use one of {', '.join(TASKS)}, 'all' or a comma-separated list")
+    return names
+
+
+class SmoothNoise:
+    """Per-channel Ornstein-Uhlenbeck noise: correlated over ~0.5 s, like a hand pushing the arm off course."""
+
+    def __init__(self, scale: np.ndarray, rng: np.random.Generator, dt_s: float, tau_s: float = 0.5):
+        self.scale, self.rng = scale, rng
+        self.decay = np.exp(-dt_s / tau_s)
+        self.value = np.zeros_like(scale)
+
+    def __call__(self) -> np.ndarray:
+        kick = self.rng.normal(0.0, 1.0, self.scale.shape) * np.sqrt(1 - self.decay**2)
+        self.value = self.decay * self.value + kick * self.scale
+        return self.value
+
+
+def record_episode(robot, task_name: str, seed: int, noisy: bool):
+    """One expert episode; returns an EpisodeRecord, or None when the expert did not succeed."""
+    from drivers.emulated.experts import Expert
+    from policy_runtime.dataset import EpisodeRecord
+    from policy_runtime.preprocess import ProprioLayout
+    from safety.config import SafetyConfig
+    from safety.envelope import SafetyLayer
+
+    dt_ns = round(1e9 / RATE_HZ)
+    task = robot.start_episode(task_name, seed)
+    expert = Expert(task, robot.world, dt_ns / 1e9)
+    safety = SafetyLayer(SafetyConfig(), robot.arm.joint_names)
+    noise = SmoothNoise(
+        np.array([0.05, 0.03, 0.1, *([0.02] * 5), 0.0]) * (1.0 if noisy else 0.0),
+        np.random.default_rng([seed, 2]),
+        dt_ns / 1e9,
+    )
+    layout = ProprioLayout(PROPRIO_LAYOUT, robot.arm.joint_names)
+    states, actions, images = [], [], {c.name: [] for c in robot.cameras}
+    hold = None
+    for _ in range(task.max_steps):
+        arm, base = robot.arm.read_state(), robot.base.read_state()
+        states.append(layout.vector(arm, base, task.goal_in_arm_frame(robot.world)))
+        for cam in robot.cameras:
+            images[cam.name].append(cam.latest().image)
+        action = expert.act() if hold is None else hold
+        actions.append(action)
+        executed = action + (noise() if hold is None else 0.0)
+        desired = Command(robot.clock.now_ns, arm.joint_names, executed[3:], BaseVelocity(*executed[:3]))
+        cmd = safety.filter(desired, arm, dt_ns / 1e9)
+        robot.arm.write_goal(cmd.arm_positions)
+        robot.base.move(cmd.base.vx, cmd.base.vy, cmd.base.wz)
+        robot.clock.advance(dt_ns)
+        robot.arm.read_state()
+        robot.base.read_state()
+        task.update(robot.world)
+        status = task.status(robot.world)
+        if status.failed:
+            return None
+        if status.success and hold is None:
+            hold = np.concatenate([[0.0, 0.0, 0.0], action[3:]])  # stop and stay
+            remaining = HOLD_AFTER_SUCCESS
+        if hold is not None:
+            remaining -= 1
+            if remaining <= 0:
+                return EpisodeRecord(
+                    np.asarray(states), np.asarray(actions), task.instruction,
+                    {k: np.stack(v) for k, v in images.items()},
+                )  # fmt: skip
+    return None
+
+
+def main(args: argparse.Namespace) -> int:
+    from drivers.emulated.sim import SimRobot
+    from policy_runtime.dataset import write_dataset
+    from policy_runtime.types import BASE_CHANNELS, arm_channel
+
+    if args.episodes < 1:
+        raise UserError("--episodes must be >= 1")
+    if not 8 <= args.image_size <= 512:
+        raise UserError(f"--image-size {args.image_size}: use 8..512 pixels")
+    names = task_names(args.task)
+    fps = int(RATE_HZ)
+    robot = SimRobot([(c, c, args.image_size, args.image_size, fps) for c in CAMERAS])
+    rng = np.random.default_rng(args.seed)
+    episodes = []
+    for name in names:
+        done = tried = 0
+        while done < args.episodes:
+            seed = args.seed + tried + 100_000 * names.index(name)
+            tried += 1
+            if tried > 3 * args.episodes + 10:
+                raise UserError(f"the {name} expert failed too often ({done} of {tried}); this is a bug")
+            record = record_episode(robot, name, seed, noisy=bool(rng.random() < args.noise_share))
+            if record is not None:
+                episodes.append(record)
+                done += 1
+        print(f"{name}: {done} episodes ({tried - done} expert failures left out)")
+    action_layout = [*BASE_CHANNELS, *(arm_channel(j) for j in SO101_JOINTS)]
+    write_dataset(args.out, episodes, RATE_HZ, action_layout, list(PROPRIO_LAYOUT))
+    frames = sum(len(e.actions) for e in episodes)
+    print(f"wrote {args.out}: {len(episodes)} episodes, {frames} frames")
+    return 0
