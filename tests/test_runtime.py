@@ -10,8 +10,9 @@ import time
 import numpy as np
 
 from onboard.config import Config
+from onboard.devices import build_engine
 from onboard.runtime import Devices, Runtime, run_event_loop
-from onboard.standins import StandinArm, StandinBase, StandinCamera, StandinEngine
+from onboard.standins import StandinArm, StandinBase, StandinCamera
 from tests.conftest import REPO
 
 
@@ -22,15 +23,7 @@ def make_runtime(rate_hz=15.0, horizon=5, **standin):
     joints = tuple(config.robot.arm.joint_names)
     arm, base = StandinArm(joints), StandinBase()
     devices = Devices(arm, base, [StandinCamera(c.name) for c in config.robot.cameras])
-    s = config.policy.standin
-    engine = StandinEngine(
-        joints,
-        round(1e9 / rate_hz),
-        compute_ms=s.compute_ms,
-        chunk_length=s.chunk_length,
-        fail_every=s.fail_every,
-        nan_every=s.nan_every,
-    )
+    engine = build_engine(config)
     return Runtime(config, devices, engine), arm, base, engine
 
 

@@ -7,8 +7,9 @@ import argparse
 import time
 
 from onboard.config import Config
+from onboard.devices import build_engine
 from onboard.runtime import Devices, Runtime, run_event_loop
-from onboard.standins import StandinArm, StandinBase, StandinCamera, StandinEngine
+from onboard.standins import StandinArm, StandinBase, StandinCamera
 from onboard.telemetry import RunStats
 from onboard.timing import sleep_until
 
@@ -60,10 +61,7 @@ def controller_loop(rate_hz: float, seconds: float, compute_ms: float, realtime_
     devices = Devices(
         StandinArm(joints), StandinBase(), [StandinCamera(c.name) for c in config.robot.cameras]
     )
-    s = config.policy.standin
-    engine = StandinEngine(
-        joints, round(1e9 / rate_hz), compute_ms=s.compute_ms, compute=s.compute, chunk_length=s.chunk_length
-    )
+    engine = build_engine(config)
     runtime = Runtime(config, devices, engine)
     return run_event_loop(runtime.run(seconds))
 
