@@ -101,7 +101,7 @@ class Operator:
             r.estop(args["reason"])
         elif cmd == "reset-fault":
             args["cleared"] = ",".join(f.name for f in r.safety.faults)
-            r.safety.reset()
+            r.reset_faults()
         level = logging.WARNING if cmd == "estop" else logging.INFO
         event(log, level, "operator command", command=cmd, peer=peer.description, state=self.state(), **args)
         for listener in self.listeners:

@@ -130,7 +130,8 @@ class FastLoop:
             hold = np.zeros(len(self.arm.joint_names))
         return self.mapper.command(action, hold, tick_ns)
 
-    def _frames(self):
+    def frames(self) -> dict:
+        """The newest frame of each camera that has one (never blocks)."""
         frames = {}
         for cam in self.cameras:
             f = cam.latest()
@@ -156,11 +157,13 @@ class FastLoop:
         arm = self._read(self.arm, "arm", tick_ns)
         base = self._read(self.base, "base", tick_ns) if self.base is not None else None
         self.latest = TickSnapshot(tick_ns, arm, base)
-        self.safety.observe(tick_ns, arm, base, self._frames())
+        self.safety.observe(tick_ns, arm, base, self.frames())
         planned = self.schedule.action_at(tick_ns, self.period_ns // 2)
         if planned is not None and not self.safety.chunk_fresh(planned.chunk.t_obs_ns, tick_ns):
             planned = None
-        desired = self.safety.hold(arm, tick_ns) if self.paused else self._desired(planned, arm, base, tick_ns)
+        desired = (
+            self.safety.hold(arm, tick_ns) if self.paused else self._desired(planned, arm, base, tick_ns)
+        )
         faults = tuple(f.name for f in self.safety.faults)
         cmd = self.safety.filter(desired, arm, self.period_ns / 1e9)
         self._send(cmd, tick_ns)
@@ -182,9 +185,8 @@ class FastLoop:
             if start >= deadline + self.period_ns:
                 missed = (start - deadline) // self.period_ns
                 self.stats.overruns += 1
-                deadline += (
-                    missed * self.period_ns
-                )  # run this tick for the current slot, skip the missed ones
+                # Run this tick for the current slot and skip the missed ones.
+                deadline += missed * self.period_ns
             self.tick(deadline)
             self.stats.ticks += 1
             self.stats.tick_compute_ms.add((time.monotonic_ns() - start) / 1e6)
@@ -236,7 +238,7 @@ class SlowLoop:
         snap = self.fast.latest
         if snap is None or snap.arm is None:
             return None
-        frames = self.fast._frames()
+        frames = self.fast.frames()
         stale = [name for name, f in frames.items() if snap.tick_ns - f.t_ns > self.max_frame_age_ns]
         missing = [c.name for c in self.fast.cameras if c.name not in frames]
         if stale or missing:
