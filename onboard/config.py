@@ -27,14 +27,16 @@ class _Section(BaseModel):
 
 
 class ArmConfig(_Section):
-    driver: Literal["standin", "feetech", "emulated", "none"] = "standin"
+    driver: Literal["standin", "feetech", "emulated"] = "standin"
     port: str | None = Field(default=None, description="serial device of the servo adapter (feetech)")
     baudrate: Literal[1_000_000, 500_000, 250_000, 128_000, 115_200, 76_800, 57_600, 38_400] = 1_000_000
     ids: list[int] = Field(default=[1, 2, 3, 4, 5, 6], min_length=1, max_length=253)
     joint_names: list[str] = Field(default=list(SO101_JOINTS), min_length=1)
     calibration: Path | None = None
     health_period_s: float = Field(default=0.2, gt=0, le=10, description="period of the slower health reads")
-    retries: int = Field(default=3, ge=0, le=10, description="retries of a missing servo answer inside one tick")
+    retries: int = Field(
+        default=3, ge=0, le=10, description="retries of a missing servo answer inside one tick"
+    )
 
 
 class BaseConfig(_Section):
@@ -55,6 +57,7 @@ class BaseConfig(_Section):
     emulator_rate_hz: float = Field(
         default=100.0, gt=0, le=1000, description="driver 'emulated': state rate (on lo)"
     )
+
 
 class CameraConfig(_Section):
     name: str = Field(min_length=1)
@@ -128,7 +131,9 @@ class PolicyConfig(_Section):
     precision: Literal["auto", "fp32", "fp16", "int8", "int4"] = Field(
         default="auto", description="bundle variant to run ('auto': the fastest that passed its gates)"
     )
-    threads: int = Field(default=0, ge=0, le=256, description="intra-op threads of the engine (0: its default)")
+    threads: int = Field(
+        default=0, ge=0, le=256, description="intra-op threads of the engine (0: its default)"
+    )
     providers: Literal["auto", "cpu"] = Field(
         default="auto", description="onnxruntime: 'auto' uses TensorRT/CUDA execution providers where present"
     )
@@ -159,7 +164,10 @@ class LiveViewConfig(_Section):
     """The rerun live view (optional extra `liveview`: pip install rerun-sdk)."""
 
     enabled: bool = False
-    connect: str | None = Field(default=None, description="rerun viewer gRPC URL on the laptop, e.g. rerun+http://192.168.1.20:9876/proxy")
+    connect: str | None = Field(
+        default=None,
+        description="rerun viewer gRPC URL on the laptop, e.g. rerun+http://192.168.1.20:9876/proxy",
+    )
     save: Path | None = Field(default=None, description="write an .rrd file here instead of streaming")
     image_every: int = Field(default=1, ge=1, le=1000, description="log the camera images of every Nth chunk")
 
@@ -175,11 +183,19 @@ class ControlEndpointConfig(_Section):
 
     enabled: bool = True
     socket: Path = Field(default=Path("/run/anchorvla/control.sock"), description="Unix socket path")
-    group: str | None = Field(default="anchorvla", description="clients whose uid or groups include this group may connect")
-    allowed_uids: list[int] = Field(default=[], description="further uids allowed besides the group's members")
-    tcp_port: int | None = Field(default=None, ge=1, le=65535, description="also listen on TCP (token required)")
+    group: str | None = Field(
+        default="anchorvla", description="clients whose uid or groups include this group may connect"
+    )
+    allowed_uids: list[int] = Field(
+        default=[], description="further uids allowed besides the group's members"
+    )
+    tcp_port: int | None = Field(
+        default=None, ge=1, le=65535, description="also listen on TCP (token required)"
+    )
     tcp_host: str = Field(default="127.0.0.1", min_length=1)
-    token_file: Path | None = Field(default=None, description="file holding the TCP token (required with tcp_port)")
+    token_file: Path | None = Field(
+        default=None, description="file holding the TCP token (required with tcp_port)"
+    )
 
 
 class ServiceConfig(_Section):
@@ -193,7 +209,9 @@ class ServiceConfig(_Section):
         description="SCHED_FIFO priority of the fast loop (0: normal scheduling); inference runs one below",
     )
     cpu_affinity: list[int] | None = Field(default=None, description="CPUs the controller may run on")
-    start_idle: bool = Field(default=True, description="service run: hold still until the operator sends start")
+    start_idle: bool = Field(
+        default=True, description="service run: hold still until the operator sends start"
+    )
     control: ControlEndpointConfig = Field(default_factory=ControlEndpointConfig)
 
 
@@ -202,11 +220,15 @@ class RecordingConfig(_Section):
 
     enabled: bool = False
     root: Path = Field(default=Path("/var/lib/anchorvla/episodes"), description="dataset directory")
-    images: bool = Field(default=False, description="also store the camera images of each chunk's observation")
+    images: bool = Field(
+        default=False, description="also store the camera images of each chunk's observation"
+    )
     max_episode_s: float = Field(
         default=600.0, gt=0, description="recording of an episode stops after this long, until the next start"
     )
-    max_total_mb: float = Field(default=20_000.0, gt=0, description="oldest episodes are deleted above this size")
+    max_total_mb: float = Field(
+        default=20_000.0, gt=0, description="oldest episodes are deleted above this size"
+    )
     flush_every: int = Field(default=150, ge=1, le=100_000, description="frames per parquet row group")
 
 
@@ -214,7 +236,8 @@ class SimConfig(_Section):
     """The emulated robot's task for `anchorvla run` (drivers/emulated/tasks.py); `anchorvla eval` picks its own."""
 
     task: Literal["touch", "reach", "lift"] | None = Field(
-        default=None, description="place this task in the emulated world and stop when it ends (None: no task)"
+        default=None,
+        description="place this task in the emulated world and stop when it ends (None: no task)",
     )
     seed: int = Field(default=0, ge=0, description="where the task's objects go")
 

@@ -15,10 +15,6 @@ if TYPE_CHECKING:
     from drivers.emulated.world import World
 
 
-def _not_available(section: str, driver: str) -> UserError:
-    return UserError(f"{section}.driver '{driver}' is not available in this build (use 'standin')")
-
-
 def build_arm(config: Config, world: World | None = None) -> Arm:
     """`world`: the emulated robot's shared World, which driver 'emulated' writes its joints into."""
     arm = config.robot.arm
@@ -28,7 +24,7 @@ def build_arm(config: Config, world: World | None = None) -> Arm:
         from drivers.feetech.devices import build_so101
 
         return build_so101(arm, world=world if arm.driver == "emulated" else None)
-    raise _not_available("robot.arm", arm.driver)
+    raise AssertionError(f"unhandled robot.arm.driver {arm.driver!r}")  # the config validates the choices
 
 
 def build_base(config: Config, world=None) -> Base | None:
@@ -53,7 +49,7 @@ def build_base(config: Config, world=None) -> Base | None:
         from drivers.emulated.go2 import Go2BaseWithEmulator
 
         return Go2BaseWithEmulator(world=world, emulator_rate_hz=base.emulator_rate_hz, **options)
-    raise _not_available("robot.base", base.driver)
+    raise AssertionError(f"unhandled robot.base.driver {base.driver!r}")
 
 
 def build_cameras(config: Config, world: World | None = None) -> list[Camera]:
@@ -96,7 +92,7 @@ def build_cameras(config: Config, world: World | None = None) -> list[Camera]:
             view = cam.view or cam.name
             cameras.append(SyntheticCamera(cam.name, world, view, cam.width, cam.height, cam.fps))
         else:
-            raise _not_available(where, cam.driver)
+            raise AssertionError(f"unhandled {where}.driver {cam.driver!r}")
     return cameras
 
 
@@ -125,7 +121,9 @@ def build_engine(config: Config) -> PolicyEngine:
         return TorchEngine(policy.bundle, instruction=policy.instruction, use_residual=policy.residual)
     if policy.engine in ("onnxruntime", "tensorrt"):
         if policy.bundle is None:
-            raise UserError(f"policy.engine '{policy.engine}' needs policy.bundle (a directory made by `anchorvla export`)")
+            raise UserError(
+                f"policy.engine '{policy.engine}' needs policy.bundle (a directory made by `anchorvla export`)"
+            )
         if policy.engine == "onnxruntime":
             from policy_runtime.engines.onnx_engine import OnnxEngine
 
@@ -148,4 +146,4 @@ def build_engine(config: Config) -> PolicyEngine:
                 "control rate; set control.rate_hz to match the policy"
             )
         return engine
-    raise UserError(f"policy.engine '{policy.engine}' is not available in this build (use 'standin', 'torch', 'onnxruntime' or 'tensorrt')")
+    raise AssertionError(f"unhandled policy.engine {policy.engine!r}")
