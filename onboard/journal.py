@@ -46,9 +46,25 @@ class JournalFormatter(logging.Formatter):
         return f"{self.formatTime(record, '%H:%M:%S')} {line}"
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted, not the stream it was made with: a handler
+    that kept a replaced stderr (pytest's capture, a redirect) would fail with 'I/O operation on closed file'."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure_logging(level: str | int) -> None:
     """Replace the root handlers with one journald-friendly stderr handler."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(JournalFormatter(journal="JOURNAL_STREAM" in os.environ))
     root = logging.getLogger()
     root.handlers[:] = [handler]
