@@ -19,9 +19,22 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # torch's pool spins against other load o
 
 
 def test_variant_specs_become_config_overrides():
-    assert parse_variant("H=2,residual=off") == {"policy": {"execute_horizon": 2, "residual": False}}
-    assert parse_variant("blend=exponential") == {"policy": {"blending": {"mode": "exponential"}}}
-    assert parse_variant("") == {"policy": {}}
+    assert parse_variant("H=2,residual=off") == (
+        "H=2,residual=off",
+        {"policy": {"execute_horizon": 2, "residual": False}},
+    )
+    assert parse_variant("blend=exponential") == (
+        "blend=exponential",
+        {"policy": {"blending": {"mode": "exponential"}}},
+    )
+    assert parse_variant("") == ("config", {"policy": {}})
+    bundle = REPO / "configs/demo/bundle"
+    assert parse_variant(f"name=Demo,bundle={bundle},engine=onnxruntime") == (
+        "Demo",
+        {"policy": {"bundle": bundle, "engine": "onnxruntime"}},
+    )
+    with pytest.raises(UserError, match="is not a directory"):
+        parse_variant("bundle=/no/such/dir")
     with pytest.raises(UserError, match="'H=0' not understood"):
         parse_variant("H=0")
     with pytest.raises(UserError, match="'speed=fast' not understood"):
@@ -41,19 +54,24 @@ def test_smoothness_of_known_trajectories():
 def test_eval_runs_variants_side_by_side_and_writes_json(tmp_path):
     out = tmp_path / "eval.json"
     args = ["eval", "--config", str(REPO / "configs/sim.yaml"), "--task", "reach", "--episodes", "2"]
-    args += ["--variant", "H=5", "--variant", "H=2,residual=off", "--latency-ms", "60", "--json", str(out)]
+    checkpoint = REPO / "configs/demo/checkpoint"
+    args += ["--variant", "H=5", "--variant", f"H=2,residual=off,engine=torch,bundle={checkpoint},name=ckpt"]
+    args += ["--latency-ms", "60", "--json", str(out)]
     proc = run_cli(*args, env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(out.read_text())
     assert "virtual clock" in data["caption"] and "60 ms of virtual time" in data["caption"]
     rows = {(r["variant"], r["task"]): r for r in data["rows"]}
-    assert set(rows) == {("H=5", "reach"), ("H=2,residual=off", "reach")}
+    assert set(rows) == {("H=5", "reach"), ("ckpt", "reach")}
+    assert rows["H=5", "reach"]["graphs_mb"] > 0.5  # the demo bundle's INT8 graphs
+    assert rows["ckpt", "reach"]["graphs_mb"] is None  # a checkpoint run by torch has no graph files
     for row in rows.values():
         assert row["episodes"] == 2
         assert 0.0 <= row["success_rate"] <= 1.0
         assert row["inference_ms_p50"] > 0 and row["tick_compute_ms_p50"] > 0
         assert row["jerk_rms_median"] > 0  # the policy moved the arm
-    assert "H=2,residual=off" in proc.stdout and "virtual clock" in proc.stdout
+        assert isinstance(row["rss_growth_mb"], float)
+    assert "ckpt" in proc.stdout and "graphs MB" in proc.stdout and "virtual clock" in proc.stdout
 
 
 def test_eval_refuses_a_config_without_the_emulated_robot(tmp_path, capsys):

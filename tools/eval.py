@@ -12,7 +12,12 @@ after it would have arrived), so a slower engine shows as stale actions and unde
 the tick lateness figures, are `anchorvla run`.
 
 A variant is a comma-separated list of settings: H=<ticks> (policy.execute_horizon), residual=on|off,
-blend=none|linear|exponential (policy.blending.mode). Without --variant the config's own settings are one row.
+blend=none|linear|exponential (policy.blending.mode), bundle=<dir> (policy.bundle: another policy, e.g. one of
+configs/options/), engine=onnxruntime|torch (policy.engine; torch runs a checkpoint dir given as bundle=) and
+name=<label> (the row's name). Without --variant the config's own settings are one row.
+
+Memory per variant: the size of the graphs the engine loaded, and the growth of this process's resident set from
+building the engine to the end of its episodes (a figure of the whole process: allocator reuse makes it noisy).
 """
 
 from __future__ import annotations
@@ -52,24 +57,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write every figure as JSON here")
 
 
-def parse_variant(spec: str) -> dict:
-    """'H=2,residual=off' -> config overrides."""
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """'H=2,residual=off' -> (row label, config overrides). The label is `name=` or else the spec itself."""
     policy: dict = {}
+    label = spec or "config"
     for item in (s.strip() for s in spec.split(",") if s.strip()):
-        key, _, value = item.partition("=")
-        key, value = key.strip().lower(), value.strip().lower()
+        key, _, raw = item.partition("=")
+        key, value = key.strip().lower(), raw.strip().lower()
         if key == "h" and value.isdigit() and int(value) >= 1:
             policy["execute_horizon"] = int(value)
         elif key == "residual" and value in ("on", "off"):
             policy["residual"] = value == "on"
         elif key == "blend" and value in ("none", "linear", "exponential"):
             policy["blending"] = {"mode": value}
+        elif key == "engine" and value in ("onnxruntime", "torch"):
+            policy["engine"] = value
+        elif key == "bundle" and raw.strip():
+            path = Path(raw.strip()).resolve()
+            if not path.is_dir():
+                raise UserError(f"--variant {spec!r}: bundle {raw.strip()} is not a directory")
+            policy["bundle"] = path
+        elif key == "name" and raw.strip():
+            label = raw.strip()
         else:
             raise UserError(
                 f"--variant {spec!r}: '{item}' not understood (use H=<n>, residual=on|off, "
-                "blend=none|linear|exponential)"
+                "blend=none|linear|exponential, bundle=<dir>, engine=onnxruntime|torch, name=<label>)"
             )
-    return {"policy": policy}
+    return label, {"policy": policy}
+
+
+def resident_mb() -> float:
+    """This process's resident set size in MB (Linux /proc)."""
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def graphs_mb(engine) -> float | None:
+    """Size of the graph files the engine runs (None for an engine without files, e.g. torch)."""
+    paths = getattr(engine, "graph_paths", None)
+    return round(sum(p.stat().st_size for p in paths.values()) / 2**20, 2) if paths else None
 
 
 @dataclass
@@ -230,7 +259,8 @@ def format_table(rows: list[dict], caption: str = CAPTION) -> str:
         ("variant", "variant"), ("task", "task"), ("success", "success_rate"), ("t_succ s", "time_to_success_s_median"),
         ("jerk rad/s3", "jerk_rms_median"), ("base acc", "peak_base_accel_max"),
         ("interv/ep", "interventions_per_episode"), ("underruns", "underruns"), ("stale", "stale_actions_dropped"),
-        ("infer p50/p99 ms", None), ("tick p50/p99 ms", None),
+        ("infer p50/p99 ms", None), ("tick p50/p99 ms", None), ("graphs MB", "graphs_mb"),
+        ("RSS +MB", "rss_growth_mb"),
     ]  # fmt: skip
 
     def cell(row, key, title):
@@ -261,13 +291,15 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--latency-ms must be >= 0 (got {args.latency_ms})")
     names = task_names(args.task)
     specs = args.variant or [""]
-    variants = [(spec or "config", parse_variant(spec)) for spec in specs]
+    variants = [parse_variant(spec) for spec in specs]
     rows = []
     for label, overrides in variants:
         config = load_config(args.config, overrides)
         robot = SimRobot(sim_cameras(config))
+        rss_before = resident_mb()
         engine = build_engine(config)
         engine.warmup()
+        memory = {"graphs_mb": graphs_mb(engine)}
         all_results = []
         try:
             for name in names:
@@ -276,12 +308,13 @@ def main(args: argparse.Namespace) -> int:
                     for k in range(args.episodes)
                 ]
                 all_results += results
-                rows.append(dict(variant=label, task=name, **summarize(results)))
+                memory["rss_growth_mb"] = round(resident_mb() - rss_before, 1)
+                rows.append(dict(variant=label, task=name, **summarize(results), **memory))
                 print(f"{label:>16}  {name:<6} success {rows[-1]['success_rate'] * 100:.0f}%", flush=True)
         finally:
             engine.close()
         if len(names) > 1:
-            rows.append(dict(variant=label, task="all", **summarize(all_results)))
+            rows.append(dict(variant=label, task="all", **summarize(all_results), **memory))
     caption = (
         CAPTION
         if args.latency_ms is None

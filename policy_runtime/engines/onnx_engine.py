@@ -47,6 +47,7 @@ class OnnxEngine(BundleEngine):
             bundle_dir, precision, "onnx", force_unverified, expected_checkpoint_sha256
         )
         super().__init__(bundle_dir, manifest, variant, seed)
+        self.graph_paths: dict[str, Path] = dict(paths)  # role -> the ONNX file it runs
         chosen = _providers(providers)
         self.sessions: dict[str, ort.InferenceSession] = {}
         for role, path in paths.items():
