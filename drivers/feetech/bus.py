@@ -157,24 +157,31 @@ class FeetechBus:
         finally:
             self._port.is_using = False
 
-    def _retry(self, what: str, attempt: Callable[[], tuple[int, object]]):
-        """Run `attempt` (returns (sdk_result, value)) up to 1 + retries times; raise on the last failure."""
+    def _attempts(self, attempt: Callable[[], tuple[int, object]]) -> tuple[int, object, int]:
+        """Run `attempt` (returns (sdk_result, value)) until it succeeds or the retries and the time budget are
+        spent, draining the line between tries: (last result, value or None, tries made)."""
         self.stats.transactions += 1
-        result = scs.COMM_SUCCESS
         t0 = time.monotonic()
         n = 0
         while True:
             self._port.attempt = n
-            result, value = self._call(attempt)
+            result, value = attempt()
             if result == scs.COMM_SUCCESS:
-                return value
+                return result, value, n + 1
             if not self._may_retry(n, t0):
                 break
             n += 1
             self.stats.retries += 1
             self._drain()
         self.stats.failures += 1
-        raise DeviceError(f"{what}: {self._packets.getTxRxResult(result)} after {n + 1} tries")
+        return result, None, n + 1
+
+    def _retry(self, what: str, attempt: Callable[[], tuple[int, object]]):
+        """The value of the first successful `attempt`; one DeviceError line when every try failed."""
+        result, value, tries = self._attempts(lambda: self._call(attempt))
+        if result != scs.COMM_SUCCESS:
+            raise DeviceError(f"{what}: {self._packets.getTxRxResult(result)} after {tries} tries")
+        return value
 
     def _may_retry(self, attempts_done: int, t0: float) -> bool:
         """At least `retries` retries; more while the call is inside its time budget."""
@@ -291,33 +298,29 @@ class FeetechBus:
         order: there, one silent servo also discards the answers of every servo after it. The status bytes
         of the answers are kept in `last_errors`.
         """
-        missing = tuple(ids)
         got: dict[int, bytes] = {}
-        self.stats.transactions += 1
-        result = scs.COMM_SUCCESS
-        t0 = time.monotonic()
-        n = 0
-        while True:
-            self._port.attempt = n
+        missing = tuple(ids)
+
+        def attempt() -> tuple[int, None]:
+            nonlocal missing
             self._port.replies_expected = len(missing)
             try:
-                result = self._call(lambda m=missing: self._sync_read_once(address, length, m, got))
+                result = self._call(lambda: self._sync_read_once(address, length, missing, got))
             finally:
                 self._port.replies_expected = 1
             missing = tuple(i for i in missing if i not in got)
-            if not missing:
-                self._settle_after_retry(n)
-                return got
-            if not self._may_retry(n, t0):
-                break
-            n += 1
-            self.stats.retries += 1
-            self._drain()
-        self.stats.failures += 1
-        raise DeviceError(
-            f"servo id {', '.join(map(str, missing))} did not answer the {what} "
-            f"({self._packets.getTxRxResult(result)} after {n + 1} tries)"
-        )
+            if missing and result == scs.COMM_SUCCESS:
+                result = scs.COMM_RX_TIMEOUT
+            return result, None
+
+        result, _, tries = self._attempts(attempt)
+        if missing:
+            raise DeviceError(
+                f"servo id {', '.join(map(str, missing))} did not answer the {what} "
+                f"({self._packets.getTxRxResult(result)} after {tries} tries)"
+            )
+        self._settle_after_retry(tries - 1)
+        return got
 
     def _sync_read_once(self, address: int, length: int, ids: tuple[int, ...], got: dict[int, bytes]) -> int:
         group = self._group(address, length, ids)
