@@ -169,9 +169,7 @@ class ProprioLayout:
         return state_delta(self.vector(arm, base, goal), previous, self.channels)
 
 
-def state_delta(
-    current: np.ndarray, previous: np.ndarray | None, channels: Sequence[str]
-) -> np.ndarray:
+def state_delta(current: np.ndarray, previous: np.ndarray | None, channels: Sequence[str]) -> np.ndarray:
     """Proprio (..., P) minus the previous tick's (same layout, SI units); zeros without a previous tick and on
     the goal.* channels."""
     current = np.asarray(current)

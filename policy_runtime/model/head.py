@@ -218,10 +218,12 @@ class AnchoredDiffusionHead(nn.Module):
                 noise = torch.randn(b, 1, *target.shape[1:], generator=generator).to(target.device)
                 x0, _ = self.denoise(a.sqrt() * target[:, None] + (1 - a).sqrt() * noise, t, memory, proprio)
                 pred = x0[:, 0]
-                total = recon = F.mse_loss(pred, target)  # the standard denoising objective (Diffusion Policy)
+                # The standard denoising objective (Diffusion Policy).
+                total = recon = F.mse_loss(pred, target)
                 logs = {"recon": float(recon.detach())}
             else:
-                noise = torch.randn(b, cfg.num_anchors, *target.shape[1:], generator=generator).to(target.device)
+                shape = (b, cfg.num_anchors, *target.shape[1:])
+                noise = torch.randn(shape, generator=generator).to(target.device)
                 x0, scores = self.denoise(
                     a.sqrt() * self.anchors[None] + (1 - a).sqrt() * noise, t, memory, proprio
                 )
