@@ -27,13 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--width", type=int, default=64, help="hidden size of both backbones")
     parser.add_argument("--layers", type=int, default=2, help="layers of both backbones")
-    parser.add_argument("--repeats", type=int, default=5, help="timed forward passes per length and model")
+    parser.add_argument("--repeats", type=int, default=7, help="timed forward passes per length and model")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument(
         "--linear-max", type=float, default=1.25, help="Mamba's exponent must be at most this"
     )
     parser.add_argument(
-        "--superlinear-min", type=float, default=1.3, help="the transformer's exponent must be at least this"
+        "--superlinear-min", type=float, default=1.2, help="the transformer's exponent must be at least this"
     )
 
 
