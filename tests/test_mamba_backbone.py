@@ -5,6 +5,9 @@ chunk on the same Observation, state delta included; the state delta is the same
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +146,22 @@ def test_shipped_checkpoints_load_as_before():
     policy, config = load_checkpoint(REPO / "configs/demo/checkpoint")
     assert not policy.reads_state_delta and type(policy.head).__name__ == "AnchoredDiffusionHead"
     assert config.architecture.backbone.kind == "vlm" and config.normalization.proprio_delta_std is None
+
+
+def test_the_shipped_mamba_option_runs_in_the_controller_through_onnx_runtime(tmp_path):
+    """configs/options/mamba/sim.yaml: the emulated robot with the Mamba policy's INT8 bundle (ONNX Runtime)."""
+    config = tmp_path / "sim.yaml"
+    text = (REPO / "configs/options/mamba/sim.yaml").read_text()
+    bundle = REPO / "configs/options/mamba/bundle"
+    config.write_text(text.replace("./bundle", str(bundle)).replace("domain_id: 57", "domain_id: 91"))
+    summary = tmp_path / "summary.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "onboard.cli", "run", "--config", str(config), "--duration", "6"]
+    proc = subprocess.run(
+        [*cmd, "--summary", str(summary)], env=env, capture_output=True, text=True, timeout=90
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(summary.read_text())
+    assert data["ticks"] > 30 and data["chunks"] >= 3 and data["inference_failures"] == 0
+    assert data["safety"]["faults"] == 0 and data["exit_reason"] == "duration"
+    assert "onnxruntime engine" in proc.stderr and "variant int8" in proc.stderr

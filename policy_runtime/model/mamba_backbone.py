@@ -15,45 +15,22 @@ use the sequential scan.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from drivers.errors import UserError
+from policy_runtime.model.backbone import load_towers
 from policy_runtime.model.config import BackboneConfig
 
 STATE_TOKENS = 2  # the state and the state delta
 
 
-def _load_towers(config: BackboneConfig) -> tuple[nn.Module, nn.Module]:
-    from transformers import MambaConfig, MambaModel, SiglipVisionConfig, SiglipVisionModel
-
-    if config.pretrained_dir is None:
-        return SiglipVisionModel(SiglipVisionConfig(**config.vision)), MambaModel(MambaConfig(**config.llm))
-    root = Path(config.pretrained_dir)
-    for part in ("vision", "llm"):
-        if not (root / part).is_dir():
-            raise UserError(
-                f"backbone.pretrained_dir {root} has no {part}/ directory (a transformers checkpoint)"
-            )
-    vision = SiglipVisionModel.from_pretrained(root / "vision", local_files_only=True)
-    return vision, MambaModel.from_pretrained(root / "llm", local_files_only=True)
-
-
 class MambaBackbone(nn.Module):
     def __init__(self, config: BackboneConfig, proprio_dim: int):
         super().__init__()
-        from peft import LoraConfig, inject_adapter_in_model
+        from transformers import MambaConfig, MambaModel
 
         self.config = config
-        self.vision, llm = _load_towers(config)
-        for p in [*self.vision.parameters(), *llm.parameters()]:
-            p.requires_grad_(False)
-        lora = LoraConfig(
-            r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules=config.lora_targets
-        )
-        self.llm = inject_adapter_in_model(lora, llm)
+        self.vision, self.llm = load_towers(config, MambaConfig, MambaModel)
         hidden = self.hidden_size
         vision_hidden = self.vision.config.hidden_size
         self.projector = nn.Sequential(nn.Linear(vision_hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
