@@ -45,6 +45,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "envelope": ("tools.bench_envelope", "safety envelope cost per tick, beside a bare clip in the same run"),
     "ablation": ("tools.bench_ablation", "anchors vs plain diffusion vs L1 regression (+ residual) on a two-route task"),
     "engines": ("tools.bench_engines", "per-chunk latency and peak memory of torch, ONNX Runtime and TensorRT engines"),
+    "seqlen": ("tools.bench_seqlen", "backbone latency vs sequence length 256-4096: Qwen2 transformer vs Mamba, growth exponents"),
 }
 
 

@@ -94,6 +94,7 @@ class FastLoop:
         self.mapper = ActionMapper(engine.channels, arm.joint_names)
         self.next_deadline_ns = 0
         self.latest: TickSnapshot | None = None
+        self.previous: TickSnapshot | None = None  # the tick before `latest` (the state delta reads it)
         self.last_command: Command | None = None
         self.tick_listeners: list[Callable[[int], None]] = []  # called after each completed tick (watchdog)
         self.paused = False  # operator pause: hold the arm, stop the base (Runtime.pause)
@@ -156,7 +157,7 @@ class FastLoop:
         """One control step for the tick whose deadline is `tick_ns`."""
         arm = self._read(self.arm, "arm", tick_ns)
         base = self._read(self.base, "base", tick_ns) if self.base is not None else None
-        self.latest = TickSnapshot(tick_ns, arm, base)
+        self.previous, self.latest = self.latest, TickSnapshot(tick_ns, arm, base)
         self.safety.observe(tick_ns, arm, base, self.frames())
         planned = self.schedule.action_at(tick_ns, self.period_ns // 2)
         if planned is not None and not self.safety.chunk_fresh(planned.chunk.t_obs_ns, tick_ns):
@@ -246,9 +247,11 @@ class SlowLoop:
             return None
         for name, f in frames.items():
             self.anchor_frames.setdefault(name, f)
+        prev = self.fast.previous
         return Observation(
-            snap.tick_ns, snap.arm, snap.base, frames, self.instruction, dict(self.anchor_frames)
-        )
+            snap.tick_ns, snap.arm, snap.base, frames, self.instruction, dict(self.anchor_frames),
+            previous_arm=prev.arm if prev else None, previous_base=prev.base if prev else None,
+        )  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()

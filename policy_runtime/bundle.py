@@ -67,6 +67,11 @@ class GraphEntry(_Model):
     method: str = Field(default="export", description="how it was made: export, fp16, int8-static-qdq, ...")
     verification: dict[str, float | int | bool | str] = Field(default_factory=dict)
 
+    def feed(self, arrays: dict) -> dict:
+        """The entries of `arrays` this graph takes (an export drops the inputs a graph does not use)."""
+        names = {t.name for t in self.inputs}
+        return {k: v for k, v in arrays.items() if k in names}
+
 
 class VariantEntry(_Model):
     """A runnable set of graphs (one per role) under one precision name, and its end-to-end verification."""
@@ -103,6 +108,9 @@ class RuntimeSpec(_Model):
     action_high: list[float]
     proprio_mean: list[float]
     proprio_std: list[float]
+    proprio_delta_std: list[float] | None = Field(
+        default=None, description="set when the backbone also takes proprio and the state delta (Mamba)"
+    )
     image: ImageSpec | None
     tokenizer: TokenizerSpec | None
     noise_shape: list[int]

@@ -14,10 +14,11 @@ Layout of a dataset directory:
     images/episode_{i:06d}.{camera}.npy   (T, H, W, 3) uint8 RGB, one array per episode and camera,
                                 row k is the frame of frame_index k
 
-A sample is frame k of an episode: its proprio, its instruction, its images, the action chunk k..k+H-1 (past the
+A sample is frame k of an episode: its proprio, its state delta (proprio k minus proprio k-1, zero at k = 0 and on goal.*;
+`policy_runtime.preprocess.state_delta`), its instruction, its images, the action chunk k..k+H-1 (past the
 episode's end the last action repeats) and the proprio at each of those steps (clamped at the last frame), which
 stage 2 (the residual) sees. Normalization: actions to [-1, 1] per channel by the dataset's min/max, proprio to
-zero mean and unit variance.
+zero mean and unit variance, the state delta by its std.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from drivers.errors import UserError
+from policy_runtime.preprocess import state_delta
 
 META_FILE = "meta.json"
 DATA_FILE = "data.parquet"
@@ -96,6 +98,7 @@ class ChunkDataset:
     proprio_layout: tuple[str, ...]
     cameras: tuple[str, ...]
     proprio: np.ndarray  # (N, P)
+    proprio_delta: np.ndarray  # (N, P) proprio minus the previous frame's
     chunks: np.ndarray  # (N, H, d) SI units
     future_proprio: np.ndarray  # (N, H, P)
     tasks: list[str]  # (N,)
@@ -105,6 +108,7 @@ class ChunkDataset:
     action_high: np.ndarray
     proprio_mean: np.ndarray
     proprio_std: np.ndarray
+    proprio_delta_std: np.ndarray
     _images: dict[tuple[int, str], np.ndarray]
 
     def __len__(self) -> int:
@@ -115,6 +119,9 @@ class ChunkDataset:
 
     def normalize_proprio(self, proprio: np.ndarray) -> np.ndarray:
         return (proprio - self.proprio_mean) / self.proprio_std
+
+    def normalize_proprio_delta(self, delta: np.ndarray) -> np.ndarray:
+        return delta / self.proprio_delta_std
 
     def normalized_chunks(self) -> np.ndarray:
         return self.normalize_actions(self.chunks).astype(np.float32)
@@ -172,6 +179,8 @@ def load_dataset(root: Path, horizon: int, with_images: bool = True) -> ChunkDat
         idx = np.minimum(np.arange(i, i + horizon), ends[e] - 1)
         chunks[i] = actions[idx]
         future[i] = states[idx]
+    first = np.r_[True, episodes[1:] != episodes[:-1]]  # first frame of each episode (sorted rows)
+    delta = state_delta(states, states[np.where(first, np.arange(n), np.arange(n) - 1)], proprio_layout)
     images: dict[tuple[int, str], np.ndarray] = {}
     cameras = tuple(meta.get("cameras", []))
     if with_images:
@@ -185,7 +194,7 @@ def load_dataset(root: Path, horizon: int, with_images: bool = True) -> ChunkDat
     high = np.where(high - low < 1e-6, low + 1e-6, high)
     return ChunkDataset(
         root=root, fps=float(meta.get("fps", 15.0)), action_layout=action_layout, proprio_layout=proprio_layout,
-        cameras=cameras, proprio=states, chunks=chunks, future_proprio=future, tasks=tasks, episode=episodes,
+        cameras=cameras, proprio=states, proprio_delta=delta, chunks=chunks, future_proprio=future, tasks=tasks, episode=episodes,
         frame=frames, action_low=low, action_high=high, proprio_mean=states.mean(0), proprio_std=states.std(0) + 1e-6,
-        _images=images,
+        proprio_delta_std=np.maximum(delta.std(0), 1e-3), _images=images,
     )  # fmt: skip

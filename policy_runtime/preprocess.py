@@ -16,6 +16,10 @@ Proprio: a float32 vector with a named layout. Channel names:
 
 A base channel without a base state is NaN, so the engine's non-finite check refuses the observation rather
 than the policy seeing a made-up zero.
+
+State delta (AnoleVLA's second token): the proprio vector minus the one of the previous control tick, zero at the
+first tick of an episode and on goal.* channels (an observation carries one goal, not the previous tick's)
+(`state_delta`); the dataset (training) and the engines (inference) both call it.
 """
 
 from __future__ import annotations
@@ -146,6 +150,34 @@ class ProprioLayout:
                 values = arm.velocities if len(parts) == 3 else arm.positions
                 out[k] = values[index[parts[1]]]
         return out
+
+    def delta(
+        self,
+        arm: ArmState,
+        base: BaseState | None,
+        previous_arm: ArmState | None,
+        previous_base: BaseState | None,
+        goal: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The state delta between this tick and the previous one (`state_delta`), SI units; zeros without a
+        previous tick or when it has a non-finite channel (e.g. the base had not reported yet)."""
+        previous = None
+        if previous_arm is not None:
+            previous = self.vector(previous_arm, previous_base, goal)
+            if not np.all(np.isfinite(previous)):
+                previous = None
+        return state_delta(self.vector(arm, base, goal), previous, self.channels)
+
+
+def state_delta(current: np.ndarray, previous: np.ndarray | None, channels: Sequence[str]) -> np.ndarray:
+    """Proprio (..., P) minus the previous tick's (same layout, SI units); zeros without a previous tick and on
+    the goal.* channels."""
+    current = np.asarray(current)
+    if previous is None:
+        return np.zeros_like(current)
+    delta = current - np.asarray(previous, dtype=current.dtype)
+    delta[..., [k for k, name in enumerate(channels) if name in _GOAL]] = 0
+    return delta
 
 
 _BASE = {

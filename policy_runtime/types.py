@@ -30,6 +30,10 @@ class Observation:
     # Target object/goal position (x, y, z) in the arm base frame, m (FACTS.md: the paper's proprio has it), from
     # perception or the simulator's task (drivers/emulated/tasks.py); None when nothing supplies one.
     goal: np.ndarray | None = None
+    # The arm and base state of the fast-loop tick before `t_ns` (None at the first tick), for policies that read
+    # the state delta (AnoleVLA; policy_runtime/preprocess.py `state_delta`).
+    previous_arm: ArmState | None = None
+    previous_base: BaseState | None = None
 
     def frame_ages_s(self) -> dict[str, float]:
         return {name: (self.t_ns - f.t_ns) / 1e9 for name, f in self.frames.items()}

@@ -133,10 +133,12 @@ def _worker(kind: str, bundle: Path, threads: int, repeats: int) -> dict:
             else (t(sample.images), t(sample.input_ids), t(sample.attention_mask))
         )
 
+        delta = None if sample.proprio_delta is None else t(sample.proprio_delta)
+
         def chunk() -> None:
             noise = t(rng.standard_normal(sample.noise.shape).astype(np.float32))
             with torch.inference_mode():
-                policy(t(sample.proprio), noise, *(images or ()))
+                policy(t(sample.proprio), noise, *(images or ()), proprio_delta=delta)
     else:
         if kind.startswith("ort-"):
             from policy_runtime.engines.onnx_engine import OnnxEngine

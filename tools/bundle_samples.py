@@ -35,11 +35,15 @@ class Sample:
     images: np.ndarray | None = None  # (1, n, 3, S, S) normalised
     input_ids: np.ndarray | None = None
     attention_mask: np.ndarray | None = None
+    proprio_delta: np.ndarray | None = None  # (1, P) normalised, for a backbone that reads it (Mamba)
 
     def backbone_feed(self) -> dict[str, np.ndarray]:
         if self.images is None:
             return {"proprio": self.proprio}
-        return {"images": self.images, "input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        feed = {"images": self.images, "input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        if self.proprio_delta is not None:
+            feed.update(proprio=self.proprio, proprio_delta=self.proprio_delta)
+        return feed
 
 
 def synthetic_samples(spec: RuntimeSpec, bundle_dir: Path, count: int, seed: int) -> list[Sample]:
@@ -62,7 +66,10 @@ def synthetic_samples(spec: RuntimeSpec, bundle_dir: Path, count: int, seed: int
             pixels = np.clip(pixels, 0, 255) / 255.0
             images[0, k] = (pixels.transpose(2, 0, 1) - mean) / std
         ids, mask = tokenize(INSTRUCTIONS[(i + seed) % len(INSTRUCTIONS)])
-        samples.append(Sample(proprio, noise, images, ids, mask))
+        delta = None
+        if spec.proprio_delta_std is not None:
+            delta = rng.standard_normal((1, len(spec.proprio_layout))).astype(np.float32)
+        samples.append(Sample(proprio, noise, images, ids, mask, delta))
     return samples
 
 
@@ -93,9 +100,11 @@ def dataset_samples(spec: RuntimeSpec, bundle_dir: Path, data: Path, count: int,
             continue
         frames = dataset.images(np.array([i]))[0]
         ids, mask = builder.tokens(dataset.tasks[i])
-        samples.append(
-            Sample(proprio, noise, builder.images_from_arrays([frames[k] for k in order]), ids, mask)
-        )
+        delta = None
+        if spec.proprio_delta_std is not None:
+            delta = builder.standardize_delta(dataset.proprio_delta[i])
+        images = builder.images_from_arrays([frames[k] for k in order])
+        samples.append(Sample(proprio, noise, images, ids, mask, delta))
     return samples
 
 

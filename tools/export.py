@@ -1,6 +1,7 @@
 """`anchorvla export CHECKPOINT OUT`: the checkpoint as three ONNX graphs plus manifest.json.
 
-- backbone.onnx: images + instruction tokens -> bridge features (without a VLM backbone: proprio -> state tokens);
+- backbone.onnx: images + instruction tokens -> bridge features (the Mamba backbone also takes proprio and the
+  state delta; without a VLM backbone: proprio -> state tokens);
 - head.onnx: bridge + proprio + noise -> chunk, anchor index, scores, residual context: the whole truncated
   denoising loop over all anchors and the scoring in one graph, so one engine call makes one chunk;
 - residual.onnx: proprio + context + planned action + j -> correction.
@@ -69,6 +70,7 @@ def runtime_spec(config, out: Path) -> RuntimeSpec:
         action_high=n.action_high,
         proprio_mean=n.proprio_mean,
         proprio_std=n.proprio_std,
+        proprio_delta_std=n.proprio_delta_std,
         image=image,
         tokenizer=tokenizer,
         noise_shape=[1, k, head.horizon, head.action_dim],
@@ -106,6 +108,14 @@ def _graph_modules(policy):
         def forward(self, images, input_ids, attention_mask):
             return self.policy.backbone(images, input_ids, attention_mask)
 
+    class StateDeltaBackbone(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.policy = policy
+
+        def forward(self, images, input_ids, attention_mask, proprio, proprio_delta):
+            return self.policy.backbone(images, input_ids, attention_mask, proprio, proprio_delta)
+
     class StateBackbone(nn.Module):
         def __init__(self):
             super().__init__()
@@ -131,7 +141,10 @@ def _graph_modules(policy):
         def forward(self, proprio, context, planned, j):
             return self.residual(proprio, context, planned, j)
 
-    backbone = Backbone() if policy.backbone is not None else StateBackbone()
+    if policy.backbone is None:
+        backbone = StateBackbone()
+    else:
+        backbone = StateDeltaBackbone() if policy.reads_state_delta else Backbone()
     return backbone, Head(), Residual(), torch
 
 
@@ -169,6 +182,9 @@ def export_policy(
         if sample.images is not None:
             bb_args = (t(sample.images), t(sample.input_ids), t(sample.attention_mask))
             bb_in = ["images", "input_ids", "attention_mask"]
+            if sample.proprio_delta is not None:
+                bb_args += (t(sample.proprio), t(sample.proprio_delta))
+                bb_in += ["proprio", "proprio_delta"]
         else:
             bb_args, bb_in = (t(sample.proprio),), ["proprio"]
         bridge = backbone(*bb_args)
@@ -188,7 +204,8 @@ def export_policy(
         log.info("exporting %s", file)
         external = _export_one(module, args, names_in, names_out, out, file, opset, ckpt_sha)
         session = ort_session(out / file)
-        got = session.run(None, {n: a.numpy() for n, a in zip(names_in, args, strict=True)})
+        taken = {i.name for i in session.get_inputs()}  # the export drops inputs a graph does not use
+        got = session.run(None, {n: a.numpy() for n, a in zip(names_in, args, strict=True) if n in taken})
         figures = compare(reference[0].numpy(), got[0])
         if role == "head":
             figures["anchor_match"] = bool(np.array_equal(got[1], reference[1].numpy()))

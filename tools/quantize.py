@@ -58,10 +58,11 @@ def _calibration_feeds(directory: Path, manifest: Manifest, samples: list[Sample
     """Backbone feeds from the samples; head feeds with the FP32 backbone's bridge features."""
     fp32 = manifest.variants["fp32"].graphs
     backbone = ort_session(directory / fp32["backbone"])
+    head = manifest.graphs[fp32["head"]]
     head_feeds = []
     for s in samples:
         bridge = backbone.run(None, s.backbone_feed())[0]
-        head_feeds.append({"bridge": bridge, "proprio": s.proprio, "noise": s.noise})
+        head_feeds.append(head.feed({"bridge": bridge, "proprio": s.proprio, "noise": s.noise}))
     return {"backbone": [s.backbone_feed() for s in samples], "head": head_feeds}
 
 

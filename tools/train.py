@@ -1,5 +1,7 @@
 """`anchorvla train`: stage 1 (LoRA + projector + queries + head: reconstruction + anchor classification), then
-stage 2 (the residual only, L1 on the correction, the rest frozen), from a recorded dataset
+optionally AnoleVLA's acceleration stage (`--accel-steps N --accel-weight L`: the same parameters fine-tuned with
+the head's loss + L * L1 on the action differences of the predicted chunk), then the residual stage (the residual
+only, L1 on the correction, the rest frozen), from a recorded dataset
 (policy_runtime/dataset.py) into a checkpoint directory (policy_runtime/model/checkpoint.py).
 
 Deterministic for a seed (batches and noise come from seeded CPU generators). Resumable: `--resume` continues
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 from pathlib import Path
@@ -37,7 +40,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=int, default=8, help="H, actions per chunk")
     parser.add_argument("--num-anchors", type=int, default=20, help="M when fitting anchors here")
     parser.add_argument("--steps", type=int, default=300, help="stage-1 steps")
-    parser.add_argument("--residual-steps", type=int, default=100, help="stage-2 steps (0: skip)")
+    parser.add_argument(
+        "--accel-steps",
+        type=int,
+        default=0,
+        help="steps of the acceleration stage after stage 1 (0: skip; AnoleVLA's stage 2)",
+    )
+    parser.add_argument(
+        "--accel-weight",
+        type=float,
+        default=1.0,
+        help="lambda: weight of the L1 on action differences in the acceleration stage",
+    )
+    parser.add_argument("--residual-steps", type=int, default=100, help="residual-stage steps (0: skip)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
@@ -144,6 +159,7 @@ def make_batch(data, indices: np.ndarray, arch, tokenizer, device) -> dict:
 
     batch = {
         "proprio": f32(data.normalize_proprio(data.proprio[indices])),
+        "proprio_delta": f32(data.normalize_proprio_delta(data.proprio_delta[indices])),
         "actions": f32(data.normalize_actions(data.chunks[indices])),
         "future_proprio": f32(data.normalize_proprio(data.future_proprio[indices])),
     }
@@ -175,6 +191,8 @@ def main(args: argparse.Namespace) -> int:
     for name in ("steps", "batch", "horizon", "save_every"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.accel_steps < 0 or args.accel_weight < 0:
+        raise UserError("--accel-steps and --accel-weight must be >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -200,9 +218,11 @@ def main(args: argparse.Namespace) -> int:
         policy, config = load_checkpoint(args.out)
         state = torch.load(state_path, weights_only=True)
     else:
-        anchors, anchors_meta = _anchors(args, data, arch)
         policy = AnchorVLAPolicy(arch)
-        policy.head.anchors.copy_(torch.from_numpy(np.asarray(anchors)))
+        anchors_meta = None
+        if arch.head.mode != "linear":  # the linear head has no anchors
+            anchors, anchors_meta = _anchors(args, data, arch)
+            policy.head.anchors.copy_(torch.from_numpy(np.asarray(anchors)))
         config = CheckpointConfig(
             architecture=arch,
             action_layout=list(data.action_layout),
@@ -214,6 +234,7 @@ def main(args: argparse.Namespace) -> int:
                 action_high=data.action_high.tolist(),
                 proprio_mean=data.proprio_mean.tolist(),
                 proprio_std=data.proprio_std.tolist(),
+                proprio_delta_std=data.proprio_delta_std.tolist() if policy.reads_state_delta else None,
             ),  # fmt: skip
             anchors=anchors_meta,
             provenance={
@@ -224,6 +245,8 @@ def main(args: argparse.Namespace) -> int:
                 "seed": args.seed,
                 "batch": args.batch,
                 "lr": args.lr,
+                "accel_steps": args.accel_steps,
+                "accel_weight": args.accel_weight,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             },
         )
@@ -236,16 +259,19 @@ def main(args: argparse.Namespace) -> int:
         index_gen.set_state(state["index_gen"])
         noise_gen.set_state(state["noise_gen"])
 
+    # Stages by number: 1 main, 2 acceleration (main parameters again), 3 residual.
     stages = [(1, args.steps, stage1_loss)]
+    if args.accel_steps > 0:
+        stages.append((2, args.accel_steps, functools.partial(stage1_loss, accel_weight=args.accel_weight)))
     if args.residual_steps > 0:
-        stages.append((2, args.residual_steps, stage2_loss))
+        stages.append((3, args.residual_steps, stage2_loss))
     budget = args.stop_after
     for stage, steps, loss_fn in stages:
         if stage < state["stage"]:
             continue
         if budget is not None and budget <= 0:
             break
-        if stage == 1:
+        if stage in (1, 2):
             params = policy.main_parameters()
             for p in policy.residual.parameters():
                 p.requires_grad_(False)
@@ -254,7 +280,7 @@ def main(args: argparse.Namespace) -> int:
         module = StageLoss(policy, loss_fn)
         if world > 1:
             # Only the anchored head's loss uses the scoring head; the other modes leave it without gradient.
-            unused = stage == 1 and arch.head.mode != "anchored"
+            unused = stage in (1, 2) and arch.head.mode not in ("anchored", "linear")
             module = torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=unused)
         optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
         start = state["step"] if stage == state["stage"] else 0

@@ -57,7 +57,10 @@ class Reference:
         with torch.no_grad():
             for s in samples:
                 if s.images is not None:
-                    bridge = policy.condition(t(s.proprio), t(s.images), t(s.input_ids), t(s.attention_mask))
+                    delta = None if s.proprio_delta is None else t(s.proprio_delta)
+                    bridge = policy.condition(
+                        t(s.proprio), t(s.images), t(s.input_ids), t(s.attention_mask), delta
+                    )
                 else:
                     bridge = policy.condition(t(s.proprio))
                 chunk, index, scores, _cand, context = policy.head.sample(bridge, t(s.proprio), t(s.noise))

@@ -1,7 +1,9 @@
 """What the bundle engines (onnxruntime, tensorrt) share: the PolicyEngine methods over three graphs.
 
 A subclass opens its sessions and implements `_run(role, feed) -> outputs in the graph's order`; this class turns
-Observations into feeds (numpy only), draws the head's noise, and maps chunks and corrections to SI units.
+Observations into feeds (numpy only), draws the head's noise, and maps chunks and corrections to SI units. A feed
+holds only the inputs the graph declares in the manifest (an exported graph drops inputs it does not use, e.g. the
+linear head's noise).
 """
 
 from __future__ import annotations
@@ -27,29 +29,37 @@ class BundleEngine:
         self._noise_shape = tuple(spec.noise_shape)
         self._rng = np.random.default_rng(seed)
         self._anchored = spec.mode == "anchored"
-        self._has_residual = "residual" in manifest.variants[variant].graphs
+        graphs = manifest.variants[variant].graphs
+        self._has_residual = "residual" in graphs
+        self._graphs = {role: manifest.graphs[file] for role, file in graphs.items()}
 
     def _run(self, role: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
+    def _call(self, role: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._run(role, self._graphs[role].feed(feed))
+
     # -- arrays in, arrays out (verify and the benchmark call these) ---------------------------------------------
     def condition(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        return self._run("backbone", feed)[0]
+        return self._call("backbone", feed)[0]
 
     def head(self, bridge: np.ndarray, proprio: np.ndarray, noise: np.ndarray) -> list[np.ndarray]:
         """-> chunk (1, H, d) normalised, anchor index (1,), scores (1, K), context (1, C)."""
-        return self._run("head", {"bridge": bridge, "proprio": proprio, "noise": noise})
+        return self._call("head", {"bridge": bridge, "proprio": proprio, "noise": noise})
 
     def residual_normalized(self, proprio, context, planned, j: int) -> np.ndarray:
         feed = {"proprio": proprio, "context": context, "planned": planned, "j": np.array([j], np.int64)}
-        return self._run("residual", feed)[0]
+        return self._call("residual", feed)[0]
 
     # -- PolicyEngine ------------------------------------------------------------------------------------------
     def _backbone_feed(self, obs: Observation, proprio: np.ndarray) -> dict[str, np.ndarray]:
         if self.manifest.runtime.image is None:
             return {"proprio": proprio}
         ids, mask = self.inputs.tokens(obs.instruction)
-        return {"images": self.inputs.images(obs), "input_ids": ids, "attention_mask": mask}
+        feed = {"images": self.inputs.images(obs), "input_ids": ids, "attention_mask": mask}
+        if self.manifest.runtime.proprio_delta_std is not None:
+            feed.update(proprio=proprio, proprio_delta=self.inputs.proprio_delta(obs))
+        return feed
 
     def infer(self, obs: Observation) -> ActionChunk:
         proprio = self.inputs.proprio(obs)
@@ -84,6 +94,8 @@ class BundleEngine:
             ids, mask = self.inputs.tokens("")
             shape = (1, spec.image.num_images, 3, spec.image.size, spec.image.size)
             feed = {"images": np.zeros(shape, np.float32), "input_ids": ids, "attention_mask": mask}
+            if spec.proprio_delta_std is not None:
+                feed.update(proprio=proprio, proprio_delta=np.zeros_like(proprio))
         else:
             feed = {"proprio": proprio}
         context = self.head(self.condition(feed), proprio, np.zeros(self._noise_shape, np.float32))[3]

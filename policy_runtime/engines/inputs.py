@@ -1,6 +1,7 @@
 """Observation -> the arrays the exported graphs take, with numpy only (no torch), through the preprocessing that
 training and the torch engine share (`policy_runtime/preprocess.py`): images centre-cropped, resized and
-normalised, proprio by its named layout and standardised, the instruction tokenized; and chunks mapped back from
+normalised, proprio by its named layout and standardised, the state delta (for a backbone that reads it) from the
+observation's previous tick, the instruction tokenized; and chunks mapped back from
 [-1, 1] to SI units.
 """
 
@@ -26,6 +27,9 @@ class InputBuilder:
         self._layout = ProprioLayout(tuple(spec.proprio_layout)) if from_observations else None
         self.proprio_mean = np.asarray(spec.proprio_mean, dtype=np.float32)
         self.proprio_std = np.asarray(spec.proprio_std, dtype=np.float32)
+        self.delta_std = (
+            None if spec.proprio_delta_std is None else np.asarray(spec.proprio_delta_std, dtype=np.float32)
+        )
         self.action_low = np.asarray(spec.action_low, dtype=np.float64)
         self.action_high = np.asarray(spec.action_high, dtype=np.float64)
         self._tokenize = make_tokenizer(spec, Path(bundle_dir)) if spec.tokenizer is not None else None
@@ -44,6 +48,17 @@ class InputBuilder:
     def standardize_proprio(self, raw: np.ndarray) -> np.ndarray:
         """A proprio vector in SI units (the bundle's layout) -> (1, P) float32 as the graphs take it."""
         return ((np.asarray(raw, np.float32) - self.proprio_mean) / self.proprio_std)[None]
+
+    def proprio_delta(self, obs: Observation) -> np.ndarray:
+        """The state delta of `obs` (its proprio minus its previous tick's), (1, P) float32 as the graphs take it."""
+        assert self._layout is not None
+        delta = self._layout.delta(obs.arm, obs.base, obs.previous_arm, obs.previous_base, obs.goal)
+        return self.standardize_delta(delta)
+
+    def standardize_delta(self, delta: np.ndarray) -> np.ndarray:
+        """A state delta in SI units -> (1, P) float32, divided by the bundle's delta std."""
+        assert self.delta_std is not None
+        return (np.asarray(delta, np.float32) / self.delta_std)[None]
 
     def images(self, obs: Observation) -> np.ndarray:
         names = self.spec.cameras or list(obs.frames)

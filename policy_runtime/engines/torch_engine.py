@@ -43,6 +43,7 @@ class TorchEngine:
         self._a_half_range = (np.asarray(norm.action_high) - self._a_low) / 2
         self._p_mean = np.asarray(norm.proprio_mean)
         self._p_std = np.asarray(norm.proprio_std)
+        self._delta_std = None if norm.proprio_delta_std is None else np.asarray(norm.proprio_delta_std)
         arch = self.config.architecture
         self._tokenizer = build_tokenizer(arch.backbone.tokenizer) if arch.backbone is not None else None
         self._generator = torch.Generator().manual_seed(seed)
@@ -60,6 +61,13 @@ class TorchEngine:
                 "goal.* come from the simulator's task or perception)"
             )
         return ((raw - self._p_mean) / self._p_std).astype(np.float32)
+
+    def _proprio_delta(self, obs: Observation) -> np.ndarray:
+        """The normalised state delta (policy_runtime/preprocess.py `state_delta`) for a backbone that reads it."""
+        layout = ProprioLayout(tuple(self.config.proprio_layout), tuple(obs.arm.joint_names))
+        delta = layout.delta(obs.arm, obs.base, obs.previous_arm, obs.previous_base, obs.goal)
+        assert self._delta_std is not None
+        return (delta / self._delta_std).astype(np.float32)
 
     def _images(self, obs: Observation) -> torch.Tensor:
         arch = self.config.architecture
@@ -87,6 +95,8 @@ class TorchEngine:
                 input_ids=ids,
                 attention_mask=mask,
             )
+            if self.policy.reads_state_delta:
+                extra["proprio_delta"] = torch.zeros_like(proprio)
         with torch.inference_mode():
             self.policy(
                 proprio, torch.zeros(self.policy.head.noise_shape(1)), num_steps=self.num_steps, **extra
@@ -98,6 +108,8 @@ class TorchEngine:
         if self.config.architecture.backbone is not None:
             ids, mask = self._text(obs.instruction or self.instruction)
             extra = dict(images=self._images(obs), input_ids=ids, attention_mask=mask)
+            if self.policy.reads_state_delta:
+                extra["proprio_delta"] = torch.from_numpy(self._proprio_delta(obs))[None]
         with self._lock:  # the generator and the module are not shared across threads
             noise = torch.randn(self.policy.head.noise_shape(1), generator=self._generator)
             with torch.inference_mode():

@@ -17,12 +17,26 @@ from drivers.errors import UserError
 from policy_runtime.model.config import BackboneConfig
 
 
-def _load_towers(config: BackboneConfig) -> tuple[nn.Module, nn.Module]:
+def load_towers(config: BackboneConfig, lm_config_class=None, lm_class=None) -> tuple[nn.Module, nn.Module]:
+    """The vision tower and the language model (Qwen2 unless other transformers classes are given), frozen, the LM
+    with LoRA adapters on `lora_targets`: random weights from the config's sizes, or `pretrained_dir`'s local
+    `vision/` and `llm/` checkpoints (never the hub)."""
+    vision, llm = _pretrained_or_random(config, lm_config_class, lm_class)
+    from peft import LoraConfig, inject_adapter_in_model
+
+    for p in [*vision.parameters(), *llm.parameters()]:
+        p.requires_grad_(False)
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules=config.lora_targets)
+    return vision, inject_adapter_in_model(lora, llm)
+
+
+def _pretrained_or_random(config: BackboneConfig, lm_config_class, lm_class) -> tuple[nn.Module, nn.Module]:
     from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisionModel
 
+    lm_config_class, lm_class = lm_config_class or Qwen2Config, lm_class or Qwen2Model
     if config.pretrained_dir is None:
         vision = SiglipVisionModel(SiglipVisionConfig(**config.vision))
-        llm = Qwen2Model(Qwen2Config(**config.llm))
+        llm = lm_class(lm_config_class(**config.llm))
         return vision, llm
     root = Path(config.pretrained_dir)
     for part in ("vision", "llm"):
@@ -31,23 +45,15 @@ def _load_towers(config: BackboneConfig) -> tuple[nn.Module, nn.Module]:
                 f"backbone.pretrained_dir {root} has no {part}/ directory (a transformers checkpoint)"
             )
     vision = SiglipVisionModel.from_pretrained(root / "vision", local_files_only=True)
-    llm = Qwen2Model.from_pretrained(root / "llm", local_files_only=True)
+    llm = lm_class.from_pretrained(root / "llm", local_files_only=True)
     return vision, llm
 
 
 class VLABackbone(nn.Module):
     def __init__(self, config: BackboneConfig):
         super().__init__()
-        from peft import LoraConfig, inject_adapter_in_model
-
         self.config = config
-        self.vision, llm = _load_towers(config)
-        for p in [*self.vision.parameters(), *llm.parameters()]:
-            p.requires_grad_(False)
-        lora = LoraConfig(
-            r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules=config.lora_targets
-        )
-        self.llm = inject_adapter_in_model(lora, llm)
+        self.vision, self.llm = load_towers(config)
         hidden = self.llm.config.hidden_size
         vision_hidden = self.vision.config.hidden_size
         self.projector = nn.Sequential(nn.Linear(vision_hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))

@@ -19,13 +19,20 @@ class _Section(BaseModel):
 
 
 class BackboneConfig(_Section):
-    """Vision tower (transformers SiglipVisionConfig kwargs) + projector + Qwen2 LM (Qwen2Config kwargs) with LoRA.
+    """Vision tower (transformers SiglipVisionConfig kwargs) + projector + language model with LoRA.
+
+    `kind` picks the language model: 'vlm' (default) a Qwen2 LM (`llm` holds Qwen2Config kwargs) reading
+    [vision | instruction | ActionQuery tokens], bridge = hidden states of `bridge_layers`; 'mamba' a Mamba
+    state-space model (`llm` holds MambaConfig kwargs) reading AnoleVLA's order [state | state delta | vision |
+    instruction], bridge = the final hidden state of the last instruction token (num_queries and bridge_layers
+    are not used).
 
     `pretrained_dir`, when set, is a local directory holding `vision/` and `llm/` transformers checkpoints that
     training starts from (never a hub download). A saved checkpoint holds every weight, so loading it never
     needs that directory.
     """
 
+    kind: Literal["vlm", "mamba"] = "vlm"
     vision: dict[str, Any]
     llm: dict[str, Any]
     lora_rank: int = Field(default=64, ge=1)
@@ -44,10 +51,11 @@ class BackboneConfig(_Section):
 
 
 class HeadConfig(_Section):
-    """The DiT action head. `mode` selects how it is trained and sampled (the ablation's variants):
-    anchored (truncated diffusion from the M anchors, scored), diffusion (plain, from noise), regression (L1)."""
+    """The action head. `mode` selects how it is trained and sampled (the ablation's variants): the DiT as
+    anchored (truncated diffusion from the M anchors, scored), diffusion (plain, from noise), regression (L1); or
+    linear (AnoleVLA: one linear layer from the bridge's last token, L1; dim/depth/heads/anchors unused)."""
 
-    mode: Literal["anchored", "diffusion", "regression"] = "anchored"
+    mode: Literal["anchored", "diffusion", "regression", "linear"] = "anchored"
     horizon: int = Field(ge=1, description="H, actions per chunk")
     action_dim: int = Field(ge=1)
     proprio_dim: int = Field(ge=1)
@@ -94,12 +102,15 @@ class ArchitectureConfig(_Section):
 
 
 class Normalization(_Section):
-    """Actions map to [-1, 1] per channel by [low, high]; proprio is standardised by mean/std."""
+    """Actions map to [-1, 1] per channel by [low, high]; proprio is standardised by mean/std; the state delta
+    (proprio minus the previous tick's, `policy_runtime/preprocess.py`) is divided by its std when the backbone
+    reads it (None: the policy does not use it)."""
 
     action_low: list[float]
     action_high: list[float]
     proprio_mean: list[float]
     proprio_std: list[float]
+    proprio_delta_std: list[float] | None = None
 
 
 class AnchorsMeta(_Section):

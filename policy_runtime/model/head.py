@@ -16,6 +16,7 @@ from torch import nn
 
 from policy_runtime.model.config import HeadConfig
 from policy_runtime.model.embeddings import sinusoidal_embedding
+from policy_runtime.model.smoothness import action_difference_l1
 
 
 def make_alphas_cumprod(steps: int, beta_schedule: str) -> torch.Tensor:
@@ -97,6 +98,11 @@ class AnchoredDiffusionHead(nn.Module):
         self.register_buffer("anchors", torch.zeros(config.num_anchors, config.horizon, d))
         abar = make_alphas_cumprod(config.schedule_steps, config.beta_schedule)
         self.register_buffer("alphas_cumprod", abar, persistent=False)
+
+    @property
+    def context_dim(self) -> int:
+        """Width of the pooled context the residual reads."""
+        return self.config.dim
 
     # -- one network evaluation ---------------------------------------------------------------------------------
     def encode_condition(self, cond: torch.Tensor) -> torch.Tensor:
@@ -188,8 +194,10 @@ class AnchoredDiffusionHead(nn.Module):
         target: torch.Tensor,
         generator: torch.Generator | None = None,
         classification_weight: float = 1.0,
+        accel_weight: float = 0.0,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Training loss for the configured mode on normalised target chunks (B, H, d)."""
+        """Training loss for the configured mode on normalised target chunks (B, H, d); `accel_weight` adds the
+        acceleration loss (policy_runtime/model/smoothness.py) on the predicted clean chunk."""
         cfg = self.config
         memory = self.encode_condition(cond)
         b = target.shape[0]
@@ -198,22 +206,35 @@ class AnchoredDiffusionHead(nn.Module):
             x0, _ = self.denoise(
                 zeros, torch.zeros(b, dtype=torch.long, device=target.device), memory, proprio
             )
-            recon = F.l1_loss(x0[:, 0], target)
-            return recon, {"recon": float(recon.detach())}
-        high = cfg.truncated_steps if cfg.mode == "anchored" else cfg.schedule_steps
-        # Random draws on the CPU generator (deterministic across devices), then moved.
-        t = torch.randint(0, high, (b,), generator=generator).to(target.device)
-        a = self.alphas_cumprod[t][:, None, None, None]
-        if cfg.mode == "diffusion":
-            noise = torch.randn(b, 1, *target.shape[1:], generator=generator).to(target.device)
-            x0, _ = self.denoise(a.sqrt() * target[:, None] + (1 - a).sqrt() * noise, t, memory, proprio)
-            recon = F.mse_loss(x0[:, 0], target)  # the standard denoising objective (Diffusion Policy)
-            return recon, {"recon": float(recon.detach())}
-        noise = torch.randn(b, cfg.num_anchors, *target.shape[1:], generator=generator).to(target.device)
-        x0, scores = self.denoise(a.sqrt() * self.anchors[None] + (1 - a).sqrt() * noise, t, memory, proprio)
-        positive = self.nearest_anchor(target)
-        picked = x0[torch.arange(b, device=target.device), positive]
-        recon = F.l1_loss(picked, target)
-        classification = F.cross_entropy(scores, positive)
-        total = recon + classification_weight * classification
-        return total, {"recon": float(recon.detach()), "cls": float(classification.detach())}
+            pred = x0[:, 0]
+            total = recon = F.l1_loss(pred, target)
+            logs = {"recon": float(recon.detach())}
+        else:
+            high = cfg.truncated_steps if cfg.mode == "anchored" else cfg.schedule_steps
+            # Random draws on the CPU generator (deterministic across devices), then moved.
+            t = torch.randint(0, high, (b,), generator=generator).to(target.device)
+            a = self.alphas_cumprod[t][:, None, None, None]
+            if cfg.mode == "diffusion":
+                noise = torch.randn(b, 1, *target.shape[1:], generator=generator).to(target.device)
+                x0, _ = self.denoise(a.sqrt() * target[:, None] + (1 - a).sqrt() * noise, t, memory, proprio)
+                pred = x0[:, 0]
+                # The standard denoising objective (Diffusion Policy).
+                total = recon = F.mse_loss(pred, target)
+                logs = {"recon": float(recon.detach())}
+            else:
+                shape = (b, cfg.num_anchors, *target.shape[1:])
+                noise = torch.randn(shape, generator=generator).to(target.device)
+                x0, scores = self.denoise(
+                    a.sqrt() * self.anchors[None] + (1 - a).sqrt() * noise, t, memory, proprio
+                )
+                positive = self.nearest_anchor(target)
+                pred = x0[torch.arange(b, device=target.device), positive]
+                recon = F.l1_loss(pred, target)
+                classification = F.cross_entropy(scores, positive)
+                total = recon + classification_weight * classification
+                logs = {"recon": float(recon.detach()), "cls": float(classification.detach())}
+        if accel_weight:
+            accel = action_difference_l1(pred, target)
+            total = total + accel_weight * accel
+            logs["accel"] = float(accel.detach())
+        return total, logs

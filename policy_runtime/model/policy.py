@@ -1,7 +1,9 @@
-"""AnchorVLAPolicy: backbone (or, without one, a compact encoder of the proprio vector) + anchored head + residual.
+"""AnchorVLAPolicy: backbone (or, without one, a compact encoder of the proprio vector) + action head + residual.
 
+The backbone is the VLM (`backbone.kind` 'vlm') or AnoleVLA's Mamba ('mamba', which also reads the state and the
+state delta); the head is the anchored/diffusion/regression DiT or AnoleVLA's linear head (`head.mode` 'linear').
 Shapes: images (B, num_images, 3, S, S) normalised; input_ids/attention_mask (B, L); proprio (B, P) normalised;
-noise as `head.noise_shape(B)`. Actions come out normalised to [-1, 1]; the checkpoint's normalization maps them
+proprio_delta (B, P) normalised (Mamba backbone only); noise as `head.noise_shape(B)`. Actions come out normalised to [-1, 1]; the checkpoint's normalization maps them
 to SI units.
 """
 
@@ -13,6 +15,8 @@ from torch import nn
 from policy_runtime.model.backbone import VLABackbone
 from policy_runtime.model.config import ArchitectureConfig
 from policy_runtime.model.head import AnchoredDiffusionHead
+from policy_runtime.model.linear_head import LinearHead
+from policy_runtime.model.mamba_backbone import MambaBackbone
 from policy_runtime.model.residual import ResidualModule
 
 STATE_TOKENS = 4  # tokens the compact state encoder makes when there is no VLM backbone
@@ -38,7 +42,11 @@ class AnchorVLAPolicy(nn.Module):
         self.config = config
         head_cfg = config.head
         if config.backbone is not None:
-            self.backbone: VLABackbone | None = VLABackbone(config.backbone)
+            self.backbone: VLABackbone | MambaBackbone | None = (
+                MambaBackbone(config.backbone, head_cfg.proprio_dim)
+                if config.backbone.kind == "mamba"
+                else VLABackbone(config.backbone)
+            )
             self.state_encoder: StateEncoder | None = None
             if self.backbone.hidden_size != head_cfg.cond_dim:
                 raise ValueError(
@@ -47,10 +55,15 @@ class AnchorVLAPolicy(nn.Module):
         else:
             self.backbone = None
             self.state_encoder = StateEncoder(head_cfg.proprio_dim, head_cfg.cond_dim)
-        self.head = AnchoredDiffusionHead(head_cfg)
+        self.head = LinearHead(head_cfg) if head_cfg.mode == "linear" else AnchoredDiffusionHead(head_cfg)
         self.residual = ResidualModule(
-            config.residual, head_cfg.proprio_dim, head_cfg.dim, head_cfg.action_dim
+            config.residual, head_cfg.proprio_dim, self.head.context_dim, head_cfg.action_dim
         )
+
+    @property
+    def reads_state_delta(self) -> bool:
+        """Whether the backbone takes the state and the state delta (the Mamba backbone)."""
+        return isinstance(self.backbone, MambaBackbone)
 
     def condition(
         self,
@@ -58,13 +71,18 @@ class AnchorVLAPolicy(nn.Module):
         images: torch.Tensor | None = None,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        proprio_delta: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The features the head cross-attends to: backbone bridge features, or state tokens without a backbone."""
+        """The features the head reads: backbone bridge features, or state tokens without a backbone."""
         if self.backbone is None:
             assert self.state_encoder is not None
             return self.state_encoder(proprio)
         if images is None or input_ids is None or attention_mask is None:
             raise ValueError("a policy with a backbone needs images, input_ids and attention_mask")
+        if self.reads_state_delta:
+            if proprio_delta is None:
+                raise ValueError("the Mamba backbone needs proprio_delta (the state delta)")
+            return self.backbone(images, input_ids, attention_mask, proprio, proprio_delta)
         return self.backbone(images, input_ids, attention_mask)
 
     def forward(
@@ -75,9 +93,10 @@ class AnchorVLAPolicy(nn.Module):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         num_steps: int | None = None,
+        proprio_delta: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One chunk: (chunk (B, H, d), anchor index (B,), scores (B, K), candidates (B, K, H, d), context (B, C))."""
-        cond = self.condition(proprio, images, input_ids, attention_mask)
+        cond = self.condition(proprio, images, input_ids, attention_mask, proprio_delta)
         return self.head.sample(cond, proprio, noise, num_steps)
 
     def main_parameters(self) -> list[nn.Parameter]:

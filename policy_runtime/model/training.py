@@ -1,6 +1,8 @@
-"""The two training stages' losses, shared by `anchorvla train` and the ablation benchmark.
+"""The training stages' losses, shared by `anchorvla train` and the ablation benchmark: the main stage (LoRA +
+head; optionally with AnoleVLA's acceleration loss, `accel_weight`), and the residual stage.
 
-A batch is a dict of tensors: `proprio` (B, P) normalised, `actions` (B, H, d) normalised target chunk,
+A batch is a dict of tensors: `proprio` (B, P) normalised, `proprio_delta` (B, P) normalised state delta (for a
+backbone that reads it), `actions` (B, H, d) normalised target chunk,
 `future_proprio` (B, H, P) normalised proprio at each step of the chunk (what the residual sees), and, for a
 policy with a backbone, `images` (B, N, 3, S, S), `input_ids` and `attention_mask` (B, L).
 """
@@ -16,15 +18,25 @@ from policy_runtime.model.policy import AnchorVLAPolicy
 
 def _condition(policy: AnchorVLAPolicy, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return policy.condition(
-        batch["proprio"], batch.get("images"), batch.get("input_ids"), batch.get("attention_mask")
+        batch["proprio"],
+        batch.get("images"),
+        batch.get("input_ids"),
+        batch.get("attention_mask"),
+        batch.get("proprio_delta"),
     )
 
 
 def stage1_loss(
-    policy: AnchorVLAPolicy, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    policy: AnchorVLAPolicy,
+    batch: dict[str, torch.Tensor],
+    generator: torch.Generator | None = None,
+    accel_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """LoRA + head: reconstruction of the chunk + anchor classification (positive = nearest anchor by L1)."""
-    return policy.head.loss(_condition(policy, batch), batch["proprio"], batch["actions"], generator)
+    """LoRA + head: the head's loss (anchored: reconstruction of the chunk + anchor classification, positive =
+    nearest anchor by L1), plus `accel_weight` * the acceleration loss (policy_runtime/model/smoothness.py)."""
+    return policy.head.loss(
+        _condition(policy, batch), batch["proprio"], batch["actions"], generator, accel_weight=accel_weight
+    )
 
 
 def freeze_all_but_residual(policy: AnchorVLAPolicy) -> list[torch.nn.Parameter]:
