@@ -39,7 +39,8 @@ def test_main_job_completes_its_task(tmp_path):
             assert proc.returncode == 0
             assert "task touch" in proc.stdout and "success in" in proc.stdout
             return
-        assert data["exit_reason"] in ("task_success", "task_failed", "task_timeout", "duration"), (runs, proc.stderr[-2000:])
+        outcomes = ("task_success", "task_failed", "task_timeout", "duration")
+        assert data["exit_reason"] in outcomes, (runs, proc.stderr[-2000:])
     raise AssertionError(f"no clean success in three runs: {runs}")
 
 
