@@ -98,3 +98,49 @@ def test_expert_finishes_its_task_with_the_emulated_devices(name):
     assert (moved > 0.3) == (name == "touch")  # only the touch task drives
     tip = tool_point(robot.world.joint_positions, robot.world.base_pose, robot.world.base_height)
     assert np.isfinite(tip).all()
+
+
+def _expert_episode(robot: SimRobot, task) -> list[np.ndarray]:
+    """Run the task's expert to its end; the tool centre (arm frame) after each tick."""
+    expert = Expert(task, robot.world, 1 / 15)
+    tips = []
+    for _ in range(task.max_steps):
+        robot.arm.read_state()
+        robot.arm.write_goal(expert.act()[3:])
+        robot.clock.advance(round(1e9 / 15))
+        tips.append(kin.forward(robot.world.joint_positions).gripper[:3, 3])
+        task.update(robot.world)
+        status = task.status(robot.world)
+        if status.success or status.failed:
+            break
+    return tips
+
+
+@pytest.mark.parametrize("side", [-1.0, 1.0])
+def test_reach_expert_goes_round_the_obstacle_with_clearance(side):
+    """Touching the obstacle is within 0.0375 m of its centre; the expert's path keeps > 0.055 m on either side, so
+    a policy that drifts a little from it still passes."""
+    robot = SimRobot([])
+    task = robot.start_episode("reach", 3)
+    task.side = side
+    above = task.goal_in_arm_frame(robot.world) + (0.0, 0.0, 0.13)
+    robot.arm.place(np.append(inverse_kinematics(above), 0.0))  # straight above: the episode's side decides
+    tips = _expert_episode(robot, task)
+    assert task.status(robot.world).success
+    obstacle = robot.world.objects["obstacle"].position - np.array(
+        [*kin.ARM_MOUNT_ON_BASE, robot.world.base_height]
+    )
+    assert min(np.linalg.norm(t - obstacle) for t in tips) > 0.055
+    assert np.sign(tips[-1][1] - task.goal_in_arm_frame(robot.world)[1]) == side  # arrived from that side
+
+
+def test_lift_expert_opens_again_after_a_missed_grasp():
+    robot = SimRobot([])
+    task = robot.start_episode("lift", 5)
+    goal = task.goal_in_arm_frame(robot.world)
+    robot.arm.place(np.append(inverse_kinematics(goal + (-0.01, 0.0, 0.0)), 0.0))  # jaws shut beside the ball
+    task.update(robot.world)
+    assert not robot.world.objects["ball"].held
+    assert Expert(task, robot.world, 1 / 15).act()[-1] == GRIPPER_OPEN
+    _expert_episode(robot, task)
+    assert task.status(robot.world).success
