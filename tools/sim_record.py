@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     rec.add_argument(
         "--noise-scale", type=float, default=1.0,
-        help="factor on the executed-action noise (joints 0.02 rad; base 0.05/0.03 m/s, 0.1 rad/s in touch)",
+        help="factor on the executed-action noise (per channel: base 0.05/0.03 m/s, 0.1 rad/s; joints 0.02 rad)",
     )  # fmt: skip
 
 
@@ -101,11 +101,8 @@ def record_episode(robot, task_name: str, seed: int, noisy: bool, noise_scale: f
     task = robot.start_episode(task_name, seed)
     expert = Expert(task, robot.world, dt_ns / 1e9)
     safety = SafetyLayer(SafetyConfig(), robot.arm.joint_names)
-    # The base is pushed only where the expert drives it (touch); elsewhere a drifting base would carry the
-    # object out of the arm's reach, which no arm motion can recover.
-    base_noise = [0.05, 0.03, 0.1] if task_name == "touch" else [0.0, 0.0, 0.0]
     noise = SmoothNoise(
-        np.array([*base_noise, *([0.02] * 5), 0.0]) * (noise_scale if noisy else 0.0),
+        np.array([0.05, 0.03, 0.1, *([0.02] * 5), 0.0]) * (noise_scale if noisy else 0.0),
         np.random.default_rng([seed, 2]),
         dt_ns / 1e9,
     )

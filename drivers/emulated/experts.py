@@ -4,8 +4,8 @@ targets in rad).
 
 The arm is driven in Cartesian space: each tick the tool centre's target steps from where the tool is now
 towards the current waypoint at `TOOL_SPEED`, and inverse kinematics (the gripper kept level) turns it into
-joint targets. The experts react to the measured state only (no hidden stage), so demonstrations recorded with
-noise added to the executed action show how to recover, and a policy can learn the rule from any pose.
+joint targets. The experts react to the measured state only (plus the waypoint they are on), so demonstrations
+recorded with noise added to the executed action show how to recover.
 """
 
 from __future__ import annotations
@@ -15,19 +15,15 @@ import math
 import numpy as np
 
 from drivers.emulated import kinematics as kin
-from drivers.emulated.tasks import GRIPPER_CLOSED, GRIPPER_OPEN, LIFT_HEIGHT, Task, world_to_arm
+from drivers.emulated.tasks import GRIPPER_OPEN, LIFT_HEIGHT, Task, world_to_arm
 from drivers.emulated.world import World
 
 TOOL_SPEED = 0.22  # m/s of the tool centre's target
+WAYPOINT_REACHED = 0.012  # m
 DRIVE_SPEED = 0.45  # m/s, under the safety envelope's max_vx (0.6)
 TURN_GAIN = 2.0  # rad/s per rad of heading error
 STANDOFF_X = 0.30  # m: the base stops when the marker is this far ahead of the arm's plate
 GRIPPER_SHUT = 0.0  # rad
-REACH_CLEARANCE = 0.065  # m from the obstacle's centre the reach expert keeps (touching it: 0.0375)
-REACH_FINAL = 0.03  # m beside the ball's centre: the tool is within the task's touch distance there
-REACH_SIDE_OFFSET = 0.12  # m beside the ball where the reach expert goes round the obstacle
-PREGRASP_BACK = 0.06  # m behind the ball (towards the arm) where the lift expert starts its approach
-CLOSE_WITHIN = 0.02  # m of the ball's centre where the lift expert closes (closing jaws catch within 0.04)
 
 
 def inverse_kinematics(tool_arm: np.ndarray, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
@@ -57,6 +53,7 @@ class Expert:
 
     def __init__(self, task: Task, world: World, dt_s: float):
         self.task, self.world, self.dt_s = task, world, dt_s
+        self.stage = 0  # index into the task's waypoint list
 
     def _state(self):
         with self.world.lock:
@@ -65,11 +62,6 @@ class Expert:
         goal = self.task.goal_in_arm_frame(self.world)
         tip = kin.forward(joints).gripper[:3, 3]
         return joints, goal, tip, held
-
-    def _obstacle_in_arm_frame(self) -> np.ndarray:
-        with self.world.lock:
-            position = self.world.objects[self.task.obstacle].position
-            return world_to_arm(position, self.world.base_pose, self.world.base_height)
 
     def _arm_toward(self, tip: np.ndarray, waypoint: np.ndarray, gripper: float) -> np.ndarray:
         step = waypoint - tip
@@ -85,7 +77,7 @@ class Expert:
         if self.task.name == "touch":
             arm_cmd, base_cmd = self._touch(goal, tip)
         elif self.task.name == "reach":
-            arm_cmd = self._reach(goal, tip, self._obstacle_in_arm_frame())
+            arm_cmd = self._reach(goal, tip)
         else:
             arm_cmd = self._lift(
                 goal, tip, held, gripper=float(joints[self.world.joint_names.index("gripper")])
@@ -103,25 +95,14 @@ class Expert:
             return self._arm_toward(tip, ready, GRIPPER_SHUT), base
         return self._arm_toward(tip, goal, GRIPPER_SHUT), np.zeros(3)
 
-    def _reach(self, goal: np.ndarray, tip: np.ndarray, obstacle: np.ndarray) -> np.ndarray:
-        """Around the obstacle on one side: towards the first of (the ball's side `REACH_FINAL` from its centre,
-        where the task counts it touched; a point beside the ball, a little below it; the same point higher up)
-        whose straight line from the tool keeps `REACH_CLEARANCE` from the obstacle. The side is the one the tool
-        is already on, else the episode's. A rule of the measured state only, so a policy can learn it from any
-        pose, and moving along a line that was clear keeps it clear (no switching back and forth)."""
-        offset = tip[1] - goal[1]
-        side = math.copysign(1.0, offset) if abs(offset) > 0.03 else self.task.side
-        waypoints = [
-            goal + (0.0, side * REACH_FINAL, 0.0),
-            goal + (0.0, side * REACH_SIDE_OFFSET, -0.01),
-            goal + (0.0, side * REACH_SIDE_OFFSET, 0.12),
-        ]
-        clear = [w for w in waypoints if _segment_distance(obstacle, tip, w) >= REACH_CLEARANCE]
-        return self._arm_toward(tip, clear[0] if clear else waypoints[-1], GRIPPER_SHUT)
+    def _reach(self, goal: np.ndarray, tip: np.ndarray) -> np.ndarray:
+        side = self.task.side
+        waypoints = [goal + (0.0, side * 0.10, 0.11), goal + (0.0, side * 0.10, 0.0), goal]
+        if self.stage < 2 and np.linalg.norm(waypoints[self.stage] - tip) < WAYPOINT_REACHED:
+            self.stage += 1
+        return self._arm_toward(tip, waypoints[self.stage], GRIPPER_SHUT)
 
     def _lift(self, goal: np.ndarray, tip: np.ndarray, held: bool, gripper: float) -> np.ndarray:
-        """Approach the ball level from behind (open jaws), close within `CLOSE_WITHIN`, lift once held; a
-        missed grasp (jaws shut, nothing held) opens again. A rule of the measured state only."""
         if held:
             lifted = self.task.start_goal_position[2] + LIFT_HEIGHT + 0.03
             with self.world.lock:
@@ -131,15 +112,14 @@ class Expert:
                     self.world.base_height,
                 )
             return self._arm_toward(tip, target, GRIPPER_SHUT)
-        behind = goal[0] - tip[0]
-        in_corridor = -0.01 <= behind <= 0.09 and float(np.linalg.norm(goal[1:] - tip[1:])) < 0.02
-        target = goal if in_corridor else goal - (PREGRASP_BACK, 0.0, 0.0)
-        close = float(np.linalg.norm(goal - tip)) < CLOSE_WITHIN and gripper > GRIPPER_CLOSED
-        return self._arm_toward(tip, target, GRIPPER_SHUT if close else GRIPPER_OPEN)
-
-
-def _segment_distance(point: np.ndarray, start: np.ndarray, end: np.ndarray) -> float:
-    """Distance from `point` to the segment start..end."""
-    along = end - start
-    t = float(np.clip(np.dot(point - start, along) / max(float(np.dot(along, along)), 1e-12), 0.0, 1.0))
-    return float(np.linalg.norm(point - (start + t * along)))
+        pregrasp = goal - (0.06, 0.0, 0.0)
+        if (
+            self.stage == 0
+            and np.linalg.norm(pregrasp - tip) < WAYPOINT_REACHED
+            and gripper > GRIPPER_OPEN - 0.1
+        ):
+            self.stage = 1
+        if self.stage == 0:
+            return self._arm_toward(tip, pregrasp, GRIPPER_OPEN)
+        close = np.linalg.norm(goal - tip) < WAYPOINT_REACHED
+        return self._arm_toward(tip, goal, GRIPPER_SHUT if close else GRIPPER_OPEN)
