@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from onboard.cli import main as cli_main
 from policy_runtime.dataset import load_dataset
@@ -49,3 +50,14 @@ def test_unknown_task_exits_2_with_one_line(tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip()
     assert err.startswith("anchorvla: error: --task 'dance'") and "\n" not in err
+
+
+def test_episode_counts_per_task():
+    from drivers.errors import UserError
+    from tools.sim_record import episode_counts
+
+    assert episode_counts("3", ["touch", "lift"]) == {"touch": 3, "lift": 3}
+    assert episode_counts("touch=2, lift=5", ["touch", "lift"]) == {"touch": 2, "lift": 5}
+    for bad in ("touch=2", "touch=x,lift=1", "0"):
+        with pytest.raises(UserError, match="--episodes"):
+            episode_counts(bad, ["touch", "lift"])

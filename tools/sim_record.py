@@ -31,13 +31,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="sim_command", required=True, metavar="SUBCOMMAND")
     rec = sub.add_parser("record", help="record scripted-expert episodes into a dataset directory")
     rec.add_argument("--task", required=True, help="touch | reach | lift | all, or a comma-separated list")
-    rec.add_argument("--episodes", required=True, type=int, help="successful episodes per task")
+    rec.add_argument(
+        "--episodes", required=True,
+        help="successful episodes per task: N, or per task as 'touch=150,reach=250,lift=250'",
+    )  # fmt: skip
     rec.add_argument("--out", required=True, type=Path, help="dataset directory to write")
     rec.add_argument("--seed", type=int, default=0, help="first episode seed")
     rec.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="square camera images, pixels")
     rec.add_argument(
         "--noise-share", type=float, default=0.7, help="share of episodes executed with noise (0..1)"
     )
+    rec.add_argument(
+        "--noise-scale", type=float, default=1.0,
+        help="factor on the executed-action noise (per channel: base 0.05/0.03 m/s, 0.1 rad/s; joints 0.02 rad)",
+    )  # fmt: skip
 
 
 def task_names(spec: str) -> list[str]:
@@ -64,7 +71,25 @@ class SmoothNoise:
         return self.value
 
 
-def record_episode(robot, task_name: str, seed: int, noisy: bool):
+def episode_counts(spec: str, names: list[str]) -> dict[str, int]:
+    """'--episodes' as {task: count}: one number for every task, or 'task=N,...' naming each of `names`."""
+    if spec.strip().isdigit():
+        counts = dict.fromkeys(names, int(spec))
+    else:
+        counts = {}
+        for item in (s.strip() for s in spec.split(",") if s.strip()):
+            name, _, count = item.partition("=")
+            if not count.strip().isdigit():
+                raise UserError(f"--episodes {spec!r}: use N or 'touch=150,reach=250' (got '{item}')")
+            counts[name.strip()] = int(count)
+        if sorted(counts) != sorted(names):
+            raise UserError(f"--episodes {spec!r}: give a count for each of {', '.join(names)}")
+    if min(counts.values()) < 1:
+        raise UserError("--episodes must be >= 1")
+    return counts
+
+
+def record_episode(robot, task_name: str, seed: int, noisy: bool, noise_scale: float = 1.0):
     """One expert episode; returns an EpisodeRecord, or None when the expert did not succeed."""
     from drivers.emulated.experts import Expert
     from policy_runtime.dataset import EpisodeRecord
@@ -77,7 +102,7 @@ def record_episode(robot, task_name: str, seed: int, noisy: bool):
     expert = Expert(task, robot.world, dt_ns / 1e9)
     safety = SafetyLayer(SafetyConfig(), robot.arm.joint_names)
     noise = SmoothNoise(
-        np.array([0.05, 0.03, 0.1, *([0.02] * 5), 0.0]) * (1.0 if noisy else 0.0),
+        np.array([0.05, 0.03, 0.1, *([0.02] * 5), 0.0]) * (noise_scale if noisy else 0.0),
         np.random.default_rng([seed, 2]),
         dt_ns / 1e9,
     )
@@ -121,23 +146,25 @@ def main(args: argparse.Namespace) -> int:
     from policy_runtime.dataset import write_dataset
     from policy_runtime.types import BASE_CHANNELS, arm_channel
 
-    if args.episodes < 1:
-        raise UserError("--episodes must be >= 1")
     if not 8 <= args.image_size <= 512:
         raise UserError(f"--image-size {args.image_size}: use 8..512 pixels")
+    if args.noise_scale < 0:
+        raise UserError(f"--noise-scale must be >= 0 (got {args.noise_scale})")
     names = task_names(args.task)
+    counts = episode_counts(str(args.episodes), names)
     fps = int(RATE_HZ)
     robot = SimRobot([(c, c, args.image_size, args.image_size, fps) for c in CAMERAS])
     rng = np.random.default_rng(args.seed)
     episodes = []
     for name in names:
         done = tried = 0
-        while done < args.episodes:
+        while done < counts[name]:
             seed = args.seed + tried + 100_000 * names.index(name)
             tried += 1
-            if tried > 3 * args.episodes + 10:
+            if tried > 3 * counts[name] + 10:
                 raise UserError(f"the {name} expert failed too often ({done} of {tried}); this is a bug")
-            record = record_episode(robot, name, seed, noisy=bool(rng.random() < args.noise_share))
+            noisy = bool(rng.random() < args.noise_share)
+            record = record_episode(robot, name, seed, noisy, args.noise_scale)
             if record is not None:
                 episodes.append(record)
                 done += 1
