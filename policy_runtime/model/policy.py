@@ -12,6 +12,7 @@ from torch import nn
 
 from policy_runtime.model.backbone import VLABackbone
 from policy_runtime.model.config import ArchitectureConfig
+from policy_runtime.model.gripper import GripperHead
 from policy_runtime.model.head import AnchoredDiffusionHead
 from policy_runtime.model.residual import ResidualModule
 
@@ -50,6 +51,9 @@ class AnchorVLAPolicy(nn.Module):
         self.head = AnchoredDiffusionHead(head_cfg)
         self.residual = ResidualModule(
             config.residual, head_cfg.proprio_dim, head_cfg.dim, head_cfg.action_dim
+        )
+        self.gripper_head = (
+            GripperHead(config.gripper_head, head_cfg) if config.gripper_head is not None else None
         )
 
     def condition(
