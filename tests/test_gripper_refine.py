@@ -238,7 +238,8 @@ def test_bundle_exports_the_logits_and_the_margin_and_the_engines_agree(tmp_path
     assert spec.channel == ACTION_LAYOUT.index("arm.gripper")
     assert spec.margin == pytest.approx(float(policy.gripper_head.margin))
     assert manifest.graphs["head.onnx"].verification["export_check_gripper_logits_max_abs"] < 1e-4
-    verify_bundle(bundle, synthetic_samples(manifest.runtime, bundle, 4, HELD_OUT_SEED), checkpoint)
+    verified = verify_bundle(bundle, synthetic_samples(manifest.runtime, bundle, 4, HELD_OUT_SEED), checkpoint)
+    assert verified.variants["fp32"].verification["gripper_sign_agreement"] == 1.0
     obs = _obs(1, None)
     ours = OnnxEngine(bundle, precision="fp32", providers="cpu").infer(obs).gripper
     reference = TorchEngine(checkpoint, seed=0).infer(obs).gripper
