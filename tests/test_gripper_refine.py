@@ -238,7 +238,9 @@ def test_bundle_exports_the_logits_and_the_margin_and_the_engines_agree(tmp_path
     assert spec.channel == ACTION_LAYOUT.index("arm.gripper")
     assert spec.margin == pytest.approx(float(policy.gripper_head.margin))
     assert manifest.graphs["head.onnx"].verification["export_check_gripper_logits_max_abs"] < 1e-4
-    verified = verify_bundle(bundle, synthetic_samples(manifest.runtime, bundle, 4, HELD_OUT_SEED), checkpoint)
+    verified = verify_bundle(
+        bundle, synthetic_samples(manifest.runtime, bundle, 4, HELD_OUT_SEED), checkpoint
+    )
     assert verified.variants["fp32"].verification["gripper_sign_agreement"] == 1.0
     obs = _obs(1, None)
     ours = OnnxEngine(bundle, precision="fp32", providers="cpu").infer(obs).gripper
@@ -247,3 +249,22 @@ def test_bundle_exports_the_logits_and_the_margin_and_the_engines_agree(tmp_path
     assert (ours.closed_value, ours.open_value) == (config.normalization.action_low[spec.channel],
                                                     config.normalization.action_high[spec.channel])  # fmt: skip
     assert ours.logits.shape == (8,) and np.isfinite(ours.logits).all()
+
+
+# -- trainer ---------------------------------------------------------------------------------------------------
+def test_train_turns_both_options_on_and_refuses_an_unknown_gripper_channel(tmp_path, capsys):
+    from onboard.cli import main as cli
+    from policy_runtime.model.checkpoint import load_checkpoint
+    from tests.bundle_helpers import write_demo_dataset
+
+    data = write_demo_dataset(tmp_path / "data", seed=5, episodes=2, frames=6)
+    common = ["train", "--dataset", str(data), "--horizon", "4", "--num-anchors", "2", "--steps", "3",
+              "--residual-steps", "1", "--batch", "4", "--threads", "1", "--no-progress"]  # fmt: skip
+    out = tmp_path / "ckpt"
+    assert cli([*common, "--out", str(out), "--anchor-image", "--gripper-head", "arm.gripper"]) == 0
+    policy, config = load_checkpoint(out)
+    assert config.architecture.backbone.anchor_image
+    assert config.architecture.gripper_head.channel_index == ACTION_LAYOUT.index("arm.gripper")
+    assert policy.gripper_head is not None and float(policy.gripper_head.margin) > 0
+    assert cli([*common, "--out", str(tmp_path / "bad"), "--gripper-head", "arm.claw"]) == 2
+    assert "--gripper-head arm.claw: not an action channel" in capsys.readouterr().err
