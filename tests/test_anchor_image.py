@@ -17,14 +17,13 @@ from onboard.runtime import Devices, Runtime
 from onboard.standins import StandinArm, StandinCamera
 from policy_runtime.dataset import EpisodeRecord, load_dataset, write_dataset
 from policy_runtime.types import Observation
+from tests.options_helpers import options_bundle
 from tools.demo_checkpoint import CAMERAS, build_random_checkpoint
 
 
 @pytest.fixture(scope="module")
-def anchor_checkpoint(tmp_path_factory):
-    return build_random_checkpoint(
-        tmp_path_factory.mktemp("ai") / "checkpoint", seed=3, inference_steps=3, anchor_image=True
-    )
+def anchor_checkpoint():
+    return options_bundle()[0]
 
 
 def _frame(camera: str, value: int, t_ns: int = 0) -> Frame:
@@ -90,29 +89,25 @@ def test_a_checkpoint_without_the_flag_ignores_anchor_frames(tmp_path):
     assert np.array_equal(a, b)
 
 
-def test_onnx_bundle_takes_the_extra_images_and_matches_torch(anchor_checkpoint, tmp_path):
-    from policy_runtime.bundle import checkpoint_sha256
+def test_onnx_bundle_takes_the_extra_images():
+    from policy_runtime.bundle import read_manifest
     from policy_runtime.engines.onnx_engine import OnnxEngine
-    from policy_runtime.model.checkpoint import load_checkpoint
     from tools.bundle_samples import HELD_OUT_SEED, synthetic_samples
-    from tools.export import export_policy
-    from tools.verify import verify_bundle
 
-    policy, config = load_checkpoint(anchor_checkpoint)
-    bundle = tmp_path / "bundle"
-    manifest = export_policy(
-        policy, config, bundle, str(anchor_checkpoint), checkpoint_sha256(anchor_checkpoint)
-    )
+    _checkpoint, bundle = options_bundle()
+    manifest = read_manifest(bundle)
     assert manifest.runtime.image.anchor_image and manifest.runtime.image.images_per_observation == 4
-    samples = synthetic_samples(manifest.runtime, bundle, 4, HELD_OUT_SEED)
-    assert samples[0].images.shape[1] == 4
-    assert verify_bundle(bundle, samples, anchor_checkpoint).variants["fp32"].status == "passed"
+    assert synthetic_samples(manifest.runtime, bundle, 1, HELD_OUT_SEED)[0].images.shape[1] == 4
+    assert manifest.variants["fp32"].status == "passed"  # verified against torch on 4-image inputs
     engine = OnnxEngine(bundle, precision="fp32", providers="cpu")
     engine.warmup()
     feed = engine.inputs.images(_obs(1, 50))
     assert feed.shape == (1, 4, 3, 32, 32)
     other = engine.inputs.images(_obs(1, 70))
     assert np.array_equal(feed[:, :2], other[:, :2]) and not np.array_equal(feed[:, 2:], other[:, 2:])
+    assert not np.array_equal(engine.infer(_obs(1, 50)).actions, engine.infer(_obs(1, 70)).actions)
+    with pytest.raises(UserError, match="anchor image"):
+        engine.infer(_obs(1, None))
 
 
 def _standin_runtime(engine=None) -> Runtime:
@@ -180,3 +175,46 @@ def test_recorder_stores_the_anchor_frames_once_per_episode(tmp_path):
         assert {i["camera"] for i in stored[0]} == {c.name for c in config.robot.cameras}
         first_images = {i["camera"]: i["t_ns"] for i in chunks[0]["images"]}
         assert {i["camera"]: i["t_ns"] for i in stored[0]} == first_images
+
+
+def test_each_emulated_task_episode_starts_with_its_own_anchor_frames():
+    """`anchorvla eval` runs the controller's loops per episode on one emulated robot: the task reset (a new
+    episode) gives new anchor frames, and within an episode they stay the first ones."""
+    from drivers.emulated.sim import SimRobot
+    from onboard.config import load_config
+    from onboard.standins import StandinEngine
+    from tests.conftest import REPO
+    from tools.eval import run_episode, sim_cameras
+
+    config = load_config(REPO / "configs" / "sim.yaml")
+    seen: list[tuple[dict, dict]] = []
+
+    class Watching(StandinEngine):
+        def infer(self, obs):
+            seen.append(
+                (
+                    {n: f.t_ns for n, f in obs.anchor_frames.items()},
+                    {n: f.t_ns for n, f in obs.frames.items()},
+                )
+            )
+            return super().infer(obs)
+
+    class ShortEpisodes(SimRobot):
+        def start_episode(self, task_name, seed):
+            task = super().start_episode(task_name, seed)
+            task.max_steps = 45  # 3 s of virtual time: enough for several chunks
+            return task
+
+    robot = ShortEpisodes(sim_cameras(config))
+    engine = Watching(tuple(robot.arm.joint_names), round(1e9 / 15), compute_ms=0)
+    per_episode = []
+    for seed in (1, 2):
+        start = len(seen)
+        run_episode(config, engine, robot, "touch", seed, latency_ms=60)
+        per_episode.append(seen[start:])
+    for calls in per_episode:
+        assert len(calls) > 3
+        assert calls[0][0] == calls[0][1]  # the first observation's frames are the anchors
+        assert all(anchors == calls[0][0] for anchors, _ in calls)  # and stay so
+        assert calls[-1][1] != calls[0][1]
+    assert per_episode[1][0][0] != per_episode[0][0][0]  # the next episode keeps its own first frames

@@ -23,7 +23,7 @@ from policy_runtime.types import ActionChunk, GripperPlan
 from safety.config import SafetyConfig
 from safety.envelope import SafetyLayer
 from safety.limits import Limits, Previous, limit_command
-from tools.demo_checkpoint import ACTION_LAYOUT, build_random_checkpoint
+from tools.demo_checkpoint import ACTION_LAYOUT
 
 GRIPPER_CFG = GripperHeadConfig(channel_index=0, hidden=16, margin_weight=1.0, band_quantile=0.2)
 
@@ -220,29 +220,23 @@ def test_servo_holding_torque_stays_under_the_cap_while_the_decision_is_closed()
 
 
 # -- bundle ----------------------------------------------------------------------------------------------------
-def test_bundle_exports_the_logits_and_the_margin_and_the_engines_agree(tmp_path):
-    from policy_runtime.bundle import checkpoint_sha256
+def test_bundle_exports_the_logits_and_the_margin_and_the_engines_agree():
+    from policy_runtime.bundle import read_manifest
     from policy_runtime.engines.onnx_engine import OnnxEngine
     from policy_runtime.engines.torch_engine import TorchEngine
     from policy_runtime.model.checkpoint import load_checkpoint
+    from tests.options_helpers import options_bundle
     from tests.test_anchor_image import _obs
-    from tools.bundle_samples import HELD_OUT_SEED, synthetic_samples
-    from tools.export import export_policy
-    from tools.verify import verify_bundle
 
-    checkpoint = build_random_checkpoint(tmp_path / "ckpt", seed=4, inference_steps=3, gripper_head=True)
+    checkpoint, bundle = options_bundle()
     policy, config = load_checkpoint(checkpoint)
-    bundle = tmp_path / "bundle"
-    manifest = export_policy(policy, config, bundle, str(checkpoint), checkpoint_sha256(checkpoint))
+    manifest = read_manifest(bundle)
     spec = manifest.runtime.gripper
     assert spec.channel == ACTION_LAYOUT.index("arm.gripper")
     assert spec.margin == pytest.approx(float(policy.gripper_head.margin))
     assert manifest.graphs["head.onnx"].verification["export_check_gripper_logits_max_abs"] < 1e-4
-    verified = verify_bundle(
-        bundle, synthetic_samples(manifest.runtime, bundle, 4, HELD_OUT_SEED), checkpoint
-    )
-    assert verified.variants["fp32"].verification["gripper_sign_agreement"] == 1.0
-    obs = _obs(1, None)
+    assert manifest.variants["fp32"].verification["gripper_sign_agreement"] == 1.0
+    obs = _obs(1, 50)
     ours = OnnxEngine(bundle, precision="fp32", providers="cpu").infer(obs).gripper
     reference = TorchEngine(checkpoint, seed=0).infer(obs).gripper
     assert ours.channel == reference.channel and ours.margin == pytest.approx(reference.margin)

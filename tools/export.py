@@ -172,7 +172,7 @@ def export_policy(
         raise UserError(f"--opset {opset}: needs >= 17 (LayerNormalization as one op)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    margin = float(policy.gripper_head.margin) if policy.gripper_head is not None else None
+    margin = float(policy.gripper_head.margin.detach()) if policy.gripper_head is not None else None
     spec = runtime_spec(config, out, margin)
     backbone, head, residual, torch = _graph_modules(policy)
     sample = synthetic_samples(spec, out, 1, CALIBRATION_SEED)[0]
