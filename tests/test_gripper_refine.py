@@ -74,15 +74,20 @@ def test_labels_threshold_the_demonstrated_gripper_at_the_middle_of_its_range():
 
 
 def test_loss_is_bce_plus_the_margin_term():
-    logits = torch.tensor([[2.0, -0.5, 0.3]])
+    logits = torch.tensor([[2.0, -0.5, 0.3]], requires_grad=True)
     actions = torch.tensor([[-1.0, -1.0, 1.0]])  # closed, closed, open
-    margin = torch.tensor(1.0)
+    margin = torch.tensor(1.0, requires_grad=True)
     loss, logs = gripper_loss(logits, margin, actions, GRIPPER_CFG)
     y, labels = torch.tensor([1.0, 1.0, -1.0]), torch.tensor([1.0, 1.0, 0.0])
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[0], labels)
-    hinge = torch.relu(1.0 - y * logits[0]).mean()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[0].detach(), labels)
+    hinge = torch.relu(1.0 - y * logits[0].detach()).mean()
     assert float(loss) == pytest.approx(float(bce + 1.0 * (hinge - 0.2 * 1.0)), rel=1e-6)
     assert logs["grip_acc"] == pytest.approx(1 / 3)
+    # the logits learn from the cross-entropy alone (the margin term would pin ambiguous ones at the band's edge);
+    # the margin's gradient is w * (share of steps inside the band or on the wrong side - q) = 2/3 - 0.2
+    loss.backward()
+    assert torch.allclose(logits.grad, (torch.sigmoid(logits.detach()) - labels) / 3)
+    assert float(margin.grad) == pytest.approx(2 / 3 - 0.2)
 
 
 def test_learned_margin_settles_where_the_band_covers_its_quantile_of_steps():

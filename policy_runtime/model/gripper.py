@@ -6,10 +6,10 @@ half-width of the band the fast loop's hysteresis keeps around the boundary (onb
 switches to closed only above +margin and back to open only below -margin.
 
 Loss (`gripper_loss`): binary cross-entropy against the demonstrated gripper action thresholded at the middle of
-its range (normalised < 0: closed), plus a margin term `w * (mean(relu(m - y*l)) - q*m)` with y = +-1. Its gradient
-in m is w * (P(y*l < m) - q), so the margin settles where a share q (`band_quantile`) of the training steps' logits
-lie inside the band or on the wrong side (the ambiguous steps at a switch), while the hinge pushes the confident
-logits out of the band.
+its range (normalised < 0: closed), plus a margin term `w * (mean(relu(m - y*l)) - q*m)` with y = +-1 and the
+logits l held fixed in it. Its gradient in m is w * (P(y*l < m) - q), so the margin settles where a share q
+(`band_quantile`) of the training steps' logits lie inside the band or on the wrong side (the ambiguous steps at
+a switch); the logits themselves learn from the cross-entropy alone.
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ def gripper_loss(
     labels = closed_labels(gripper_actions)
     bce = F.binary_cross_entropy_with_logits(logits, labels)
     signed = (2 * labels - 1) * logits
-    margin_term = F.relu(margin - signed).mean() - config.band_quantile * margin
+    # The margin learns from the logits without shaping them: a hinge on the logits would pin every ambiguous
+    # step's logit at the band's edge on its majority side, where the hysteresis can never cross the band.
+    margin_term = F.relu(margin - signed.detach()).mean() - config.band_quantile * margin
     total = bce + config.margin_weight * margin_term
     return total, {
         "grip_bce": float(bce.detach()),
