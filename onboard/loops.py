@@ -137,11 +137,14 @@ class FastLoop:
 
     def _gripper_decision(self, planned: PlannedAction, action: np.ndarray) -> tuple[np.ndarray, bool]:
         """With a gripper head (AnchorRefine), the hysteresis decision replaces the plan's gripper channel with
-        the closed or open goal; returns the action and whether the decision is 'closed'."""
+        the closed or open goal (or, when the plan has no open goal, only with the closed one); returns the action
+        and whether the decision is 'closed'."""
         plan = planned.chunk.gripper
         if plan is None:
             return action, False
         closed = self.gripper.update(float(plan.logits[planned.j]), plan.margin)
+        if not closed and plan.open_value is None:  # open (or undecided): the plan's own value runs
+            return action, False
         if closed is None:
             return action, False
         action = action.copy()

@@ -101,12 +101,13 @@ class TokenizerSpec(_Model):
 
 class GripperSpec(_Model):
     """AnchorRefine's gripper head: the head graph's extra output `gripper_logits` (1, H) decides action column
-    `channel` with hysteresis of half-width `margin`, to `closed_value` or `open_value` (SI units)."""
+    `channel` with hysteresis of half-width `margin`, to `closed_value` or `open_value` (SI units; None: while open
+    the plan's own value runs)."""
 
     channel: int
     margin: float
     closed_value: float
-    open_value: float
+    open_value: float | None
 
 
 class RuntimeSpec(_Model):

@@ -38,13 +38,14 @@ class Observation:
 @dataclass(frozen=True)
 class GripperPlan:
     """A chunk's discrete gripper decision (AnchorRefine): one logit per action (positive: closed), the half-width
-    of the hysteresis band around 0, and the goals (SI units) that replace action column `channel`."""
+    of the hysteresis band around 0, and the goals (SI units) that replace action column `channel` (`open_value`
+    None: while open, the plan's own value runs)."""
 
     channel: int
     logits: np.ndarray  # (T,)
     margin: float
     closed_value: float
-    open_value: float
+    open_value: float | None
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,27 @@ def test_nonfinite_logits_never_switch():
     assert h.update(-0.1, 1.0) is False  # a new episode decides afresh from the sign
 
 
+def test_open_decision_runs_the_plans_channel_when_the_plan_has_no_open_goal():
+    from onboard.schedule import PlannedAction
+
+    fast = FastLoop.__new__(FastLoop)  # only the decision's state is needed here
+    fast.gripper = GripperHysteresis()
+    action = np.arange(9, dtype=np.float64) / 10
+    action[8] = 0.55  # the plan's gripper value
+    for open_value, logit, expected, closed in [
+        (0.8, -3.0, 0.8, False),  # the open goal replaces the plan's value
+        (None, -3.0, 0.55, False),  # open: the plan's own value runs
+        (None, 0.5, 0.55, False),  # inside the band: still open
+        (None, 3.0, 0.0, True),  # closed: the closed goal
+        (None, -0.5, 0.0, True),  # inside the band: still closed
+    ]:
+        plan = GripperPlan(8, np.full(4, logit), 1.0, 0.0, open_value)
+        chunk = ActionChunk(0, 1, tuple(ACTION_LAYOUT), np.zeros((4, 9)), gripper=plan)
+        out, is_closed = fast._gripper_decision(PlannedAction(0, action, chunk, 1), action)
+        assert (out[8], is_closed) == (expected, closed)
+        assert np.array_equal(out[:8], action[:8])
+
+
 # -- the head's loss and its learned margin ----------------------------------------------------------------------
 def test_labels_threshold_the_demonstrated_gripper_at_the_middle_of_its_range():
     actions = torch.tensor([[-1.0, -0.2, 0.0, 0.3, 1.0]])
@@ -252,6 +273,8 @@ def test_bundle_exports_the_logits_and_the_margin_and_the_engines_agree():
 
 # -- trainer ---------------------------------------------------------------------------------------------------
 def test_train_turns_both_options_on_and_refuses_an_unknown_gripper_channel(tmp_path, capsys):
+    from safetensors.torch import load_file
+
     from onboard.cli import main as cli
     from policy_runtime.model.checkpoint import load_checkpoint
     from tests.bundle_helpers import write_demo_dataset
@@ -261,6 +284,14 @@ def test_train_turns_both_options_on_and_refuses_an_unknown_gripper_channel(tmp_
               "--residual-steps", "1", "--batch", "4", "--threads", "1", "--no-progress"]  # fmt: skip
     out = tmp_path / "ckpt"
     assert cli([*common, "--out", str(out), "--anchor-image", "--gripper-head", "arm.gripper"]) == 0
+    assert cli([*common, "--out", str(tmp_path / "plain"), "--anchor-image"]) == 0
+    with_head, without = (
+        load_file(str(out / "model.safetensors")),
+        load_file(str(tmp_path / "plain" / "model.safetensors")),
+    )
+    # the head learns beside the main model without changing its training (same seed: the same weights)
+    assert {k for k in with_head if not k.startswith("gripper_head.")} == set(without)
+    assert all(torch.equal(with_head[k], without[k]) for k in without)
     policy, config = load_checkpoint(out)
     assert config.architecture.backbone.anchor_image
     assert config.architecture.gripper_head.channel_index == ACTION_LAYOUT.index("arm.gripper")

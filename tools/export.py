@@ -67,9 +67,8 @@ def runtime_spec(config, out: Path, margin: float | None = None) -> RuntimeSpec:
     gripper = None
     if arch.gripper_head is not None:
         g = arch.gripper_head.channel_index
-        gripper = GripperSpec(
-            channel=g, margin=margin, closed_value=n.action_low[g], open_value=n.action_high[g]
-        )
+        open_value = None if arch.gripper_head.open_follows_plan else n.action_high[g]
+        gripper = GripperSpec(channel=g, margin=margin, closed_value=n.action_low[g], open_value=open_value)
     return RuntimeSpec(
         action_layout=config.action_layout,
         proprio_layout=config.proprio_layout,

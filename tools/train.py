@@ -58,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--gripper-head", default=None, metavar="CHANNEL",
         help="AnchorRefine: a discrete open/close head for this action channel (e.g. arm.gripper)",
     )  # fmt: skip
+    parser.add_argument(
+        "--gripper-open-follows-plan", action="store_true",
+        help="with --gripper-head: while the decision is 'open' the plan's gripper channel runs (config only)",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -117,7 +121,9 @@ def _options(args: argparse.Namespace, arch, data):
                 f"--gripper-head {args.gripper_head}: not an action channel ({', '.join(data.action_layout)})"
             )
         index = data.action_layout.index(args.gripper_head)
-        update["gripper_head"] = GripperHeadConfig(channel_index=index)
+        update["gripper_head"] = GripperHeadConfig(
+            channel_index=index, open_follows_plan=args.gripper_open_follows_plan
+        )
     return arch.model_copy(update=update)
 
 

@@ -132,7 +132,9 @@ class TorchEngine:
             logits=head(context, proprio, chunk)[0].double().numpy(),
             margin=float(head.margin),
             closed_value=float(self._a_low[g]),
-            open_value=float(self._a_low[g] + 2 * self._a_half_range[g]),
+            open_value=None
+            if head.config.open_follows_plan
+            else float(self._a_low[g] + 2 * self._a_half_range[g]),
         )
 
     def residual(

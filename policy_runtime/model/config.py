@@ -99,6 +99,11 @@ class GripperHeadConfig(_Section):
     band_quantile: float = Field(
         default=0.1, gt=0, lt=1, description="share of training steps the learned band settles to cover"
     )
+    open_follows_plan: bool = Field(
+        default=False,
+        description="while the decision is 'open' the plan's gripper channel runs (the head only commits the "
+        "closing); False: the open goal replaces it",
+    )
 
 
 class ResidualConfig(_Section):

@@ -49,9 +49,14 @@ def gripper_stage1_loss(
     plan) and the gripper head learns the demonstrated open/close of each step (policy_runtime/model/gripper.py)."""
     assert policy.gripper_head is not None
     b = batch["proprio"].shape[0]
+    # The plan's noise leaves the generator where it was, so the main model trains exactly as without the head
+    # (same seed, same draws): a comparison with the baseline then measures the head alone.
+    state = generator.get_state() if generator is not None else None
     with torch.no_grad():
         noise = torch.randn(policy.head.noise_shape(b), generator=generator).to(cond.device)
         chunk, _, _, _, context = policy.head.sample(cond, batch["proprio"], noise, GRIPPER_PLAN_STEPS)
+    if state is not None:
+        generator.set_state(state)
     logits = policy.gripper_head(context, batch["proprio"], chunk)
     index = policy.gripper_head.config.channel_index
     return gripper_loss(
