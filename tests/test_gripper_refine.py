@@ -102,7 +102,7 @@ def test_loss_is_bce_plus_the_margin_term():
     y, labels = torch.tensor([1.0, 1.0, -1.0]), torch.tensor([1.0, 1.0, 0.0])
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[0].detach(), labels)
     hinge = torch.relu(1.0 - y * logits[0].detach()).mean()
-    assert float(loss) == pytest.approx(float(bce + 1.0 * (hinge - 0.2 * 1.0)), rel=1e-6)
+    assert float(loss.detach()) == pytest.approx(float(bce + 1.0 * (hinge - 0.2 * 1.0)), rel=1e-6)
     assert logs["grip_acc"] == pytest.approx(1 / 3)
     # the logits learn from the cross-entropy alone (the margin term would pin ambiguous ones at the band's edge);
     # the margin's gradient is w * (share of steps inside the band or on the wrong side - q) = 2/3 - 0.2
