@@ -80,6 +80,8 @@ class Command:
 
     `arm_positions` are joint goal positions in rad (layout `joint_names`); `base` is a body-frame
     velocity. `hold` marks a command that only keeps the arm where it is and stops the base.
+    `gripper_closed`: a discrete gripper decision said 'closed' (holding): the envelope then caps the gripper's
+    squeeze (its holding torque) whatever the measured load reads.
     """
 
     t_ns: int
@@ -87,3 +89,4 @@ class Command:
     arm_positions: np.ndarray
     base: BaseVelocity = field(default_factory=BaseVelocity)
     hold: bool = False
+    gripper_closed: bool = False

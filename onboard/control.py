@@ -88,6 +88,7 @@ class Operator:
             if instruction:
                 r.set_instruction(instruction)
                 args["instruction"] = instruction
+            r.new_episode()
             r.resume()
         elif cmd == "pause":
             r.pause()

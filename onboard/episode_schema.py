@@ -70,6 +70,16 @@ IMAGE_TYPE = pa.struct(
     ]
 )
 
+GRIPPER_TYPE = pa.struct(
+    [
+        ("channel", pa.int64()),
+        ("logits", _f64s),
+        ("margin", pa.float64()),
+        ("closed_value", pa.float64()),
+        ("open_value", pa.float64()),
+    ]
+)
+
 EVENT_SCHEMA = pa.schema(
     [
         ("episode_index", pa.int64()),
@@ -86,6 +96,10 @@ EVENT_SCHEMA = pa.schema(
         ("anchor_index", pa.int64()),
         ("scores", _f64s),
         ("inference_ms", pa.float32()),
+        ("gripper", GRIPPER_TYPE),  # the chunk's discrete gripper decision (AnchorRefine); null without one
         ("images", pa.list_(IMAGE_TYPE)),  # the observation's frames, when recording.images is on
+        # the episode's anchor frames (AnchorVLA4D: each camera's first frame), when recording.images is on and
+        # they differ from the ones stored last in this episode (so once per episode): null otherwise
+        ("anchor_images", pa.list_(IMAGE_TYPE)),
     ]
 )

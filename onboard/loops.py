@@ -12,6 +12,7 @@ inference early enough, from the measured latency, that the next chunk arrives b
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import numpy as np
 from drivers.errors import DeviceError
 from drivers.protocols import Arm, Base, Camera
 from drivers.types import ArmState, BaseState, BaseVelocity, Command
+from onboard.gripper import GripperHysteresis
 from onboard.realtime import set_thread_fifo, set_thread_normal
 from onboard.schedule import ChunkSchedule, PlannedAction
 from onboard.telemetry import RunStats
@@ -100,6 +102,7 @@ class FastLoop:
         self.paused = False  # operator pause: hold the arm, stop the base (Runtime.pause)
         self.last_decision: TickDecision | None = None
         self.fault_reaction: Callable[[], object] | None = None  # started once when a safety fault latches
+        self.gripper = GripperHysteresis()  # AnchorRefine's discrete gripper decision (chunks that carry one)
 
     def _read(self, device, what: str, tick_ns: int):
         try:
@@ -122,6 +125,7 @@ class FastLoop:
             correction = self.engine.residual(obs, planned.chunk, planned.j, action)
             if correction is not None:
                 action = action + self.safety.cap_residual(correction, self.engine.channels)
+        action, gripper_closed = self._gripper_decision(planned, action)
         hold = (
             self.last_command.arm_positions
             if self.last_command is not None
@@ -129,7 +133,28 @@ class FastLoop:
         )
         if hold is None:
             hold = np.zeros(len(self.arm.joint_names))
-        return self.mapper.command(action, hold, tick_ns)
+        command = self.mapper.command(action, hold, tick_ns)
+        return dataclasses.replace(command, gripper_closed=True) if gripper_closed else command
+
+    def _gripper_decision(self, planned: PlannedAction, action: np.ndarray) -> tuple[np.ndarray, bool]:
+        """With a gripper head (AnchorRefine), the hysteresis decision replaces the plan's gripper channel with
+        the closed or open goal (or, when the plan has no open goal, only with the closed one); returns the action
+        and whether the decision is 'closed'."""
+        plan = planned.chunk.gripper
+        if plan is None:
+            return action, False
+        closed = self.gripper.update(float(plan.logits[planned.j]), plan.margin)
+        if not closed and plan.open_value is None:  # open (or undecided): the plan's own value runs
+            return action, False
+        if closed is None:
+            return action, False
+        action = action.copy()
+        action[plan.channel] = plan.closed_value if closed else plan.open_value
+        return action, closed
+
+    def new_episode(self) -> None:
+        """Forget the gripper decision of the episode before."""
+        self.gripper.reset()
 
     def frames(self) -> dict:
         """The newest frame of each camera that has one (never blocks)."""
@@ -222,6 +247,10 @@ class SlowLoop:
         )
         self.chunk_listeners: list[Callable[[Observation, ActionChunk], None]] = []  # recording, live view
         self.anchor_frames: dict = {}
+
+    def new_episode(self) -> None:
+        """The next observation's frames become the episode's anchor frames (AnchorVLA4D)."""
+        self.anchor_frames.clear()
 
     def latency_estimate_ns(self) -> int:
         """A high estimate of the next inference's latency: the max of the last few."""

@@ -58,12 +58,8 @@ def _list(a) -> list | None:
     return None if a is None else np.asarray(a, dtype=np.float64).tolist()
 
 
-def _encode_images(row: dict) -> dict:
-    """Camera frames of a chunk event -> the schema's image structs (raw RGB bytes)."""
-    frames = row.get("images")
-    if not frames:
-        return row
-    images = [
+def _encode_frames(frames: dict) -> list[dict]:
+    return [
         {
             "camera": n,
             "height": f.image.shape[0],
@@ -73,7 +69,12 @@ def _encode_images(row: dict) -> dict:
         }
         for n, f in frames.items()
     ]
-    return {**row, "images": images}
+
+
+def _encode_images(row: dict) -> dict:
+    """Camera frames of a chunk event (and its anchor frames) -> the schema's image structs (raw RGB bytes)."""
+    encoded = {key: _encode_frames(row[key]) for key in ("images", "anchor_images") if row.get(key)}
+    return {**row, **encoded}
 
 
 def episode_paths(root: Path, index: int) -> tuple[Path, Path]:
@@ -207,6 +208,7 @@ class EpisodeRecorder:
         # kept (a chunk's context can be large); an id reused by a newer chunk is overwritten at its push.
         self._chunk_index: OrderedDict[int, int] = OrderedDict()
         self._chunk_count = 0
+        self._anchor_stamps: dict[str, int] = {}  # t_ns of the anchor frames stored last in this episode
         self._previous_arm: np.ndarray | None = None
         runtime.fast.tick_listeners.append(self.on_tick)
         runtime.slow.chunk_listeners.append(self.on_chunk)
@@ -236,6 +238,7 @@ class EpisodeRecorder:
         self._task = task
         self._chunk_index.clear()
         self._chunk_count = 0
+        self._anchor_stamps = {}
         last = self.runtime.fast.last_command
         self._previous_arm = None if last is None else last.arm_positions
         self.writer.queue.put(
@@ -288,6 +291,10 @@ class EpisodeRecorder:
         while len(self._chunk_index) > CHUNKS_REMEMBERED:
             self._chunk_index.popitem(last=False)
         images = dict(obs.frames) if self.images else None  # encoded on the writer thread
+        anchors = None
+        stamps = {n: f.t_ns for n, f in obs.anchor_frames.items()}
+        if self.images and stamps and stamps != self._anchor_stamps:
+            anchors, self._anchor_stamps = dict(obs.anchor_frames), stamps
         self._event(
             "chunk",
             chunk_index=index,
@@ -301,7 +308,11 @@ class EpisodeRecorder:
             inference_ms=self.runtime.stats.inference_ms.recent(1)[0]
             if len(self.runtime.stats.inference_ms)
             else None,
+            gripper=None
+            if chunk.gripper is None
+            else {**vars(chunk.gripper), "logits": _list(chunk.gripper.logits)},
             images=images,
+            anchor_images=anchors,
         )
 
     def on_tick(self, tick_ns: int) -> None:

@@ -99,10 +99,15 @@ class Runtime:
         self.fast.paused = False
 
     def set_instruction(self, instruction: str) -> None:
-        """A new task: new instruction, and the next observation becomes the episode's anchor frame."""
+        """A new task's instruction (operator start calls `new_episode` too)."""
         self.fast.instruction = instruction
         self.slow.instruction = instruction
-        self.slow.anchor_frames.clear()
+
+    def new_episode(self) -> None:
+        """An episode begins (operator start): the next observation's frames become its anchor frames
+        (AnchorVLA4D) and the gripper decision starts afresh (AnchorRefine)."""
+        self.slow.new_episode()
+        self.fast.new_episode()
 
     def estop(self, reason: str) -> None:
         """Latch the operator_estop fault (every command becomes a hold), pause, and run the e-stop sequence now:

@@ -87,7 +87,14 @@ class ImageSpec(_Model):
     size: int
     mean: list[float]
     std: list[float]
-    num_images: int
+    num_images: int = Field(description="cameras")
+    anchor_image: bool = Field(
+        default=False, description="each camera's first frame of the episode follows the current images"
+    )
+
+    @property
+    def images_per_observation(self) -> int:
+        return self.num_images * (2 if self.anchor_image else 1)
 
 
 class TokenizerSpec(_Model):
@@ -95,6 +102,17 @@ class TokenizerSpec(_Model):
     length: int
     file: str | None = Field(default=None, description="tokenizer.json inside the bundle (kind 'tokenizers')")
     pad_id: int = 0
+
+
+class GripperSpec(_Model):
+    """AnchorRefine's gripper head: the head graph's extra output `gripper_logits` (1, H) decides action column
+    `channel` with hysteresis of half-width `margin`, to `closed_value` or `open_value` (SI units; None: while open
+    the plan's own value runs)."""
+
+    channel: int
+    margin: float
+    closed_value: float
+    open_value: float | None
 
 
 class RuntimeSpec(_Model):
@@ -115,6 +133,7 @@ class RuntimeSpec(_Model):
     tokenizer: TokenizerSpec | None
     noise_shape: list[int]
     mode: str
+    gripper: GripperSpec | None = None
 
 
 class SourceCheckpoint(_Model):

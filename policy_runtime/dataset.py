@@ -15,7 +15,8 @@ Layout of a dataset directory:
                                 row k is the frame of frame_index k
 
 A sample is frame k of an episode: its proprio, its state delta (proprio k minus proprio k-1, zero at k = 0 and on goal.*;
-`policy_runtime.preprocess.state_delta`), its instruction, its images, the action chunk k..k+H-1 (past the
+`policy_runtime.preprocess.state_delta`), its instruction, its images (and, for a policy that keeps an anchor
+image, its episode's frame 0 of each camera), the action chunk k..k+H-1 (past the
 episode's end the last action repeats) and the proprio at each of those steps (clamped at the last frame), which
 stage 2 (the residual) sees. Normalization: actions to [-1, 1] per channel by the dataset's min/max, proprio to
 zero mean and unit variance, the state delta by its std.
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from drivers.errors import UserError
-from policy_runtime.preprocess import state_delta
+from policy_runtime.preprocess import policy_images, state_delta
 
 META_FILE = "meta.json"
 DATA_FILE = "data.parquet"
@@ -125,6 +126,19 @@ class ChunkDataset:
 
     def normalized_chunks(self) -> np.ndarray:
         return self.normalize_actions(self.chunks).astype(np.float32)
+
+    def policy_images(
+        self, indices: np.ndarray, cameras: tuple[str, ...] | list[str], anchor_image: bool
+    ) -> list[list[np.ndarray]]:
+        """Per sample, the raw images a policy reads in its order (`preprocess.policy_images`): each camera's frame,
+        then, for a policy that keeps an anchor image, each camera's frame 0 of the sample's episode."""
+        out = []
+        for i in indices:
+            e, k = int(self.episode[i]), int(self.frame[i])
+            current = {c: self._images[(e, c)][k] for c in self.cameras}
+            anchors = {c: self._images[(e, c)][0] for c in self.cameras} if anchor_image else {}
+            out.append(policy_images(current, anchors, cameras, anchor_image))
+        return out
 
     def images(self, indices: np.ndarray) -> np.ndarray:
         """(len(indices), num_cameras, H, W, 3) uint8 for the given samples."""

@@ -3,7 +3,8 @@ process runs without torch).
 
 Images: centre crop to the policy's aspect ratio, bilinear resize to its size (the same numbers as torch's
 `interpolate(mode="bilinear", align_corners=False)`), scale to [0, 1], normalise with the given per-channel
-mean/std, HxWx3 uint8 -> float32 3xHxW; `preprocess_frames` stacks an observation's cameras in a given order.
+mean/std, HxWx3 uint8 -> float32 3xHxW; `preprocess_frames` stacks an observation's cameras in a given order (and, for a
+policy that keeps an anchor image, each camera's first frame of the episode after them: `policy_images`).
 
 Proprio: a float32 vector with a named layout. Channel names:
 
@@ -95,15 +96,44 @@ def preprocess_frames(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
     crop: bool = True,
+    anchor_frames: Mapping[str, Frame] | None = None,
 ) -> np.ndarray:
-    """The policy's image input: float32 (len(cameras), 3, H, W), cameras in the order the policy was trained with."""
-    missing = [c for c in cameras if c not in frames]
+    """The policy's image input: float32 (n, 3, H, W), cameras in the order the policy was trained with; with
+    `anchor_frames` (a policy that keeps an anchor image) each camera's first frame of the episode follows."""
+    images = policy_images(
+        {n: f.image for n, f in frames.items()},
+        {n: f.image for n, f in (anchor_frames or {}).items()},
+        cameras,
+        anchor_frames is not None,
+    )
+    return np.stack([preprocess_image(im, size, mean, std, crop) for im in images])
+
+
+def policy_images(
+    current: Mapping[str, np.ndarray],
+    anchors: Mapping[str, np.ndarray],
+    cameras: Sequence[str],
+    anchor_image: bool,
+) -> list[np.ndarray]:
+    """The raw HxWx3 images a policy reads, in its order: each camera's current image, then, for a policy that
+    keeps an anchor image (AnchorVLA4D), each camera's first image of the episode. Training (the dataset's frame and
+    its episode's frame 0) and inference (`Observation.frames` / `anchor_frames`) both order them here."""
+    missing = [c for c in cameras if c not in current]
     if missing:
         raise UserError(
-            f"the policy needs camera(s) {', '.join(missing)}; the robot has {', '.join(frames) or 'none'} "
+            f"the policy needs camera(s) {', '.join(missing)}; the robot has {', '.join(current) or 'none'} "
             "(name robot.cameras[] as in the checkpoint)"
         )
-    return np.stack([preprocess_image(frames[c].image, size, mean, std, crop) for c in cameras])
+    images = [current[c] for c in cameras]
+    if anchor_image:
+        missing = [c for c in cameras if c not in anchors]
+        if missing:
+            raise UserError(
+                f"the policy keeps an anchor image but the observation has no first frame of the episode for "
+                f"camera(s) {', '.join(missing)} (the slow loop keeps them: Observation.anchor_frames)"
+            )
+        images += [anchors[c] for c in cameras]
+    return images
 
 
 @dataclass(frozen=True)

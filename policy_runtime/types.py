@@ -40,12 +40,26 @@ class Observation:
 
 
 @dataclass(frozen=True)
+class GripperPlan:
+    """A chunk's discrete gripper decision (AnchorRefine): one logit per action (positive: closed), the half-width
+    of the hysteresis band around 0, and the goals (SI units) that replace action column `channel` (`open_value`
+    None: while open, the plan's own value runs)."""
+
+    channel: int
+    logits: np.ndarray  # (T,)
+    margin: float
+    closed_value: float
+    open_value: float | None
+
+
+@dataclass(frozen=True)
 class ActionChunk:
     """Actions in SI units, one row per control step: action k is meant for time `t_obs_ns + k*dt_ns`.
 
     `channels` names the columns (e.g. base.vx, base.vy, base.wz, arm.shoulder_pan, ..., arm.gripper).
     `anchor_index`/`scores` come from the anchored head when it ran; `context` is what the residual needs
-    from the backbone call that produced the chunk (opaque to the runtime).
+    from the backbone call that produced the chunk (opaque to the runtime); `gripper` the discrete gripper
+    decision when the policy has a gripper head.
     """
 
     t_obs_ns: int
@@ -55,6 +69,7 @@ class ActionChunk:
     anchor_index: int | None = None
     scores: np.ndarray | None = None
     context: Any = None
+    gripper: GripperPlan | None = None
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])

@@ -68,6 +68,7 @@ class SafetyLayer:
         self._measured: np.ndarray | None = None  # the newest finite measured positions
         self._loads: np.ndarray | None = None
         self._hold_pose: np.ndarray | None = None
+        self._gripper_closed = False  # the last gripper decision (a hold keeps it: the grip stays capped)
         self._stop_requested = False
         self._warnings: set[str] = set()
         self.last_reasons: tuple[str, ...] = ()
@@ -248,8 +249,11 @@ class SafetyLayer:
         else:
             self._hold_pose = None
             target, base = desired.arm_positions, desired.base.as_array()
+            self._gripper_closed = desired.gripper_closed
         measured = arm.positions if arm is not None else None
-        out = limit_command(target, base, measured, self._loads, previous, dt_s, self.limits)
+        out = limit_command(
+            target, base, measured, self._loads, previous, dt_s, self.limits, self._gripper_closed
+        )
         self._previous = out.as_previous(previous, dt_s)
         self.last_reasons = out.reasons
         if not hold and out.reasons:
@@ -257,8 +261,9 @@ class SafetyLayer:
             if NONFINITE in out.reasons or BASE_NONFINITE in out.reasons:
                 self.counters.rejected += 1
         return Command(
-            desired.t_ns, self.joint_names, out.arm, BaseVelocity(*map(float, out.base)), hold=hold
-        )
+            desired.t_ns, self.joint_names, out.arm, BaseVelocity(*map(float, out.base)), hold=hold,
+            gripper_closed=self._gripper_closed,
+        )  # fmt: skip
 
     def park(self, rest_pose: np.ndarray, arm: ArmState | None, dt_s: float, speed: float) -> Command:
         """One step toward `rest_pose` at `speed` rad/s, through the envelope, latched fault or not (parking is

@@ -5,8 +5,8 @@ limiter are the models):
 
 1. non-finite goal -> the hold target (measured position, else the previous goal); never passed on;
 2. max relative target: the goal stays within `max_relative_target` of the measured position; while the
-   gripper is loaded (holding something) its goal stays within `max_squeeze` of the measured position, which
-   caps the holding torque of a position servo;
+   gripper is loaded (holding something) or a discrete gripper decision says 'closed', its goal stays within
+   `max_squeeze` of the measured position, which caps the holding torque of a position servo;
 3. soft position limits (inside the hard ones);
 4. rate limits from the previous goal: speed |step|/dt <= max_velocity, and the speed may grow by at most
    max_acceleration*dt per tick (braking to a standstill is always allowed, so a hold is never delayed).
@@ -135,11 +135,15 @@ def limit_command(
     previous: Previous,
     dt_s: float,
     limits: Limits,
+    gripper_closed: bool = False,
 ) -> Limited:
     """The safe command for one tick, and why it differs from the desired one.
 
     `measured`/`loads` may be None (not read this tick); non-finite measured values are ignored.
     `previous` must itself be inside the envelope (the layer seeds it with the clipped measured pose).
+    `gripper_closed`: a discrete gripper decision says 'closed': the squeeze cap applies as when loaded (whatever
+    the load reads, which the arm reports only at its health rate); without a measured gripper position the
+    gripper goal then stays where it was.
     """
     reasons: list[str] = []
     goal = np.asarray(desired_arm, dtype=np.float64)
@@ -155,12 +159,13 @@ def limit_command(
     if known is not None:
         reach = limits.max_relative
         g = limits.gripper
-        if (
+        loaded = (
             g >= 0
             and loads is not None
             and np.isfinite(loads[g])
             and abs(loads[g]) > limits.gripper_loaded_above
-        ):
+        )
+        if loaded or (g >= 0 and gripper_closed):
             reach = reach.copy()
             reach[g] = min(reach[g], limits.gripper_max_squeeze)
         m = np.where(known, measured, goal)
@@ -173,6 +178,12 @@ def limit_command(
             if changed.any():
                 reasons.append(RELATIVE)
             goal = capped
+
+    g = limits.gripper
+    if gripper_closed and g >= 0 and (known is None or not known[g]) and goal[g] != prev[g]:
+        goal = goal.copy()
+        goal[g] = prev[g]
+        reasons.append(GRIPPER)
 
     inside = _clip(goal, limits.soft_lo, limits.soft_hi)
     if _changed(goal, inside):

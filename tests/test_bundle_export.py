@@ -59,7 +59,14 @@ def test_runtime_section_carries_layouts_normalization_preprocessing_and_tokeniz
     spec = json.loads((bundle / "manifest.json").read_text())["runtime"]
     assert spec["action_layout"] == ACTION_LAYOUT and spec["proprio_layout"] == PROPRIO_LAYOUT
     assert spec["cameras"] == ["third_person", "wrist"]
-    assert spec["image"] == {"size": 32, "mean": [0.5] * 3, "std": [0.5] * 3, "num_images": 2}
+    assert spec["image"] == {
+        "size": 32,
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+        "num_images": 2,
+        "anchor_image": False,
+    }
+    assert spec["gripper"] is None  # no gripper head (AnchorRefine) in this checkpoint
     assert spec["tokenizer"]["kind"] == "bytes" and spec["tokenizer"]["length"] == 24
     assert len(spec["action_low"]) == len(spec["action_high"]) == len(ACTION_LAYOUT)
 

@@ -3,6 +3,7 @@ identical decisions, replay under changed settings reporting differences, and th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -15,12 +16,20 @@ from drivers.errors import UserError
 from onboard.cli import main as anchorvla
 from onboard.commands.ctl import request
 from onboard.standins import StandinEngine
+from policy_runtime.types import GripperPlan
 from tests.service_helpers import SIM, devices_and_engine, run_serve, short_dir, sim_config, wait_for_socket
 from tools.replay import replay
 
 
 class ResidualStandin(StandinEngine):
-    """The stand-in policy plus a small deterministic residual correction (so the residual path is recorded)."""
+    """The stand-in policy plus a small deterministic residual correction and a discrete gripper decision whose
+    logits swing through the hysteresis band (so the residual and the gripper paths are recorded)."""
+
+    def infer(self, obs):
+        chunk = super().infer(obs)
+        logits = 3.0 * np.sin(obs.t_ns / 1e9 * 3.0 + 0.4 * np.arange(len(chunk)))
+        plan = GripperPlan(chunk.channels.index("arm.gripper"), logits, 1.0, 0.0, 0.8)
+        return dataclasses.replace(chunk, gripper=plan)
 
     def residual(self, obs, chunk, j, planned):
         return 0.01 * np.tanh(planned + obs.arm.positions.mean())
@@ -103,6 +112,11 @@ def test_recorded_episodes_replay_with_identical_decisions(recorded, capsys):
     wave = pq.read_table(root / "data" / "episode_000001.parquet").to_pylist()
     assert any(r["arm.positions"] is None for r in wave)  # the silent spell is in the recording
     assert "arm_comms" in wave[-1]["safety.faults"] and wave[-1]["command.hold"]
+    # the gripper decision switched both ways (closed goal 0.0, open 0.8) and its plans are in the chunk events
+    decided = {round(r["desired.arm"][-1], 6) for r in wave if not r["desired.hold"]}
+    assert {0.0, 0.8} <= decided
+    events = pq.read_table(root / "events" / "episode_000001.parquet").to_pylist()
+    assert all(e["gripper"]["margin"] == 1.0 for e in events if e["kind"] == "chunk")
     for index in (0, 1):
         report = replay(root / "data" / f"episode_{index:06d}.parquet")
         assert report.frames > 10

@@ -57,10 +57,10 @@ def synthetic_samples(spec: RuntimeSpec, bundle_dir: Path, count: int, seed: int
             samples.append(Sample(proprio, noise))
             continue
         img = spec.image
-        images = np.empty((1, img.num_images, 3, img.size, img.size), np.float32)
+        images = np.empty((1, img.images_per_observation, 3, img.size, img.size), np.float32)
         mean = np.asarray(img.mean, np.float32)[:, None, None]
         std = np.asarray(img.std, np.float32)[:, None, None]
-        for k in range(img.num_images):
+        for k in range(img.images_per_observation):
             coarse = rng.integers(0, 256, (4, 4, 3)).astype(np.float32)
             pixels = resize_bilinear(coarse, img.size, img.size) + rng.normal(0, 12, (img.size, img.size, 3))
             pixels = np.clip(pixels, 0, 255) / 255.0
@@ -90,7 +90,6 @@ def dataset_samples(spec: RuntimeSpec, bundle_dir: Path, data: Path, count: int,
     builder = InputBuilder(spec, Path(bundle_dir), from_observations=False)
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(dataset), size=min(count, len(dataset)), replace=False)
-    order = [dataset.cameras.index(c) for c in cameras] if spec.image is not None else []
     samples = []
     for i in picks:
         proprio = builder.standardize_proprio(dataset.proprio[i])
@@ -98,13 +97,12 @@ def dataset_samples(spec: RuntimeSpec, bundle_dir: Path, data: Path, count: int,
         if spec.image is None:
             samples.append(Sample(proprio, noise))
             continue
-        frames = dataset.images(np.array([i]))[0]
         ids, mask = builder.tokens(dataset.tasks[i])
         delta = None
         if spec.proprio_delta_std is not None:
             delta = builder.standardize_delta(dataset.proprio_delta[i])
-        images = builder.images_from_arrays([frames[k] for k in order])
-        samples.append(Sample(proprio, noise, images, ids, mask, delta))
+        images = dataset.policy_images(np.array([i]), cameras, spec.image.anchor_image)[0]
+        samples.append(Sample(proprio, noise, builder.images_from_arrays(images), ids, mask, delta))
     return samples
 
 

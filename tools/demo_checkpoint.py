@@ -22,13 +22,19 @@ ACTION_HIGH = [0.5, 0.3, 1.0, 1.5, 1.5, 1.5, 1.5, 2.0, 1.5]
 
 
 def build_random_checkpoint(
-    directory: Path, size: str = "demo", seed: int = 0, inference_steps: int | None = None
+    directory: Path,
+    size: str = "demo",
+    seed: int = 0,
+    inference_steps: int | None = None,
+    anchor_image: bool = False,
+    gripper_head: bool = False,
 ) -> Path:
-    """`inference_steps` overrides the preset's 10 denoising steps (tests use fewer to keep the graphs small)."""
+    """`inference_steps` overrides the preset's 10 denoising steps (tests use fewer to keep the graphs small);
+    `anchor_image` (AnchorVLA4D) and `gripper_head` (AnchorRefine, on arm.gripper) turn the options on."""
     import torch
 
     from policy_runtime.model.checkpoint import save_checkpoint
-    from policy_runtime.model.config import AnchorsMeta, CheckpointConfig, Normalization
+    from policy_runtime.model.config import AnchorsMeta, CheckpointConfig, GripperHeadConfig, Normalization
     from policy_runtime.model.policy import AnchorVLAPolicy
     from policy_runtime.model.presets import paper_architecture, tiny_architecture
 
@@ -43,6 +49,11 @@ def build_random_checkpoint(
         arch = arch.model_copy(
             update={"head": arch.head.model_copy(update={"inference_steps": inference_steps})}
         )
+    if anchor_image:
+        arch = arch.model_copy(update={"backbone": arch.backbone.model_copy(update={"anchor_image": True})})
+    if gripper_head:
+        gripper = GripperHeadConfig(channel_index=ACTION_LAYOUT.index(arm_channel("gripper")))
+        arch = arch.model_copy(update={"gripper_head": gripper})
     torch.manual_seed(seed)
     policy = AnchorVLAPolicy(arch).eval()
     m, h = arch.head.num_anchors, arch.head.horizon

@@ -2,8 +2,9 @@
 
 - backbone.onnx: images + instruction tokens -> bridge features (the Mamba backbone also takes proprio and the
   state delta; without a VLM backbone: proprio -> state tokens);
-- head.onnx: bridge + proprio + noise -> chunk, anchor index, scores, residual context: the whole truncated
-  denoising loop over all anchors and the scoring in one graph, so one engine call makes one chunk;
+- head.onnx: bridge + proprio + noise -> chunk, anchor index, scores, residual context (and, with AnchorRefine's
+  gripper head, its per-step open/close logits): the whole truncated denoising loop over all anchors and the
+  scoring in one graph, so one engine call makes one chunk;
 - residual.onnx: proprio + context + planned action + j -> correction.
 
 Shapes are fixed at batch 1 (the onboard process runs one observation at a time; TensorRT likes static shapes).
@@ -24,6 +25,7 @@ import numpy as np
 
 from drivers.errors import UserError
 from policy_runtime.bundle import (
+    GripperSpec,
     ImageSpec,
     Manifest,
     RuntimeSpec,
@@ -48,8 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (>= 17, default {OPSET})")
 
 
-def runtime_spec(config, out: Path) -> RuntimeSpec:
-    """What the onboard process needs besides the graphs; copies a tokenizer.json into the bundle if used."""
+def runtime_spec(config, out: Path, margin: float | None = None) -> RuntimeSpec:
+    """What the onboard process needs besides the graphs; copies a tokenizer.json into the bundle if used.
+    `margin`: the gripper head's learned hysteresis margin (a weight of the checkpoint), when it has one."""
     arch = config.architecture
     head = arch.head
     k = head.num_anchors if head.mode == "anchored" else 1
@@ -57,10 +60,16 @@ def runtime_spec(config, out: Path) -> RuntimeSpec:
     if arch.backbone is not None:
         bb = arch.backbone
         image = ImageSpec(
-            size=arch.image_size, mean=arch.image_mean, std=arch.image_std, num_images=bb.num_images
-        )
+            size=arch.image_size, mean=arch.image_mean, std=arch.image_std, num_images=bb.num_images,
+            anchor_image=bb.anchor_image,
+        )  # fmt: skip
         tokenizer = _bundle_tokenizer(bb.tokenizer, bb.max_instruction_tokens, out)
     n = config.normalization
+    gripper = None
+    if arch.gripper_head is not None:
+        g = arch.gripper_head.channel_index
+        open_value = None if arch.gripper_head.open_follows_plan else n.action_high[g]
+        gripper = GripperSpec(channel=g, margin=margin, closed_value=n.action_low[g], open_value=open_value)
     return RuntimeSpec(
         action_layout=config.action_layout,
         proprio_layout=config.proprio_layout,
@@ -75,6 +84,7 @@ def runtime_spec(config, out: Path) -> RuntimeSpec:
         tokenizer=tokenizer,
         noise_shape=[1, k, head.horizon, head.action_dim],
         mode=head.mode,
+        gripper=gripper,
     )
 
 
@@ -128,10 +138,13 @@ def _graph_modules(policy):
         def __init__(self):
             super().__init__()
             self.head = policy.head
+            self.gripper_head = policy.gripper_head
 
         def forward(self, bridge, proprio, noise):
             chunk, index, scores, _candidates, context = self.head.sample(bridge, proprio, noise)
-            return chunk, index, scores, context
+            if self.gripper_head is None:
+                return chunk, index, scores, context
+            return chunk, index, scores, context, self.gripper_head(context, proprio, chunk)
 
     class Residual(nn.Module):
         def __init__(self):
@@ -171,7 +184,8 @@ def export_policy(
         raise UserError(f"--opset {opset}: needs >= 17 (LayerNormalization as one op)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    spec = runtime_spec(config, out)
+    margin = float(policy.gripper_head.margin.detach()) if policy.gripper_head is not None else None
+    spec = runtime_spec(config, out, margin)
     backbone, head, residual, torch = _graph_modules(policy)
     sample = synthetic_samples(spec, out, 1, CALIBRATION_SEED)[0]
     t = torch.from_numpy
@@ -188,13 +202,14 @@ def export_policy(
         else:
             bb_args, bb_in = (t(sample.proprio),), ["proprio"]
         bridge = backbone(*bb_args)
-        chunk, index, scores, context = head(bridge, t(sample.proprio), t(sample.noise))
+        head_out = head(bridge, t(sample.proprio), t(sample.noise))
+        chunk, index, scores, context = head_out[:4]
         j = torch.tensor([1], dtype=torch.long)
         correction = residual(t(sample.proprio), context, chunk[:, 1], j)
     plan = [
         ("backbone", backbone, bb_args, bb_in, ["bridge"], [bridge]),
         ("head", head, (bridge, t(sample.proprio), t(sample.noise)), ["bridge", "proprio", "noise"],
-         ["chunk", "anchor_index", "scores", "context"], [chunk, index, scores, context]),
+         ["chunk", "anchor_index", "scores", "context", "gripper_logits"][: len(head_out)], list(head_out)),
         ("residual", residual, (t(sample.proprio), context, chunk[:, 1], j), ["proprio", "context", "planned", "j"],
          ["correction"], [correction]),
     ]  # fmt: skip
@@ -209,6 +224,8 @@ def export_policy(
         figures = compare(reference[0].numpy(), got[0])
         if role == "head":
             figures["anchor_match"] = bool(np.array_equal(got[1], reference[1].numpy()))
+            if len(got) > 4:
+                figures["gripper_logits_max_abs"] = float(np.max(np.abs(got[4] - reference[4].numpy())))
         passed = figures["cosine"] >= EXPORT_CHECK_COSINE and figures.get("anchor_match", True)
         if not passed:
             raise UserError(

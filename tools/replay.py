@@ -27,7 +27,7 @@ from onboard.config import Config, load_config
 from onboard.control import Operator, Peer
 from onboard.recorder import read_episode
 from onboard.runtime import Devices, Runtime
-from policy_runtime.types import ActionChunk
+from policy_runtime.types import ActionChunk, GripperPlan
 
 log = logging.getLogger("anchorvla.replay")
 
@@ -189,9 +189,11 @@ def replay(episode: Path, config: Config | None = None, keep: int = 10) -> Repla
                     actions = np.asarray(ev["actions"], dtype=np.float64).reshape(
                         ev["horizon"], len(channels)
                     )
+                    gripper = ev.get("gripper")
                     chunk = ActionChunk(
-                        ev["t_obs_ns"], ev["dt_ns"], channels, actions, ev["anchor_index"], _arr(ev["scores"])
-                    )
+                        ev["t_obs_ns"], ev["dt_ns"], channels, actions, ev["anchor_index"], _arr(ev["scores"]),
+                        gripper=None if gripper is None else GripperPlan(**{**gripper, "logits": _arr(gripper["logits"])}),
+                    )  # fmt: skip
                     chunk_index[id(chunk)] = ev["chunk_index"]
                     runtime.schedule.push(chunk, ev["push_next_tick_ns"])
                 else:

@@ -65,6 +65,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="save and stop after N steps in this run (time-boxed jobs; --resume continues)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--anchor-image", action="store_true",
+        help="AnchorVLA4D: feed each camera's first frame of the episode beside the current one",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gripper-head", default=None, metavar="CHANNEL",
+        help="AnchorRefine: a discrete open/close head for this action channel (e.g. arm.gripper)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gripper-open-follows-plan", action="store_true",
+        help="with --gripper-head: while the decision is 'open' the plan's gripper channel runs (config only)",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -101,11 +113,33 @@ def _architecture(args: argparse.Namespace, data):
         arch = ArchitectureConfig.model_validate(dict(arch.model_dump(), head=head))
     except ValidationError as exc:
         raise UserError(f"architecture: {exc.errors()[0]['msg']}") from None
+    arch = _options(args, arch, data)
     if arch.backbone is not None and arch.backbone.num_images != len(data.cameras):
         raise UserError(
             f"the architecture takes {arch.backbone.num_images} images; the dataset has cameras {list(data.cameras)}"
         )
     return arch
+
+
+def _options(args: argparse.Namespace, arch, data):
+    """The related methods' options: the anchor image (AnchorVLA4D) and the gripper head (AnchorRefine)."""
+    from policy_runtime.model.config import GripperHeadConfig
+
+    update = {}
+    if args.anchor_image:
+        if arch.backbone is None:
+            raise UserError("--anchor-image needs an architecture with a backbone (images)")
+        update["backbone"] = arch.backbone.model_copy(update={"anchor_image": True})
+    if args.gripper_head is not None:
+        if args.gripper_head not in data.action_layout:
+            raise UserError(
+                f"--gripper-head {args.gripper_head}: not an action channel ({', '.join(data.action_layout)})"
+            )
+        index = data.action_layout.index(args.gripper_head)
+        update["gripper_head"] = GripperHeadConfig(
+            channel_index=index, open_follows_plan=args.gripper_open_follows_plan
+        )
+    return arch.model_copy(update=update)
 
 
 def _anchors(args: argparse.Namespace, data, arch):
@@ -165,10 +199,8 @@ def make_batch(data, indices: np.ndarray, arch, tokenizer, device) -> dict:
     }
     if arch.backbone is not None:
         size = (arch.image_size, arch.image_size)
-        images = [
-            [preprocess_image(im, size, arch.image_mean, arch.image_std) for im in s]
-            for s in data.images(indices)
-        ]
+        raw = data.policy_images(indices, data.cameras, arch.backbone.anchor_image)
+        images = [[preprocess_image(im, size, arch.image_mean, arch.image_std) for im in s] for s in raw]
         batch["images"] = torch.from_numpy(np.asarray(images, dtype=np.float32)).to(device)
         ids, mask = tokenizer.encode([data.tasks[i] for i in indices], arch.backbone.max_instruction_tokens)
         batch["input_ids"] = torch.from_numpy(ids).to(device)

@@ -53,6 +53,7 @@ class Reference:
         import torch
 
         self.bridge, self.head, self.residual = [], [], []
+        self.gripper = []  # the gripper head's logits (AnchorRefine), when the policy has one
         t = torch.from_numpy
         with torch.no_grad():
             for s in samples:
@@ -64,6 +65,8 @@ class Reference:
                 else:
                     bridge = policy.condition(t(s.proprio))
                 chunk, index, scores, _cand, context = policy.head.sample(bridge, t(s.proprio), t(s.noise))
+                if policy.gripper_head is not None:
+                    self.gripper.append(policy.gripper_head(context, t(s.proprio), chunk).numpy())
                 planned = chunk[:, 1 % chunk.shape[1]]
                 correction = policy.residual(t(s.proprio), context, planned, torch.tensor([1]))
                 self.bridge.append(bridge.numpy())
@@ -115,6 +118,10 @@ def verify_variant(engine, manifest: Manifest, samples: list[Sample], ref: Refer
     end_to_end = {"chunk_cosine": chunk["cosine"], "chunk_cosine_min": chunk["cosine_min"],
                   "chunk_max_abs": chunk["max_abs"], "anchor_agreement": agreement,
                   "action_max_abs_si": [float(v) for v in si_err], "samples": len(samples)}  # fmt: skip
+    if ref.gripper:  # the share of chunk steps whose open/close sign the variant keeps
+        end_to_end["gripper_sign_agreement"] = float(
+            np.mean([np.mean((r > 0) == (e[4] > 0)) for r, e in zip(ref.gripper, e2e, strict=True)])
+        )
     gates = {"backbone_cosine": BACKBONE_COS_GATE[precision], "chunk_cosine": CHUNK_COS_GATE}
     passed = backbone["cosine"] >= gates["backbone_cosine"] and chunk["cosine"] >= CHUNK_COS_GATE
     if anchored:

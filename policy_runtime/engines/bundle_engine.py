@@ -14,7 +14,7 @@ import numpy as np
 
 from policy_runtime.bundle import Manifest
 from policy_runtime.engines.inputs import InputBuilder
-from policy_runtime.types import ActionChunk, Observation
+from policy_runtime.types import ActionChunk, GripperPlan, Observation
 
 
 class BundleEngine:
@@ -44,7 +44,8 @@ class BundleEngine:
         return self._call("backbone", feed)[0]
 
     def head(self, bridge: np.ndarray, proprio: np.ndarray, noise: np.ndarray) -> list[np.ndarray]:
-        """-> chunk (1, H, d) normalised, anchor index (1,), scores (1, K), context (1, C)."""
+        """-> chunk (1, H, d) normalised, anchor index (1,), scores (1, K), context (1, C), and with a gripper head
+        its logits (1, H)."""
         return self._call("head", {"bridge": bridge, "proprio": proprio, "noise": noise})
 
     def residual_normalized(self, proprio, context, planned, j: int) -> np.ndarray:
@@ -65,7 +66,7 @@ class BundleEngine:
         proprio = self.inputs.proprio(obs)
         bridge = self.condition(self._backbone_feed(obs, proprio))
         noise = self._rng.standard_normal(self._noise_shape).astype(np.float32)
-        chunk, index, scores, context = self.head(bridge, proprio, noise)
+        chunk, index, scores, context, *gripper_logits = self.head(bridge, proprio, noise)
         return ActionChunk(
             t_obs_ns=obs.t_ns,
             dt_ns=self.dt_ns,
@@ -74,6 +75,19 @@ class BundleEngine:
             anchor_index=int(index[0]) if self._anchored else None,
             scores=np.asarray(scores[0]) if self._anchored else None,
             context=context,
+            gripper=self._gripper_plan(gripper_logits),
+        )
+
+    def _gripper_plan(self, outputs: list[np.ndarray]) -> GripperPlan | None:
+        spec = self.manifest.runtime.gripper
+        if spec is None:
+            return None
+        return GripperPlan(
+            spec.channel,
+            np.asarray(outputs[0][0], np.float64),
+            spec.margin,
+            spec.closed_value,
+            spec.open_value,
         )
 
     def residual(
@@ -92,7 +106,7 @@ class BundleEngine:
         proprio = np.zeros((1, len(spec.proprio_layout)), np.float32)
         if spec.image is not None:
             ids, mask = self.inputs.tokens("")
-            shape = (1, spec.image.num_images, 3, spec.image.size, spec.image.size)
+            shape = (1, spec.image.images_per_observation, 3, spec.image.size, spec.image.size)
             feed = {"images": np.zeros(shape, np.float32), "input_ids": ids, "attention_mask": mask}
             if spec.proprio_delta_std is not None:
                 feed.update(proprio=proprio, proprio_delta=np.zeros_like(proprio))

@@ -13,7 +13,7 @@ import numpy as np
 
 from drivers.errors import UserError
 from policy_runtime.bundle import RuntimeSpec
-from policy_runtime.preprocess import ProprioLayout, preprocess_image
+from policy_runtime.preprocess import ProprioLayout, policy_images, preprocess_image
 from policy_runtime.types import Observation
 
 
@@ -61,20 +61,25 @@ class InputBuilder:
         return (np.asarray(delta, np.float32) / self.delta_std)[None]
 
     def images(self, obs: Observation) -> np.ndarray:
-        names = self.spec.cameras or list(obs.frames)
-        missing = [n for n in names if n not in obs.frames]
-        if missing:
-            raise UserError(f"the policy needs camera(s) {missing}; configure robot.cameras with these names")
-        return self.images_from_arrays([obs.frames[name].image for name in names])
+        """The observation's images (current cameras, then their anchors when the policy keeps them)."""
+        spec = self.spec.image
+        assert spec is not None
+        names = self.spec.cameras or list(obs.frames)[: spec.num_images]
+        return self.images_from_arrays(
+            policy_images(
+                {n: f.image for n, f in obs.frames.items()},
+                {n: f.image for n, f in obs.anchor_frames.items()},
+                names,
+                spec.anchor_image,
+            )
+        )
 
     def images_from_arrays(self, images: list[np.ndarray]) -> np.ndarray:
-        """HxWx3 uint8 RGB images in the bundle's camera order -> (1, n, 3, S, S) float32, normalised."""
+        """HxWx3 uint8 RGB images in the policy's order (`policy_images`) -> (1, n, 3, S, S) float32, normalised."""
         spec = self.spec.image
         assert spec is not None
         size = (spec.size, spec.size)
-        return np.stack(
-            [preprocess_image(im, size, spec.mean, spec.std) for im in images[: spec.num_images]]
-        )[None]
+        return np.stack([preprocess_image(im, size, spec.mean, spec.std) for im in images])[None]
 
     def tokens(self, instruction: str) -> tuple[np.ndarray, np.ndarray]:
         assert self._tokenize is not None

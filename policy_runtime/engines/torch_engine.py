@@ -17,7 +17,7 @@ from drivers.errors import UserError
 from policy_runtime.model.checkpoint import load_checkpoint
 from policy_runtime.model.tokenizer import build_tokenizer
 from policy_runtime.preprocess import ProprioLayout, preprocess_frames
-from policy_runtime.types import ActionChunk, Observation
+from policy_runtime.types import ActionChunk, GripperPlan, Observation
 
 
 class TorchEngine:
@@ -72,7 +72,10 @@ class TorchEngine:
     def _images(self, obs: Observation) -> torch.Tensor:
         arch = self.config.architecture
         size = (arch.image_size, arch.image_size)
-        images = preprocess_frames(obs.frames, self.config.cameras, size, arch.image_mean, arch.image_std)
+        anchors = obs.anchor_frames if arch.backbone is not None and arch.backbone.anchor_image else None
+        images = preprocess_frames(
+            obs.frames, self.config.cameras, size, arch.image_mean, arch.image_std, anchor_frames=anchors
+        )
         return torch.from_numpy(images)[None]
 
     def _text(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +94,9 @@ class TorchEngine:
         if arch.backbone is not None:
             ids, mask = self._text(self.instruction)
             extra = dict(
-                images=torch.zeros(1, arch.backbone.num_images, 3, arch.image_size, arch.image_size),
+                images=torch.zeros(
+                    1, arch.backbone.images_per_observation, 3, arch.image_size, arch.image_size
+                ),
                 input_ids=ids,
                 attention_mask=mask,
             )
@@ -116,6 +121,7 @@ class TorchEngine:
                 chunk, index, scores, _, context = self.policy(
                     proprio, noise, num_steps=self.num_steps, **extra
                 )
+                gripper = self._gripper_plan(context, proprio, chunk)
         actions = (chunk[0].double().numpy() + 1) * self._a_half_range + self._a_low
         return ActionChunk(
             t_obs_ns=obs.t_ns,
@@ -125,6 +131,22 @@ class TorchEngine:
             anchor_index=int(index[0]) if self.config.architecture.head.mode == "anchored" else None,
             scores=scores[0].numpy().copy(),
             context=context[0].numpy().copy(),
+            gripper=gripper,
+        )
+
+    def _gripper_plan(self, context, proprio, chunk) -> GripperPlan | None:
+        head = self.policy.gripper_head
+        if head is None:
+            return None
+        g = head.config.channel_index
+        return GripperPlan(
+            channel=g,
+            logits=head(context, proprio, chunk)[0].double().numpy(),
+            margin=float(head.margin),
+            closed_value=float(self._a_low[g]),
+            open_value=None
+            if head.config.open_follows_plan
+            else float(self._a_low[g] + 2 * self._a_half_range[g]),
         )
 
     def residual(

@@ -43,11 +43,21 @@ class BackboneConfig(_Section):
         default_factory=lambda: [-1], description="LM layers whose hidden states feed the head"
     )
     num_images: int = Field(default=2, ge=1)
+    anchor_image: bool = Field(
+        default=False,
+        description="AnchorVLA4D: each camera's first frame of the episode goes in beside the current one "
+        "(the tower then sees 2 * num_images images: current cameras, then their anchors)",
+    )
     max_instruction_tokens: int = Field(default=32, ge=1)
     tokenizer: str = Field(
         default="bytes", description="'bytes' (our byte-level tokenizer) or a local tokenizer dir"
     )
     pretrained_dir: str | None = None
+
+    @property
+    def images_per_observation(self) -> int:
+        """Images the vision tower reads per observation: the cameras, and their anchors when kept."""
+        return self.num_images * (2 if self.anchor_image else 1)
 
 
 class HeadConfig(_Section):
@@ -85,6 +95,25 @@ class HeadConfig(_Section):
         return max(1, round(self.truncation_ratio * self.schedule_steps))
 
 
+class GripperHeadConfig(_Section):
+    """AnchorRefine's discrete gripper decision on top of the plan (policy_runtime/model/gripper.py): one
+    open/close logit per chunk step (positive: closed) and a learned margin that sets the fast loop's hysteresis
+    band. Labels: the demonstrated gripper action below the middle of its range counts as closed (the SO-101
+    gripper closes toward low values)."""
+
+    channel_index: int = Field(ge=0, description="the gripper's column in the action layout")
+    hidden: int = Field(default=64, ge=4)
+    margin_weight: float = Field(default=0.5, ge=0, description="weight of the margin term in the loss")
+    band_quantile: float = Field(
+        default=0.1, gt=0, lt=1, description="share of training steps the learned band settles to cover"
+    )
+    open_follows_plan: bool = Field(
+        default=False,
+        description="while the decision is 'open' the plan's gripper channel runs (the head only commits the "
+        "closing); False: the open goal replaces it",
+    )
+
+
 class ResidualConfig(_Section):
     hidden: int = Field(default=120, ge=4)
     step_embedding: int = Field(default=32, ge=2, description="width of the sinusoidal embedding of j")
@@ -96,6 +125,10 @@ class ArchitectureConfig(_Section):
     )
     head: HeadConfig
     residual: ResidualConfig = Field(default_factory=ResidualConfig)
+    gripper_head: GripperHeadConfig | None = Field(
+        default=None,
+        description="AnchorRefine's discrete gripper head (None: the plan's gripper channel runs)",
+    )
     image_size: int = 224
     image_mean: list[float] = Field(default_factory=lambda: [0.5, 0.5, 0.5])
     image_std: list[float] = Field(default_factory=lambda: [0.5, 0.5, 0.5])

@@ -14,6 +14,7 @@ from torch import nn
 
 from policy_runtime.model.backbone import VLABackbone
 from policy_runtime.model.config import ArchitectureConfig
+from policy_runtime.model.gripper import GripperHead
 from policy_runtime.model.head import AnchoredDiffusionHead
 from policy_runtime.model.linear_head import LinearHead
 from policy_runtime.model.mamba_backbone import MambaBackbone
@@ -58,6 +59,9 @@ class AnchorVLAPolicy(nn.Module):
         self.head = LinearHead(head_cfg) if head_cfg.mode == "linear" else AnchoredDiffusionHead(head_cfg)
         self.residual = ResidualModule(
             config.residual, head_cfg.proprio_dim, self.head.context_dim, head_cfg.action_dim
+        )
+        self.gripper_head = (
+            GripperHead(config.gripper_head, head_cfg) if config.gripper_head is not None else None
         )
 
     @property

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from policy_runtime.model.gripper import gripper_loss
 from policy_runtime.model.policy import AnchorVLAPolicy
 
 
@@ -26,6 +27,11 @@ def _condition(policy: AnchorVLAPolicy, batch: dict[str, torch.Tensor]) -> torch
     )
 
 
+# Denoising steps of the plan the gripper head learns on in stage 1 (inference runs the configured count; two
+# from the truncated start are close to it and cost a fifth).
+GRIPPER_PLAN_STEPS = 2
+
+
 def stage1_loss(
     policy: AnchorVLAPolicy,
     batch: dict[str, torch.Tensor],
@@ -33,9 +39,38 @@ def stage1_loss(
     accel_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """LoRA + head: the head's loss (anchored: reconstruction of the chunk + anchor classification, positive =
-    nearest anchor by L1), plus `accel_weight` * the acceleration loss (policy_runtime/model/smoothness.py)."""
-    return policy.head.loss(
-        _condition(policy, batch), batch["proprio"], batch["actions"], generator, accel_weight=accel_weight
+    nearest anchor by L1), plus `accel_weight` * the acceleration loss (policy_runtime/model/smoothness.py); with a
+    gripper head, plus its loss on the plan the head makes now (`gripper_stage1_loss`)."""
+    cond = _condition(policy, batch)
+    loss, logs = policy.head.loss(cond, batch["proprio"], batch["actions"], generator, accel_weight=accel_weight)
+    if policy.gripper_head is not None:
+        grip, grip_logs = gripper_stage1_loss(policy, cond, batch, generator)
+        loss, logs = loss + grip, {**logs, **grip_logs}
+    return loss, logs
+
+
+def gripper_stage1_loss(
+    policy: AnchorVLAPolicy,
+    cond: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The gripper head on top of the plan: the head samples a chunk (no gradient: the decision never changes the
+    plan) and the gripper head learns the demonstrated open/close of each step (policy_runtime/model/gripper.py)."""
+    assert policy.gripper_head is not None
+    b = batch["proprio"].shape[0]
+    # The plan's noise leaves the generator where it was, so the main model trains exactly as without the head
+    # (same seed, same draws): a comparison with the baseline then measures the head alone.
+    state = generator.get_state() if generator is not None else None
+    with torch.no_grad():
+        noise = torch.randn(policy.head.noise_shape(b), generator=generator).to(cond.device)
+        chunk, _, _, _, context = policy.head.sample(cond, batch["proprio"], noise, GRIPPER_PLAN_STEPS)
+    if state is not None:
+        generator.set_state(state)
+    logits = policy.gripper_head(context, batch["proprio"], chunk)
+    index = policy.gripper_head.config.channel_index
+    return gripper_loss(
+        logits, policy.gripper_head.margin, batch["actions"][..., index], policy.gripper_head.config
     )
 
 
