@@ -65,6 +65,7 @@ def test_eval_runs_variants_side_by_side_and_writes_json(tmp_path):
     assert set(rows) == {("H=5", "reach"), ("ckpt", "reach")}
     assert rows["H=5", "reach"]["graphs_mb"] > 0.5  # the demo bundle's INT8 graphs
     assert rows["ckpt", "reach"]["graphs_mb"] is None  # a checkpoint run by torch has no graph files
+    assert rows["H=5", "reach"]["engine_variant"] == "int8" and rows["ckpt", "reach"]["engine_variant"] == "torch"
     for row in rows.values():
         assert row["episodes"] == 2
         assert 0.0 <= row["success_rate"] <= 1.0

@@ -259,7 +259,7 @@ def format_table(rows: list[dict], caption: str = CAPTION) -> str:
         ("variant", "variant"), ("task", "task"), ("success", "success_rate"), ("t_succ s", "time_to_success_s_median"),
         ("jerk rad/s3", "jerk_rms_median"), ("base acc", "peak_base_accel_max"),
         ("interv/ep", "interventions_per_episode"), ("underruns", "underruns"), ("stale", "stale_actions_dropped"),
-        ("infer p50/p99 ms", None), ("tick p50/p99 ms", None), ("graphs MB", "graphs_mb"),
+        ("infer p50/p99 ms", None), ("tick p50/p99 ms", None), ("runs", "engine_variant"), ("graphs MB", "graphs_mb"),
         ("RSS +MB", "rss_growth_mb"),
     ]  # fmt: skip
 
@@ -299,7 +299,8 @@ def main(args: argparse.Namespace) -> int:
         rss_before = resident_mb()
         engine = build_engine(config)
         engine.warmup()
-        memory = {"graphs_mb": graphs_mb(engine)}
+        # The bundle variant the engine chose (precision auto may fall back to fp32 when int8 failed verify).
+        engine_row = {"engine_variant": getattr(engine, "variant", "torch"), "graphs_mb": graphs_mb(engine)}
         all_results = []
         try:
             for name in names:
@@ -308,13 +309,13 @@ def main(args: argparse.Namespace) -> int:
                     for k in range(args.episodes)
                 ]
                 all_results += results
-                memory["rss_growth_mb"] = round(resident_mb() - rss_before, 1)
-                rows.append(dict(variant=label, task=name, **summarize(results), **memory))
+                engine_row["rss_growth_mb"] = round(resident_mb() - rss_before, 1)
+                rows.append(dict(variant=label, task=name, **summarize(results), **engine_row))
                 print(f"{label:>16}  {name:<6} success {rows[-1]['success_rate'] * 100:.0f}%", flush=True)
         finally:
             engine.close()
         if len(names) > 1:
-            rows.append(dict(variant=label, task="all", **summarize(all_results), **memory))
+            rows.append(dict(variant=label, task="all", **summarize(all_results), **engine_row))
     caption = (
         CAPTION
         if args.latency_ms is None
