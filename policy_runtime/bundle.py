@@ -32,6 +32,9 @@ CHECKPOINT_KEY = "anchorvla.checkpoint_sha256"
 BACKBONE_COS_GATE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.99, "int4": 0.99}
 CHUNK_COS_GATE = 0.99
 ANCHOR_AGREEMENT_GATE = 0.98
+# Ours (FACTS.md has none for it): the share of chunk steps whose gripper open/close sign a variant keeps, as
+# strict as the anchor agreement, since a flipped decision opens or closes the gripper.
+GRIPPER_AGREEMENT_GATE = 0.98
 
 
 class BundleError(UserError):

@@ -271,6 +271,32 @@ def test_bundle_exports_the_logits_and_the_margin_and_the_engines_agree():
     assert ours.logits.shape == (8,) and np.isfinite(ours.logits).all()
 
 
+def test_verify_gates_the_gripper_sign_agreement():
+    """A variant that flips the gripper's open/close decision fails verification (it would open or close the
+    gripper where the reference does not); here the reference's logits are negated to stand for such a variant."""
+    from policy_runtime.bundle import GRIPPER_AGREEMENT_GATE, read_manifest
+    from policy_runtime.model.checkpoint import load_checkpoint
+    from tests.options_helpers import options_bundle
+    from tools.bundle_samples import synthetic_samples
+    from tools.verify import Reference, _variant_engine, verify_variant
+
+    checkpoint, bundle = options_bundle()
+    policy, _ = load_checkpoint(checkpoint)
+    manifest = read_manifest(bundle)
+    samples = synthetic_samples(manifest.runtime, bundle, 4, seed=11)
+    ref = Reference(policy, samples)
+    engine = _variant_engine(bundle, manifest, "fp32", threads=1)
+    try:
+        _, figures, gates, passed = verify_variant(engine, manifest, samples, ref, "fp32")
+        assert passed and gates["gripper_sign_agreement"] == GRIPPER_AGREEMENT_GATE
+        assert figures["gripper_sign_agreement"] == 1.0
+        ref.gripper = [-logits for logits in ref.gripper]
+        _, figures, _, passed = verify_variant(engine, manifest, samples, ref, "fp32")
+        assert not passed and figures["gripper_sign_agreement"] < GRIPPER_AGREEMENT_GATE
+    finally:
+        engine.close()
+
+
 # -- trainer ---------------------------------------------------------------------------------------------------
 def test_train_turns_both_options_on_and_refuses_an_unknown_gripper_channel(tmp_path, capsys):
     from safetensors.torch import load_file

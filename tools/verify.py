@@ -3,7 +3,8 @@
 On held-out observations (never the calibration ones) it measures, per graph fed with the reference's inputs,
 cosine and max abs error (head: also anchor-selection agreement), and end to end (the variant's backbone
 feeding its head): chunk cosine, anchor-selection agreement and the per-channel action error in SI units.
-Gates: backbone cosine >= 0.999 (FP16) / >= 0.99 (INT8, INT4), chunk cosine >= 0.99, anchor agreement >= 0.98.
+Gates: backbone cosine >= 0.999 (FP16) / >= 0.99 (INT8, INT4), chunk cosine >= 0.99, anchor agreement >= 0.98,
+and with a gripper head (AnchorRefine) gripper open/close sign agreement >= 0.98.
 Figures, gates and the verdict go into the manifest; the runtime refuses a variant that did not pass.
 """
 
@@ -19,6 +20,7 @@ from policy_runtime.bundle import (
     ANCHOR_AGREEMENT_GATE,
     BACKBONE_COS_GATE,
     CHUNK_COS_GATE,
+    GRIPPER_AGREEMENT_GATE,
     BundleError,
     Manifest,
     checkpoint_sha256,
@@ -127,6 +129,9 @@ def verify_variant(engine, manifest: Manifest, samples: list[Sample], ref: Refer
     if anchored:
         gates["anchor_agreement"] = ANCHOR_AGREEMENT_GATE
         passed = passed and agreement >= ANCHOR_AGREEMENT_GATE
+    if ref.gripper:
+        gates["gripper_sign_agreement"] = GRIPPER_AGREEMENT_GATE
+        passed = passed and end_to_end["gripper_sign_agreement"] >= GRIPPER_AGREEMENT_GATE
     return {"backbone": backbone, "head": head, "residual": residual}, end_to_end, gates, passed
 
 
@@ -182,19 +187,23 @@ def verify_bundle(
 
 
 def print_table(manifest: Manifest, names: list[str]) -> None:
-    header = f"{'variant':<9}{'backbone cos':>14}{'head cos':>10}{'chunk cos':>11}{'anchor agr':>12}{'max |err| SI':>14}  status"
+    gripper = manifest.runtime.gripper is not None
+    header = f"{'variant':<9}{'backbone cos':>14}{'head cos':>10}{'chunk cos':>11}{'anchor agr':>12}"
+    header += f"{'gripper agr':>13}" if gripper else ""
+    header += f"{'max |err| SI':>14}  status"
     print(header)
     print("-" * len(header))
     for name in names:
         v = manifest.variants[name]
         if "chunk_cosine" not in v.verification:
-            print(f"{name:<9}{'':>61}  {v.status} {v.verification.get('not_run', '')}")
+            print(f"{name:<9}{'':>{len(header) - 17}}  {v.status} {v.verification.get('not_run', '')}")
             continue
         bb = manifest.graphs[v.graphs["backbone"]].verification
         hd = manifest.graphs[v.graphs["head"]].verification
         e = v.verification
+        grip = f"{e['gripper_sign_agreement']:>13.3f}" if gripper else ""
         print(f"{name:<9}{bb['cosine']:>14.6f}{hd['cosine']:>10.5f}{e['chunk_cosine']:>11.5f}"
-              f"{e['anchor_agreement']:>12.3f}{max(e['action_max_abs_si']):>14.4f}  {v.status}")  # fmt: skip
+              f"{e['anchor_agreement']:>12.3f}{grip}{max(e['action_max_abs_si']):>14.4f}  {v.status}")  # fmt: skip
     failed = [n for n in names if manifest.variants[n].status == "failed"]
     if failed:
         print(f"failed gates: {', '.join(failed)} (the runtime refuses them unless policy.force_unverified)")
