@@ -107,3 +107,24 @@ def test_bad_dataset_or_resume_without_state_is_one_clear_error(dataset, tmp_pat
     with pytest.raises(UserError, match="observation.state vectors must all have 3"):
         load_dataset(tmp_path, 4)
     assert cli(["train", "--dataset", str(dataset), "--out", str(tmp_path / "x"), "--resume", *TRAIN]) == 2
+
+
+def test_cosine_schedule_warms_up_decays_and_a_resumed_run_stays_on_its_curve(dataset, tmp_path):
+    from tools.train import stage_lr
+
+    lrs = [stage_lr(1e-3, "cosine", step, 100) for step in range(100)]
+    assert lrs[0] == pytest.approx(0.5e-3) and lrs[1] == lrs[2] == pytest.approx(1e-3)  # 2 warm-up steps to the peak
+    assert all(a > b for a, b in zip(lrs[2:], lrs[3:]))  # then strictly decaying
+    assert lrs[-1] == pytest.approx(0.05e-3, rel=0.05)  # to about 5% of the peak at the stage's end
+    assert stage_lr(1e-3, "constant", 57, 100) == 1e-3
+    base = ["train", "--dataset", str(dataset), "--steps", "4", "--lr-schedule", "cosine", "--seed", "3", *TRAIN]
+    assert cli([*base, "--out", str(tmp_path / "a")]) == 0
+    assert cli([*base, "--out", str(tmp_path / "b"), "--stop-after", "3"]) == 0
+    assert cli([*base, "--out", str(tmp_path / "b"), "--resume"]) == 0
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    # The schedule is applied: the same run at a constant rate trains other weights.
+    constant = [arg for arg in base if arg not in ("--lr-schedule", "cosine")]
+    assert cli([*constant, "--out", str(tmp_path / "c")]) == 0
+    c = _weights(tmp_path / "c")
+    assert not all(np.array_equal(a[k], c[k]) for k in a)

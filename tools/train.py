@@ -16,6 +16,7 @@ import argparse
 import datetime
 import functools
 import json
+import math
 import os
 from pathlib import Path
 
@@ -55,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--residual-steps", type=int, default=100, help="residual-stage steps (0: skip)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument(
+        "--lr-schedule", choices=("constant", "cosine"), default="constant",
+        help="cosine: each stage warms up over its first 2%% of steps, then decays to 5%% of --lr at its end",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=100, help="write the checkpoint every N steps")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -277,6 +282,7 @@ def main(args: argparse.Namespace) -> int:
                 "seed": args.seed,
                 "batch": args.batch,
                 "lr": args.lr,
+                "lr_schedule": args.lr_schedule,
                 "accel_steps": args.accel_steps,
                 "accel_weight": args.accel_weight,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -321,6 +327,8 @@ def main(args: argparse.Namespace) -> int:
         policy.train()
         bar = tqdm(total=steps, initial=start, desc=f"stage {stage}", disable=args.no_progress or rank != 0)
         for step in range(start, steps):
+            for group in optimizer.param_groups:
+                group["lr"] = stage_lr(args.lr, args.lr_schedule, step, steps)
             indices = torch.randint(0, len(data), (args.batch,), generator=index_gen).numpy()[rank::world]
             loss, logs = module(make_batch(data, indices, arch, tokenizer, device), noise_gen)
             optimizer.zero_grad()
@@ -359,6 +367,18 @@ def main(args: argparse.Namespace) -> int:
             f"wrote checkpoint {args.out} ({len(data)} samples, tasks: {', '.join(sorted(set(data.tasks)))})"
         )
     return 0
+
+
+def stage_lr(peak: float, schedule: str, step: int, steps: int) -> float:
+    """The learning rate of `step` (0-based) of a stage of `steps`: a function of the step alone, so a resumed run
+    continues on the same curve."""
+    if schedule == "constant":
+        return peak
+    warmup = max(1, steps // 50)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def _save(out: Path, policy, config, optimizer, state: dict, index_gen, noise_gen) -> None:
