@@ -61,33 +61,3 @@ def test_episode_counts_per_task():
     for bad in ("touch=2", "touch=x,lift=1", "0"):
         with pytest.raises(UserError, match="--episodes"):
             episode_counts(bad, ["touch", "lift"])
-
-
-def test_a_missed_grasp_is_recovered_by_the_expert_and_recorded_as_its_actions():
-    """--missed-grasp-share: the executed jaws shut early and are carried shut to the ball; the expert, reading the
-    measured state, reopens them and closes again on the ball. The recorded actions are the expert's throughout."""
-    from drivers.emulated.sim import SimRobot
-    from tools.sim_record import CAMERAS, record_episode
-
-    robot = SimRobot([(c, c, 16, 16, 15) for c in CAMERAS])
-    plain = record_episode(robot, "lift", 200_003, True)
-    missed = record_episode(robot, "lift", 200_003, True, missed_grasp=True)
-    assert plain is not None and missed is not None  # both end with the ball lifted
-    gripper = PROPRIO_LAYOUT.index("arm.gripper")
-
-    def shuttings(record):  # times the measured jaws shut from open
-        shut = record.states[:, gripper] < 0.1
-        opened = np.maximum.accumulate(record.states[:, gripper] > 0.7)
-        return int(np.sum(shut[1:] & ~shut[:-1] & opened[1:]))
-
-    assert shuttings(plain) == 1 and shuttings(missed) == 2
-    # While the jaws were shut early the expert asked for them open: the policy learns to reopen.
-    early = np.flatnonzero((missed.states[:, gripper] < 0.1) & np.maximum.accumulate(missed.states[:, gripper] > 0.7))
-    assert missed.actions[early[0], -1] > 0.7
-
-
-def test_missed_grasp_share_out_of_range_is_one_line(tmp_path, capsys):
-    args = ["sim", "record", "--task", "lift", "--episodes", "1", "--out", str(tmp_path / "x")]
-    assert cli_main([*args, "--missed-grasp-share", "1.5"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "--missed-grasp-share must be within 0..1" in err and "\n" not in err

@@ -45,10 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--noise-scale", type=float, default=1.0,
         help="factor on the executed-action noise (per channel: base 0.05/0.03 m/s, 0.1 rad/s; joints 0.02 rad)",
     )  # fmt: skip
-    rec.add_argument(
-        "--missed-grasp-share", type=float, default=0.0,
-        help="share of the noisy lift episodes executed with a missed grasp the expert recovers from (0..1)",
-    )  # fmt: skip
 
 
 def task_names(spec: str) -> list[str]:
@@ -93,35 +89,7 @@ def episode_counts(spec: str, names: list[str]) -> dict[str, int]:
     return counts
 
 
-class MissedGrasp:
-    """A premature close in a lift episode, applied to the executed action (the recorded one stays the expert's):
-    when the expert starts its approach from the pre-grasp point, the jaws are shut with the arm held still, then
-    carried shut to the ball. The demonstration then shows the state a policy that closed too early gets into
-    (jaws shut at the ball, nothing held) and the expert's way out: open, then close again."""
-
-    def __init__(self, gripper_index: int):
-        self.gripper_index = gripper_index  # in the arm's joint vector
-        self.phase = "waiting"  # -> shutting (arm held) -> carrying (arm follows the expert) -> done
-
-    def __call__(self, expert, arm_positions: np.ndarray, executed_arm: np.ndarray) -> np.ndarray:
-        from drivers.emulated.experts import GRIPPER_SHUT, WAYPOINT_REACHED
-        from drivers.emulated.tasks import GRIPPER_CLOSED
-
-        if self.phase == "waiting" and expert.stage == 1:
-            self.phase = "shutting"
-        if self.phase == "shutting" and arm_positions[self.gripper_index] <= GRIPPER_CLOSED:
-            self.phase = "carrying"
-        if self.phase == "carrying" and expert.goal_distance() < 2 * WAYPOINT_REACHED:
-            self.phase = "done"
-        if self.phase in ("shutting", "carrying"):
-            executed_arm = arm_positions.copy() if self.phase == "shutting" else executed_arm.copy()
-            executed_arm[self.gripper_index] = GRIPPER_SHUT
-        return executed_arm
-
-
-def record_episode(
-    robot, task_name: str, seed: int, noisy: bool, noise_scale: float = 1.0, missed_grasp: bool = False
-):
+def record_episode(robot, task_name: str, seed: int, noisy: bool, noise_scale: float = 1.0):
     """One expert episode; returns an EpisodeRecord, or None when the expert did not succeed."""
     from drivers.emulated.experts import Expert
     from policy_runtime.dataset import EpisodeRecord
@@ -139,7 +107,6 @@ def record_episode(
         dt_ns / 1e9,
     )
     layout = ProprioLayout(PROPRIO_LAYOUT, robot.arm.joint_names)
-    miss = MissedGrasp(list(robot.arm.joint_names).index("gripper")) if missed_grasp else None
     states, actions, images = [], [], {c.name: [] for c in robot.cameras}
     hold = None
     for _ in range(task.max_steps):
@@ -150,8 +117,7 @@ def record_episode(
         action = expert.act() if hold is None else hold
         actions.append(action)
         executed = action + (noise() if hold is None else 0.0)
-        executed_arm = executed[3:] if miss is None else miss(expert, arm.positions, executed[3:])
-        desired = Command(robot.clock.now_ns, arm.joint_names, executed_arm, BaseVelocity(*executed[:3]))
+        desired = Command(robot.clock.now_ns, arm.joint_names, executed[3:], BaseVelocity(*executed[:3]))
         cmd = safety.filter(desired, arm, dt_ns / 1e9)
         robot.arm.write_goal(cmd.arm_positions)
         robot.base.move(cmd.base.vx, cmd.base.vy, cmd.base.wz)
@@ -184,8 +150,6 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--image-size {args.image_size}: use 8..512 pixels")
     if args.noise_scale < 0:
         raise UserError(f"--noise-scale must be >= 0 (got {args.noise_scale})")
-    if not 0 <= args.missed_grasp_share <= 1:
-        raise UserError(f"--missed-grasp-share must be within 0..1 (got {args.missed_grasp_share})")
     names = task_names(args.task)
     counts = episode_counts(str(args.episodes), names)
     fps = int(RATE_HZ)
@@ -200,9 +164,7 @@ def main(args: argparse.Namespace) -> int:
             if tried > 3 * counts[name] + 10:
                 raise UserError(f"the {name} expert failed too often ({done} of {tried}); this is a bug")
             noisy = bool(rng.random() < args.noise_share)
-            # Drawn only when asked for, so recordings without it stay what they were for the same seed.
-            missed = name == "lift" and noisy and args.missed_grasp_share > 0 and rng.random() < args.missed_grasp_share
-            record = record_episode(robot, name, seed, noisy, args.noise_scale, missed)
+            record = record_episode(robot, name, seed, noisy, args.noise_scale)
             if record is not None:
                 episodes.append(record)
                 done += 1

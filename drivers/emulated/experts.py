@@ -4,8 +4,8 @@ targets in rad).
 
 The arm is driven in Cartesian space: each tick the tool centre's target steps from where the tool is now
 towards the current waypoint at `TOOL_SPEED`, and inverse kinematics (the gripper kept level) turns it into
-joint targets. The experts react to the measured state only (plus the waypoint they are on, and for lift whether they began
-closing on the ball), so demonstrations recorded with noise added to the executed action show how to recover.
+joint targets. The experts react to the measured state only (plus the waypoint they are on), so demonstrations
+recorded with noise added to the executed action show how to recover.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from drivers.emulated import kinematics as kin
-from drivers.emulated.tasks import GRIPPER_CLOSED, GRIPPER_OPEN, LIFT_HEIGHT, Task, world_to_arm
+from drivers.emulated.tasks import GRIPPER_OPEN, LIFT_HEIGHT, Task, world_to_arm
 from drivers.emulated.world import World
 
 TOOL_SPEED = 0.22  # m/s of the tool centre's target
@@ -54,7 +54,6 @@ class Expert:
     def __init__(self, task: Task, world: World, dt_s: float):
         self.task, self.world, self.dt_s = task, world, dt_s
         self.stage = 0  # index into the task's waypoint list
-        self.closing = False  # lift: the jaws were commanded shut on the ball
 
     def _state(self):
         with self.world.lock:
@@ -63,11 +62,6 @@ class Expert:
         goal = self.task.goal_in_arm_frame(self.world)
         tip = kin.forward(joints).gripper[:3, 3]
         return joints, goal, tip, held
-
-    def goal_distance(self) -> float:
-        """m from the tool centre to the goal object's centre."""
-        _, goal, tip, _ = self._state()
-        return float(np.linalg.norm(goal - tip))
 
     def _arm_toward(self, tip: np.ndarray, waypoint: np.ndarray, gripper: float) -> np.ndarray:
         step = waypoint - tip
@@ -119,14 +113,13 @@ class Expert:
                 )
             return self._arm_toward(tip, target, GRIPPER_SHUT)
         pregrasp = goal - (0.06, 0.0, 0.0)
-        jaws_open = gripper > GRIPPER_OPEN - 0.1
-        if self.stage == 0 and np.linalg.norm(pregrasp - tip) < WAYPOINT_REACHED and jaws_open:
+        if (
+            self.stage == 0
+            and np.linalg.norm(pregrasp - tip) < WAYPOINT_REACHED
+            and gripper > GRIPPER_OPEN - 0.1
+        ):
             self.stage = 1
         if self.stage == 0:
             return self._arm_toward(tip, pregrasp, GRIPPER_OPEN)
-        # Close only from open jaws at the ball; jaws that shut without catching it (a missed grasp) reopen first.
-        if not self.closing and jaws_open and np.linalg.norm(goal - tip) < WAYPOINT_REACHED:
-            self.closing = True
-        elif self.closing and gripper <= GRIPPER_CLOSED:
-            self.closing = False  # shut and not held: missed
-        return self._arm_toward(tip, goal, GRIPPER_SHUT if self.closing else GRIPPER_OPEN)
+        close = np.linalg.norm(goal - tip) < WAYPOINT_REACHED
+        return self._arm_toward(tip, goal, GRIPPER_SHUT if close else GRIPPER_OPEN)
