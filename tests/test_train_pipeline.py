@@ -113,11 +113,13 @@ def test_cosine_schedule_warms_up_decays_and_a_resumed_run_stays_on_its_curve(da
     from tools.train import stage_lr
 
     lrs = [stage_lr(1e-3, "cosine", step, 100) for step in range(100)]
-    assert lrs[0] == pytest.approx(0.5e-3) and lrs[1] == lrs[2] == pytest.approx(1e-3)  # 2 warm-up steps to the peak
-    assert all(a > b for a, b in zip(lrs[2:], lrs[3:]))  # then strictly decaying
-    assert lrs[-1] == pytest.approx(0.05e-3, rel=0.05)  # to about 5% of the peak at the stage's end
+    # Two warm-up steps to the peak, then a strict decay to about 5% of it at the stage's end.
+    assert lrs[0] == pytest.approx(0.5e-3) and lrs[1] == lrs[2] == pytest.approx(1e-3)
+    assert all(a > b for a, b in zip(lrs[2:], lrs[3:]))
+    assert lrs[-1] == pytest.approx(0.05e-3, rel=0.05)
     assert stage_lr(1e-3, "constant", 57, 100) == 1e-3
-    base = ["train", "--dataset", str(dataset), "--steps", "4", "--lr-schedule", "cosine", "--seed", "3", *TRAIN]
+    base = ["train", "--dataset", str(dataset), "--steps", "4", "--seed", "3", "--lr-schedule", "cosine"]
+    base += TRAIN
     assert cli([*base, "--out", str(tmp_path / "a")]) == 0
     assert cli([*base, "--out", str(tmp_path / "b"), "--stop-after", "3"]) == 0
     assert cli([*base, "--out", str(tmp_path / "b"), "--resume"]) == 0
