@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument(
         "--lr-schedule", choices=("constant", "cosine"), default="constant",
-        help="cosine: each stage warms up over its first 2%% of steps, then decays to 5%% of --lr at its end",
+        help="cosine: each stage warms up over its first 2%% of steps, then decays to 5%% of --lr at its end "
+        "(give it again with --resume)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=100, help="write the checkpoint every N steps")
