@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from policy_runtime.model.config import ResidualConfig
-from policy_runtime.model.head import step_timesteps
+from policy_runtime.model.head import DiTBlock, step_timesteps
 from policy_runtime.model.policy import AnchorVLAPolicy
 from policy_runtime.model.presets import tiny_architecture
 from policy_runtime.model.residual import ResidualModule
@@ -33,6 +33,28 @@ def test_tiny_policy_returns_a_chunk_the_argmax_candidate_and_all_scores():
     for b in range(2):
         assert torch.equal(chunk[b], candidates[b, index[b]])
     assert chunk.abs().max() <= 1.0
+
+
+def test_dit_block_attends_each_candidate_to_its_own_observations_memory():
+    # The block shares the memory's keys/values among an observation's K candidates; the result must equal
+    # attending each candidate separately to a copy of that memory, and never mix observations.
+    torch.manual_seed(0)
+    block = DiTBlock(16, 2).eval()
+    torch.nn.init.normal_(block.modulation[1].weight, std=0.1)  # non-zero gates, so every branch counts
+    b, k, t, n = 3, 4, 5, 7
+    x, c, memory = torch.randn(b * k, t, 16), torch.randn(b, 16), torch.randn(b, n, 16)
+    with torch.no_grad():
+        shared = block(x, c, memory, k)
+        separate = torch.cat(
+            [
+                block(x[i * k + j : i * k + j + 1], c[i : i + 1], memory[i : i + 1], 1)
+                for i in range(b)
+                for j in range(k)
+            ]
+        )
+        other = block(x, c, memory.roll(1, dims=0), k)
+    assert torch.allclose(shared, separate, atol=1e-5)
+    assert not torch.allclose(shared, other, atol=1e-3)
 
 
 def test_only_lora_projector_queries_and_head_train_the_towers_are_frozen():

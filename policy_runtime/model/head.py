@@ -59,14 +59,20 @@ class DiTBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, c: torch.Tensor, memory: torch.Tensor, candidates: int
     ) -> torch.Tensor:
-        """x (B*K, T, dim) tokens of K candidates per observation; c (B, dim) and memory (B*K, N, dim) conditions.
-        The modulation is computed once per observation and shared by its K candidates."""
+        """x (B*K, T, dim) tokens of K candidates per observation; c (B, dim) and memory (B, N, dim) conditions.
+        The modulation is computed once per observation and shared by its K candidates; so are the keys and
+        values of the cross-attention: the K candidates' queries attend to their observation's memory as one
+        sequence of K*T queries (each query's output depends on itself and the memory only, so this equals K
+        separate attentions, without projecting the memory K times)."""
         mods = self.modulation(c).repeat_interleave(candidates, dim=0)
         s1, sc1, g1, s2, sc2, g2, s3, sc3, g3 = mods.chunk(9, dim=-1)
         h = _modulate(self.norm1(x), s1, sc1)
         x = x + g1[:, None, :] * self.self_attn(h, h, h, need_weights=False)[0]
         h = _modulate(self.norm2(x), s2, sc2)
-        x = x + g2[:, None, :] * self.cross_attn(h, memory, memory, need_weights=False)[0]
+        bk, t, dim = h.shape
+        queries = h.reshape(bk // candidates, candidates * t, dim)
+        attended = self.cross_attn(queries, memory, memory, need_weights=False)[0].reshape(bk, t, dim)
+        x = x + g2[:, None, :] * attended
         h = _modulate(self.norm3(x), s3, sc3)
         return x + g3[:, None, :] * self.mlp(h)
 
@@ -120,11 +126,10 @@ class AnchoredDiffusionHead(nn.Module):
         b, k, h, d = x.shape
         dim = self.config.dim
         c = self.time_mlp(sinusoidal_embedding(t, dim)) + self.proprio_mlp(proprio)  # (B, dim)
-        mem = memory[:, None].expand(b, k, memory.shape[1], dim).reshape(b * k, memory.shape[1], dim)
         n_tokens = h // self.config.actions_per_token
         tokens = self.action_in(x.reshape(b * k, n_tokens, -1)) + self.step_pos
         for block in self.blocks:
-            tokens = block(tokens, c, mem, k)
+            tokens = block(tokens, c, memory, k)
         shift, scale = self.final_modulation(c).repeat_interleave(k, dim=0).chunk(2, dim=-1)
         tokens = _modulate(self.final_norm(tokens), shift, scale)
         x0 = self.action_out(tokens).reshape(b, k, h, d)
