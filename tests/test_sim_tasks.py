@@ -74,6 +74,24 @@ def test_reach_fails_when_the_tool_hits_the_obstacle():
     assert status.failed and not status.success and "obstacle" in status.detail
 
 
+def test_expert_keeps_its_joint_targets_inside_the_envelopes_soft_limits():
+    robot = SimRobot([])
+    task = robot.start_episode("reach", 0)
+    # The base drifted until the ball sits low and close to the arm: a level gripper cannot get there (the
+    # inverse kinematics alone asks wrist_flex beyond its -95 deg limit).
+    close_and_low = np.array([0.20, 0.0, -0.05])
+    robot.world.objects["ball"].position[:] = close_and_low + np.array(
+        [*kin.ARM_MOUNT_ON_BASE, robot.world.base_height]
+    )
+    robot.world.set_joints(np.append(inverse_kinematics(close_and_low + (0.0, 0.0, 0.02)), 0.0))
+    assert inverse_kinematics(close_and_low)[3] < np.radians(-95)
+    expert = Expert(task, robot.world, 1 / 15)
+    expert.stage = 2  # on the last waypoint: the ball itself
+    targets = expert.act()[3:]
+    assert np.all(targets >= expert.joint_lo) and np.all(targets <= expert.joint_hi)
+    assert targets[3] == pytest.approx(expert.joint_lo[3])  # clipped, not left beyond
+
+
 @pytest.mark.parametrize("name", TASKS)
 def test_expert_finishes_its_task_with_the_emulated_devices(name):
     robot = SimRobot([])

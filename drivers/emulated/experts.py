@@ -4,8 +4,11 @@ targets in rad).
 
 The arm is driven in Cartesian space: each tick the tool centre's target steps from where the tool is now
 towards the current waypoint at `TOOL_SPEED`, and inverse kinematics (the gripper kept level) turns it into
-joint targets. The experts react to the measured state only (plus the waypoint they are on), so demonstrations
-recorded with noise added to the executed action show how to recover.
+joint targets, kept inside the safety envelope's soft joint limits: a target the arm cannot take (a goal the
+base's drift brought too close or too low for a level gripper) is demonstrated as the nearest one the envelope
+passes, which is what the arm executes anyway, so the policy does not learn commands the envelope must clamp.
+The experts react to the measured state only (plus the waypoint they are on), so demonstrations recorded with
+noise added to the executed action show how to recover.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import numpy as np
 from drivers.emulated import kinematics as kin
 from drivers.emulated.tasks import GRIPPER_OPEN, LIFT_HEIGHT, Task, world_to_arm
 from drivers.emulated.world import World
+from safety.config import SafetyConfig
+from safety.limits import Limits
 
 TOOL_SPEED = 0.22  # m/s of the tool centre's target
 WAYPOINT_REACHED = 0.012  # m
@@ -54,6 +59,8 @@ class Expert:
     def __init__(self, task: Task, world: World, dt_s: float):
         self.task, self.world, self.dt_s = task, world, dt_s
         self.stage = 0  # index into the task's waypoint list
+        limits = Limits.from_config(SafetyConfig(), world.joint_names)
+        self.joint_lo, self.joint_hi = limits.soft_lo, limits.soft_hi
 
     def _state(self):
         with self.world.lock:
@@ -68,7 +75,7 @@ class Expert:
         distance = float(np.linalg.norm(step))
         limit = TOOL_SPEED * self.dt_s
         target = waypoint if distance <= limit else tip + step * (limit / distance)
-        return np.append(inverse_kinematics(target), gripper)
+        return np.clip(np.append(inverse_kinematics(target), gripper), self.joint_lo, self.joint_hi)
 
     def act(self) -> np.ndarray:
         """The action for now: [base.vx, base.vy, base.wz, joint targets...]."""
