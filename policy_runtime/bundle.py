@@ -32,6 +32,11 @@ CHECKPOINT_KEY = "anchorvla.checkpoint_sha256"
 BACKBONE_COS_GATE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.99, "int4": 0.99}
 CHUNK_COS_GATE = 0.99
 ANCHOR_AGREEMENT_GATE = 0.98
+# A variant's anchor choice agrees with the reference's when the reference scores it within this many logits of
+# its own best (a probability ratio under 1.22): between candidates the reference itself cannot tell apart (the
+# two sides of an obstacle at the start of a reach), a flip is not a fidelity error. Strict agreement is reported
+# beside it.
+ANCHOR_TIE_LOGITS = 0.2
 # Ours (FACTS.md has none for it): the share of chunk steps whose gripper open/close sign a variant keeps, as
 # strict as the anchor agreement, since a flipped decision opens or closes the gripper.
 GRIPPER_AGREEMENT_GATE = 0.98

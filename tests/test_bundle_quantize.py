@@ -9,13 +9,13 @@ import onnx
 from onnx import numpy_helper
 
 from onboard.cli import main as cli_main
-from policy_runtime.bundle import CHUNK_COS_GATE, read_manifest
+from policy_runtime.bundle import ANCHOR_TIE_LOGITS, CHUNK_COS_GATE, read_manifest
 from policy_runtime.engines.onnx_engine import OnnxEngine
 from tests.bundle_helpers import HELD_OUT_COUNT, bundle_copy, tiny_bundle, write_demo_dataset
 from tools.bundle_samples import HELD_OUT_SEED, synthetic_samples
 from tools.onnx_files import graph_entry, save_graph
 from tools.quantize import quantize_bundle
-from tools.verify import verify_bundle
+from tools.verify import same_anchor, verify_bundle
 
 
 def _held_out(bundle):
@@ -123,3 +123,12 @@ def test_a_variant_that_misses_the_gates_is_marked_failed_with_its_figures(tmp_p
     assert variant.status == "failed"
     assert manifest.graphs["backbone.int4.onnx"].verification["cosine"] < variant.gates["backbone_cosine"]
     assert len(variant.verification["action_max_abs_si"]) == len(manifest.runtime.action_layout)
+
+
+def test_anchor_agreement_counts_a_tied_runner_up_but_not_a_clear_loser():
+    scores = np.array(
+        [1.0, 1.0 - 0.9 * ANCHOR_TIE_LOGITS, 0.5]
+    )  # the reference's: anchor 1 all but ties anchor 0
+    assert same_anchor(scores, 0) and same_anchor(scores, 1)
+    assert not same_anchor(scores, 2)
+    assert not same_anchor(np.array([1.0, 1.0 - 1.1 * ANCHOR_TIE_LOGITS]), 1)

@@ -3,8 +3,9 @@
 On held-out observations (never the calibration ones) it measures, per graph fed with the reference's inputs,
 cosine and max abs error (head: also anchor-selection agreement), and end to end (the variant's backbone
 feeding its head): chunk cosine, anchor-selection agreement and the per-channel action error in SI units.
-Gates: backbone cosine >= 0.999 (FP16) / >= 0.99 (INT8, INT4), chunk cosine >= 0.99, anchor agreement >= 0.98,
-and with a gripper head (AnchorRefine) gripper open/close sign agreement >= 0.98.
+Gates: backbone cosine >= 0.999 (FP16) / >= 0.99 (INT8, INT4), chunk cosine >= 0.99, anchor agreement >= 0.98
+(a pick the reference scores within `ANCHOR_TIE_LOGITS` of its best agrees: a tie; strict agreement is reported
+too), and with a gripper head (AnchorRefine) gripper open/close sign agreement >= 0.98.
 Figures, gates and the verdict go into the manifest; the runtime refuses a variant that did not pass.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 from drivers.errors import UserError
 from policy_runtime.bundle import (
     ANCHOR_AGREEMENT_GATE,
+    ANCHOR_TIE_LOGITS,
     BACKBONE_COS_GATE,
     CHUNK_COS_GATE,
     GRIPPER_AGREEMENT_GATE,
@@ -83,6 +85,19 @@ def _mean_compare(pairs) -> dict[str, float]:
             "max_abs": float(max(f["max_abs"] for f in figures))}  # fmt: skip
 
 
+def same_anchor(reference_scores: np.ndarray, pick: int) -> bool:
+    """Whether a variant's anchor `pick` is the reference's choice: its best, or one it scores as a tie."""
+    return bool(reference_scores[pick] >= reference_scores.max() - ANCHOR_TIE_LOGITS)
+
+
+def _agreement(ref_heads, heads) -> tuple[float, float]:
+    """(tie-aware, strict) share of observations whose anchor choice agrees with the reference's."""
+    pairs = list(zip(ref_heads, heads, strict=True))
+    tie_aware = np.mean([same_anchor(r[2][0], int(h[1][0])) for r, h in pairs])
+    strict = np.mean([r[1][0] == h[1][0] for r, h in pairs])
+    return float(tie_aware), float(strict)
+
+
 def _variant_engine(bundle: Path, manifest: Manifest, name: str, threads: int):
     if manifest.variants[name].format == "tensorrt":
         from policy_runtime.engines.tensorrt_engine import TensorRTEngine
@@ -100,16 +115,14 @@ def verify_variant(engine, manifest: Manifest, samples: list[Sample], ref: Refer
     backbone = _mean_compare(zip(ref.bridge, bridges, strict=True))
     head_out = [engine.head(rb, s.proprio, s.noise) for rb, s in zip(ref.bridge, samples, strict=True)]
     head = _mean_compare((r[0], h[0]) for r, h in zip(ref.head, head_out, strict=True))
-    head["anchor_agreement"] = float(
-        np.mean([r[1][0] == h[1][0] for r, h in zip(ref.head, head_out, strict=True)])
-    )
+    head["anchor_agreement"], head["anchor_agreement_strict"] = _agreement(ref.head, head_out)
     residual = _mean_compare(
         (r[1], engine.residual_normalized(s.proprio, ref_head[3], r[0], 1))
         for r, s, ref_head in zip(ref.residual, samples, ref.head, strict=True)
     )
     e2e = [engine.head(b, s.proprio, s.noise) for b, s in zip(bridges, samples, strict=True)]
     chunk = _mean_compare((r[0], e[0]) for r, e in zip(ref.head, e2e, strict=True))
-    agreement = float(np.mean([r[1][0] == e[1][0] for r, e in zip(ref.head, e2e, strict=True)]))
+    agreement, strict_agreement = _agreement(ref.head, e2e)
     si_err = np.max(
         [
             np.abs(engine.inputs.to_si(e[0][0]) - engine.inputs.to_si(r[0][0]))
@@ -119,6 +132,7 @@ def verify_variant(engine, manifest: Manifest, samples: list[Sample], ref: Refer
     )
     end_to_end = {"chunk_cosine": chunk["cosine"], "chunk_cosine_min": chunk["cosine_min"],
                   "chunk_max_abs": chunk["max_abs"], "anchor_agreement": agreement,
+                  "anchor_agreement_strict": strict_agreement,
                   "action_max_abs_si": [float(v) for v in si_err], "samples": len(samples)}  # fmt: skip
     if ref.gripper:  # the share of chunk steps whose open/close sign the variant keeps
         end_to_end["gripper_sign_agreement"] = float(
@@ -188,7 +202,9 @@ def verify_bundle(
 
 def print_table(manifest: Manifest, names: list[str]) -> None:
     gripper = manifest.runtime.gripper is not None
-    header = f"{'variant':<9}{'backbone cos':>14}{'head cos':>10}{'chunk cos':>11}{'anchor agr':>12}"
+    header = (
+        f"{'variant':<9}{'backbone cos':>14}{'head cos':>10}{'chunk cos':>11}{'anchor agr':>12}{'strict':>8}"
+    )
     header += f"{'gripper agr':>13}" if gripper else ""
     header += f"{'max |err| SI':>14}  status"
     print(header)
@@ -203,7 +219,8 @@ def print_table(manifest: Manifest, names: list[str]) -> None:
         e = v.verification
         grip = f"{e['gripper_sign_agreement']:>13.3f}" if gripper else ""
         print(f"{name:<9}{bb['cosine']:>14.6f}{hd['cosine']:>10.5f}{e['chunk_cosine']:>11.5f}"
-              f"{e['anchor_agreement']:>12.3f}{grip}{max(e['action_max_abs_si']):>14.4f}  {v.status}")  # fmt: skip
+              f"{e['anchor_agreement']:>12.3f}{e['anchor_agreement_strict']:>8.3f}{grip}"
+              f"{max(e['action_max_abs_si']):>14.4f}  {v.status}")  # fmt: skip
     failed = [n for n in names if manifest.variants[n].status == "failed"]
     if failed:
         print(f"failed gates: {', '.join(failed)} (the runtime refuses them unless policy.force_unverified)")
