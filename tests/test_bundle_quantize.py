@@ -126,9 +126,8 @@ def test_a_variant_that_misses_the_gates_is_marked_failed_with_its_figures(tmp_p
 
 
 def test_anchor_agreement_counts_a_tied_runner_up_but_not_a_clear_loser():
-    scores = np.array(
-        [1.0, 1.0 - 0.9 * ANCHOR_TIE_LOGITS, 0.5]
-    )  # the reference's: anchor 1 all but ties anchor 0
+    # The reference's scores: anchor 1 all but ties anchor 0, anchor 2 is clearly worse.
+    scores = np.array([1.0, 1.0 - 0.9 * ANCHOR_TIE_LOGITS, 0.5])
     assert same_anchor(scores, 0) and same_anchor(scores, 1)
     assert not same_anchor(scores, 2)
     assert not same_anchor(np.array([1.0, 1.0 - 1.1 * ANCHOR_TIE_LOGITS]), 1)
