@@ -84,3 +84,26 @@ def test_eval_refuses_a_config_without_the_emulated_robot(tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip()
     assert "eval runs the emulated robot" in err and "\n" not in err
+
+
+def test_the_slow_loop_plans_for_the_virtual_latency_so_chunks_overlap_and_blend():
+    # With --latency-ms the slow loop must time its next start by the virtual latency (what the runtime would
+    # measure), not by the faster wall time: then each chunk arrives while the previous plan still runs and the
+    # blending mode shapes the commands. Timed by the wall time, chunks arrived after the plan ran out and
+    # `exponential` gave the same commands as `none`.
+    from drivers.emulated.sim import SimRobot
+    from onboard.config import load_config
+    from onboard.devices import build_engine
+    from tools.eval import run_episode, sim_cameras
+
+    commands = {}
+    for mode in ("none", "exponential"):
+        config = load_config(REPO / "configs/sim.yaml", {"policy": {"blending": {"mode": mode}}})
+        robot = SimRobot(sim_cameras(config))
+        engine = build_engine(config)
+        try:
+            result = run_episode(config, engine, robot, "reach", 10_000, latency_ms=60.0)
+        finally:
+            engine.close()
+        commands[mode] = (result.ticks, result.jerk_rms)
+    assert commands["none"] != commands["exponential"]

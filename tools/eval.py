@@ -162,6 +162,7 @@ def run_episode(
     period = fast.period_ns
     pending = None  # (tick at which the chunk is served, chunk)
     arm_cmds, base_cmds = [], []
+    wall_inference_ms = []  # measured wall time of each call (the report's figure)
     success_tick = None
     try:
         for tick in range(task.max_steps):
@@ -198,9 +199,11 @@ def run_episode(
                         safety.inference_finished()
                     else:
                         latency = time.perf_counter_ns() - t0
-                        stats.inference_ms.add(latency / 1e6)
+                        wall_inference_ms.append(latency / 1e6)
                         if latency_ms is not None:
                             latency = int(latency_ms * 1e6)
+                        # What the runtime would measure: the slow loop times its next start by it.
+                        stats.inference_ms.add(latency / 1e6)
                         ticks_until_ready = math.ceil((begin + latency - now) / period)
                         pending = (now + max(1, ticks_until_ready) * period, chunk)
             robot.clock.advance(period)
@@ -225,7 +228,7 @@ def run_episode(
         interventions=counters.clamped + counters.rejected + counters.faults + counters.holds,
         underruns=stats.underruns,
         stale_dropped=schedule.stale_dropped,
-        inference_ms=stats.inference_ms.recent(len(stats.inference_ms)),
+        inference_ms=wall_inference_ms,
         tick_compute_ms=stats.tick_compute_ms.recent(len(stats.tick_compute_ms)),
     )
 
