@@ -75,6 +75,8 @@ def test_infer_gives_a_named_si_chunk_with_anchor_scores_and_context(checkpoint)
     assert chunk.context.shape == (64,)
     again = TorchEngine(checkpoint, seed=3).infer(_observation())
     np.testing.assert_array_equal(again.actions, chunk.actions)
+    engine.reseed(3)  # the noise restarts: the first chunk again, though the engine has sampled since
+    np.testing.assert_array_equal(engine.infer(_observation()).actions, chunk.actions)
 
 
 def test_residual_returns_an_si_correction_and_none_when_disabled(checkpoint, engine):

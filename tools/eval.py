@@ -146,6 +146,11 @@ def run_episode(
     from safety.envelope import SafetyLayer
 
     task = robot.start_episode(task_name, seed)
+    # Each episode draws its own noise, so its outcome does not depend on which episodes ran before it in the
+    # same engine (another task, other seeds), and every variant samples the same noise on the same episode.
+    # (An engine without noise, the stand-in, has nothing to restart.)
+    if hasattr(engine, "reseed"):
+        engine.reseed(seed)
     engine = GoalEngine(engine, lambda: task.goal_in_arm_frame(robot.world))
     p, c = config.policy, config.control
     stats = RunStats()

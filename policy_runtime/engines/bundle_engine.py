@@ -52,6 +52,10 @@ class BundleEngine:
         feed = {"proprio": proprio, "context": context, "planned": planned, "j": np.array([j], np.int64)}
         return self._call("residual", feed)[0]
 
+    def reseed(self, seed: int) -> None:
+        """Restart the head's noise from `seed`: an episode's chunks then depend on its own seed alone."""
+        self._rng = np.random.default_rng(seed)
+
     # -- PolicyEngine ------------------------------------------------------------------------------------------
     def _backbone_feed(self, obs: Observation, proprio: np.ndarray) -> dict[str, np.ndarray]:
         if self.manifest.runtime.image is None:

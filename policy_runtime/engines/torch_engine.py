@@ -49,6 +49,11 @@ class TorchEngine:
         self._generator = torch.Generator().manual_seed(seed)
         self._lock = threading.Lock()
 
+    def reseed(self, seed: int) -> None:
+        """Restart the head's noise from `seed`: an episode's chunks then depend on its own seed alone."""
+        with self._lock:
+            self._generator.manual_seed(seed)
+
     # -- conversions ------------------------------------------------------------------------------------------
     def _proprio(self, obs: Observation) -> np.ndarray:
         raw = ProprioLayout(tuple(self.config.proprio_layout), tuple(obs.arm.joint_names)).vector(
