@@ -74,3 +74,16 @@ def test_task_monitor_stops_on_success_and_on_timeout():
     assert reasons[-1] == "task_success"
     result = monitor.result(15.0)
     assert result["success"] and result["time_to_success_s"] == round((task.max_steps + 1) / 15.0, 3)
+
+
+def test_each_episode_starts_with_the_servos_cooled_down():
+    # An evaluation runs episodes back to back on one emulated robot; heat must not carry over from one to the
+    # next (a long run heated wrist_flex to its 70 C shutdown and the next episode stalled).
+    robot = SimRobot([])
+    robot.start_episode("lift", 0)
+    rested = [s.temperature for s in robot.arm.servos]
+    for s in robot.arm.servos:
+        s.temperature, s.overload_s = 69.0, 0.5
+    robot.start_episode("lift", 1)
+    assert [s.temperature for s in robot.arm.servos] == rested
+    assert all(s.overload_s == 0.0 for s in robot.arm.servos)

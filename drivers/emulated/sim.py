@@ -88,8 +88,12 @@ class SimArm:
             self.world.joint_positions[self._index] = self.calibration.ticks_to_rad(ticks)
 
     def place(self, positions: np.ndarray) -> None:
-        """Put the joints at `positions` (rad) at rest with torque on (the start pose of an episode)."""
+        """Put the joints at `positions` (rad) at rest with torque on (the start pose of an episode).
+
+        The servos start each episode cooled down, as after a pause, so that episodes run back to back (an
+        evaluation, a recording) are independent trials: heat carried over would add up to a servo's shutdown."""
         for s, t in zip(self.servos, self.calibration.rad_to_ticks(positions), strict=True):
+            s.rest()
             s.move_by_hand(float(t))
             s.set_value("Goal_Position", int(t))
             s.write(_TORQUE.address, bytes([1]))  # torque on, clearing any latched protection

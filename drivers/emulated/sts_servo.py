@@ -26,6 +26,7 @@ from drivers.feetech.table import (
 MAX_SPEED_TICKS_S = 3400.0  # about 50 rpm, the 12 V STS3215 at no load
 MAX_ACCEL_TICKS_S2 = 50_000.0  # Acceleration 0 means "as fast as the motor can"
 AMBIENT_C = 25.0
+RESTED_C = AMBIENT_C + 5.0  # a powered servo at rest settles a little above ambient
 
 
 @dataclass
@@ -66,7 +67,7 @@ class EmulatedServo:
             self._put(REGISTERS["Model_Number"], model_number)
         self.actual = float(actual_ticks)  # encoder position before Homing_Offset, ticks
         self.velocity = 0.0  # ticks/s
-        self.temperature = AMBIENT_C + 5.0
+        self.temperature = RESTED_C
         self.nominal_voltage_v = nominal_voltage_v
         self.overload_s = 0.0  # time spent above Overload_Torque
         self.latched_errors = 0
@@ -134,6 +135,11 @@ class EmulatedServo:
         self.velocity = 0.0
         if self.value("Torque_Enable") != 1:
             self.set_value("Goal_Position", self.present_ticks())
+
+    def rest(self) -> None:
+        """Cool down as after a pause long enough to settle: back at the rested temperature, no overload time."""
+        self.temperature = RESTED_C
+        self.overload_s = 0.0
 
     def error_bits(self) -> int:
         bits = self.latched_errors | self.faults.error_bits
