@@ -61,3 +61,31 @@ def test_episode_counts_per_task():
     for bad in ("touch=2", "touch=x,lift=1", "0"):
         with pytest.raises(UserError, match="--episodes"):
             episode_counts(bad, ["touch", "lift"])
+
+
+def test_record_with_a_policy_driving_keeps_the_experts_labels_of_the_policys_states(tmp_path, capsys):
+    # `--policy`: the controller drives (the demo bundle, as `anchorvla eval` runs it) and each tick records what
+    # the expert would command from the state the policy brought the arm to: the residual stage's data.
+    from drivers.emulated.experts import Expert
+    from drivers.emulated.sim import SimRobot
+    from onboard.config import load_config
+    from tests.conftest import REPO
+    from tools.eval import sim_cameras
+
+    config_path = REPO / "configs/sim.yaml"
+    out = tmp_path / "driven"
+    args = ["sim", "record", "--task", "reach", "--episodes", "1", "--seed", "10000"]
+    args += ["--policy", str(config_path), "--variant", "residual=off", "--out", str(out)]
+    assert cli_main(args) == 0
+    assert "reach: 1 episodes driven by the policy" in capsys.readouterr().out
+    data = load_dataset(out, horizon=8)
+    assert data.cameras == ("third_person", "wrist") and data.proprio_layout == PROPRIO_LAYOUT
+    assert len(data) > 10
+    # Replayed: the first label is the expert's action for the episode's start state...
+    robot = SimRobot(sim_cameras(load_config(config_path)))
+    task = robot.start_episode("reach", 10000)
+    expert = Expert(task, robot.world, 1 / 15, follow_side=True)
+    np.testing.assert_allclose(data.chunks[0, 0], expert.act(), atol=1e-9)
+    # ...and the policy moved the arm through the episode.
+    arm = [data.proprio_layout.index(f"arm.{j}") for j in ("shoulder_pan", "shoulder_lift", "elbow_flex")]
+    assert np.ptp(data.proprio[:, arm], axis=0).max() > 0.1

@@ -116,3 +116,18 @@ def test_expert_finishes_its_task_with_the_emulated_devices(name):
     assert (moved > 0.3) == (name == "touch")  # only the touch task drives
     tip = tool_point(robot.world.joint_positions, robot.world.base_pose, robot.world.base_height)
     assert np.isfinite(tip).all()
+
+
+def test_a_labelling_reach_expert_goes_round_on_the_side_the_tool_already_took():
+    # Labelling a policy's episode: the task says right (-1), the policy has taken the tool 3 cm out to the
+    # left of the ball; the label goes on round the left rather than dragging the tool across the obstacle.
+    robot = SimRobot([])
+    task = robot.start_episode("reach", 0)
+    task.side = -1.0
+    goal = task.goal_in_arm_frame(robot.world)
+    robot.world.set_joints(np.append(inverse_kinematics(goal + (0.0, 0.03, 0.12)), 0.0))
+    assert Expert(task, robot.world, 1 / 15).act()[3] < robot.world.joint_positions[0]  # demonstrating: right
+    labelling = Expert(task, robot.world, 1 / 15, follow_side=True)
+    labelling.act()
+    assert labelling.side == 1.0
+    assert labelling.act()[3] > robot.world.joint_positions[0]  # pan on to the left

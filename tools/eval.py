@@ -26,12 +26,17 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from drivers.errors import UserError
+
+if TYPE_CHECKING:
+    from drivers.emulated.tasks import Task
 
 CAPTION = (
     "lockstep on a virtual clock: FastLoop.tick/ChunkSchedule/safety/engine against in-process emulated "
@@ -136,9 +141,16 @@ def smoothness(arm_commands: np.ndarray, base_commands: np.ndarray, dt_s: float)
 
 
 def run_episode(
-    config, engine, robot, task_name: str, seed: int, latency_ms: float | None = None
+    config,
+    engine,
+    robot,
+    task_name: str,
+    seed: int,
+    latency_ms: float | None = None,
+    on_tick: Callable[[Task], None] | None = None,
 ) -> EpisodeResult:
-    """One episode of the controller's loops in lockstep with the emulated devices."""
+    """One episode of the controller's loops in lockstep with the emulated devices. `on_tick(task)` is called
+    every tick just before the fast loop's, with this tick's camera frames rendered (a recorder's hook)."""
     from onboard.loops import FastLoop, SlowLoop
     from onboard.schedule import ChunkSchedule
     from onboard.sim import GoalEngine
@@ -181,6 +193,8 @@ def run_episode(
                 pending = None
             for cam in robot.cameras:  # the frames of this tick, rendered as the camera threads would
                 cam.latest()
+            if on_tick is not None:
+                on_tick(task)
             t0 = time.perf_counter_ns()
             fast.tick(now)
             stats.tick_compute_ms.add((time.perf_counter_ns() - t0) / 1e6)

@@ -6,6 +6,12 @@ in-process emulated devices (drivers/emulated/sim.py) at the control rate. What 
 action. What is executed is that action plus smooth noise (in a share of the episodes), passed through the same
 safety envelope as on the robot, so the demonstrations also show how to get back on track. Episodes the expert
 does not finish are left out; after success a few ticks of holding still are kept, so the policy learns to stop.
+
+With `--policy CONFIG` the controller drives instead (the lockstep loops of `anchorvla eval`) and the expert
+only labels: each tick records what the expert would command from the state the policy brought the arm to
+(DAgger's labels). Those are the residual stage's data: in the experts' own recordings the state at step j of a
+chunk is the one the expert's actions led to, so a residual trained there learns to continue whatever the
+arm is doing; on the policy's own states it learns to correct the plan.
 """
 
 from __future__ import annotations
@@ -45,6 +51,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--noise-scale", type=float, default=1.0,
         help="factor on the executed-action noise (per channel: base 0.05/0.03 m/s, 0.1 rad/s; joints 0.02 rad)",
     )  # fmt: skip
+    rec.add_argument(
+        "--policy", type=Path, default=None, metavar="CONFIG",
+        help="the controller of this config (configs/sim.yaml) drives, as `anchorvla eval` runs it, and the "
+        "expert only labels each tick: the residual stage's data (`anchorvla train --residual-from`)",
+    )  # fmt: skip
+    rec.add_argument(
+        "--variant",
+        default="",
+        metavar="SPEC",
+        help="with --policy: config overrides as in `anchorvla eval --variant`, e.g. 'residual=off'",
+    )
+    rec.add_argument(
+        "--latency-ms", type=float, default=60.0, help="with --policy: virtual time each inference takes"
+    )
 
 
 def task_names(spec: str) -> list[str]:
@@ -92,8 +112,6 @@ def episode_counts(spec: str, names: list[str]) -> dict[str, int]:
 def record_episode(robot, task_name: str, seed: int, noisy: bool, noise_scale: float = 1.0):
     """One expert episode; returns an EpisodeRecord, or None when the expert did not succeed."""
     from drivers.emulated.experts import Expert
-    from policy_runtime.dataset import EpisodeRecord
-    from policy_runtime.preprocess import ProprioLayout
     from safety.config import SafetyConfig
     from safety.envelope import SafetyLayer
 
@@ -106,16 +124,12 @@ def record_episode(robot, task_name: str, seed: int, noisy: bool, noise_scale: f
         np.random.default_rng([seed, 2]),
         dt_ns / 1e9,
     )
-    layout = ProprioLayout(PROPRIO_LAYOUT, robot.arm.joint_names)
-    states, actions, images = [], [], {c.name: [] for c in robot.cameras}
+    tape = Tape(robot, task)
     hold = None
     for _ in range(task.max_steps):
         arm, base = robot.arm.read_state(), robot.base.read_state()
-        states.append(layout.vector(arm, base, task.goal_in_arm_frame(robot.world)))
-        for cam in robot.cameras:
-            images[cam.name].append(cam.latest().image)
         action = expert.act() if hold is None else hold
-        actions.append(action)
+        tape.add(arm, base, action)
         executed = action + (noise() if hold is None else 0.0)
         desired = Command(robot.clock.now_ns, arm.joint_names, executed[3:], BaseVelocity(*executed[:3]))
         cmd = safety.filter(desired, arm, dt_ns / 1e9)
@@ -134,17 +148,58 @@ def record_episode(robot, task_name: str, seed: int, noisy: bool, noise_scale: f
         if hold is not None:
             remaining -= 1
             if remaining <= 0:
-                return EpisodeRecord(
-                    np.asarray(states), np.asarray(actions), task.instruction,
-                    {k: np.stack(v) for k, v in images.items()},
-                )  # fmt: skip
+                return tape.record()
     return None
+
+
+class Tape:
+    """An episode as it is recorded, tick by tick: the proprio (goal included), each camera's current image, and
+    the action to learn."""
+
+    def __init__(self, robot, task):
+        from policy_runtime.preprocess import ProprioLayout
+
+        self.robot, self.task = robot, task
+        self.layout = ProprioLayout(PROPRIO_LAYOUT, robot.arm.joint_names)
+        self.states, self.actions = [], []
+        self.images = {c.name: [] for c in robot.cameras}
+
+    def add(self, arm, base, action: np.ndarray) -> None:
+        self.states.append(self.layout.vector(arm, base, self.task.goal_in_arm_frame(self.robot.world)))
+        for cam in self.robot.cameras:
+            self.images[cam.name].append(cam.latest().image)
+        self.actions.append(action)
+
+    def record(self):
+        from policy_runtime.dataset import EpisodeRecord
+
+        return EpisodeRecord(
+            np.asarray(self.states), np.asarray(self.actions), self.task.instruction,
+            {k: np.stack(v) for k, v in self.images.items()},
+        )  # fmt: skip
+
+
+def record_policy_episode(config, engine, robot, task_name: str, seed: int, latency_ms: float):
+    """One episode the controller drives (the loops of `anchorvla eval`), labelled every tick with what the
+    task's expert would command from that state: (EpisodeRecord, EpisodeResult). Failed episodes are kept up to
+    where they ended: their states are those a correction is for."""
+    from drivers.emulated.experts import Expert
+    from tools.eval import run_episode
+
+    dt_s = 1.0 / config.control.rate_hz
+    labelled = {}
+
+    def on_tick(task) -> None:
+        if not labelled:
+            labelled.update(tape=Tape(robot, task), expert=Expert(task, robot.world, dt_s, follow_side=True))
+        labelled["tape"].add(robot.arm.read_state(), robot.base.read_state(), labelled["expert"].act())
+
+    result = run_episode(config, engine, robot, task_name, seed, latency_ms, on_tick=on_tick)
+    return labelled["tape"].record(), result
 
 
 def main(args: argparse.Namespace) -> int:
     from drivers.emulated.sim import SimRobot
-    from policy_runtime.dataset import write_dataset
-    from policy_runtime.types import BASE_CHANNELS, arm_channel
 
     if not 8 <= args.image_size <= 512:
         raise UserError(f"--image-size {args.image_size}: use 8..512 pixels")
@@ -152,6 +207,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--noise-scale must be >= 0 (got {args.noise_scale})")
     names = task_names(args.task)
     counts = episode_counts(str(args.episodes), names)
+    if args.policy is not None:
+        return record_policy(args, names, counts)
     fps = int(RATE_HZ)
     robot = SimRobot([(c, c, args.image_size, args.image_size, fps) for c in CAMERAS])
     rng = np.random.default_rng(args.seed)
@@ -169,8 +226,46 @@ def main(args: argparse.Namespace) -> int:
                 episodes.append(record)
                 done += 1
         print(f"{name}: {done} episodes ({tried - done} expert failures left out)")
+    return _write(args.out, episodes)
+
+
+def record_policy(args: argparse.Namespace, names: list[str], counts: dict[str, int]) -> int:
+    """--policy: every episode is kept (success or not), seeds args.seed.. per task as in `anchorvla eval`."""
+    from drivers.emulated.sim import SimRobot
+    from onboard.config import load_config
+    from onboard.devices import build_engine
+    from tools.eval import parse_variant, sim_cameras
+
+    if args.latency_ms < 0:
+        raise UserError(f"--latency-ms must be >= 0 (got {args.latency_ms})")
+    config = load_config(args.policy, parse_variant(args.variant)[1])
+    if config.control.rate_hz != RATE_HZ:
+        raise UserError(f"{args.policy}: control.rate_hz must be {RATE_HZ:g}, the rate the experts record at")
+    robot = SimRobot(sim_cameras(config))
+    engine = build_engine(config)
+    engine.warmup()
+    episodes = []
+    try:
+        for name in names:
+            successes = 0
+            for k in range(counts[name]):
+                record, result = record_policy_episode(
+                    config, engine, robot, name, args.seed + k, args.latency_ms
+                )
+                episodes.append(record)
+                successes += result.success
+            print(f"{name}: {counts[name]} episodes driven by the policy ({successes} succeeded)")
+    finally:
+        engine.close()
+    return _write(args.out, episodes)
+
+
+def _write(out: Path, episodes) -> int:
+    from policy_runtime.dataset import write_dataset
+    from policy_runtime.types import BASE_CHANNELS, arm_channel
+
     action_layout = [*BASE_CHANNELS, *(arm_channel(j) for j in SO101_JOINTS)]
-    write_dataset(args.out, episodes, RATE_HZ, action_layout, list(PROPRIO_LAYOUT))
+    write_dataset(out, episodes, RATE_HZ, action_layout, list(PROPRIO_LAYOUT))
     frames = sum(len(e.actions) for e in episodes)
-    print(f"wrote {args.out}: {len(episodes)} episodes, {frames} frames")
+    print(f"wrote {out}: {len(episodes)} episodes, {frames} frames")
     return 0

@@ -29,6 +29,7 @@ DRIVE_SPEED = 0.45  # m/s, under the safety envelope's max_vx (0.6)
 TURN_GAIN = 2.0  # rad/s per rad of heading error
 STANDOFF_X = 0.30  # m: the base stops when the marker is this far ahead of the arm's plate
 GRIPPER_SHUT = 0.0  # rad
+SIDE_TAKEN = 0.02  # m: a labelling reach expert takes the side the tool is this far out on (see `Expert`)
 
 
 def inverse_kinematics(tool_arm: np.ndarray, pitch: float = 0.0, roll: float = 0.0) -> np.ndarray:
@@ -54,11 +55,18 @@ def inverse_kinematics(tool_arm: np.ndarray, pitch: float = 0.0, roll: float = 0
 
 
 class Expert:
-    """The scripted demonstrator of one task episode."""
+    """The scripted demonstrator of one task episode.
 
-    def __init__(self, task: Task, world: World, dt_s: float):
+    `follow_side`: the expert labels an episode someone else drives (a policy, `anchorvla sim record --policy`).
+    Reach can be done on either side, so until its first waypoint it goes round on the side the tool is already
+    on, once the tool is `SIDE_TAKEN` out to one side of the ball, rather than dragging it across to the
+    task's side."""
+
+    def __init__(self, task: Task, world: World, dt_s: float, follow_side: bool = False):
         self.task, self.world, self.dt_s = task, world, dt_s
         self.stage = 0  # index into the task's waypoint list
+        self.side = task.side
+        self.follow_side = follow_side
         limits = Limits.from_config(SafetyConfig(), world.joint_names)
         self.joint_lo, self.joint_hi = limits.soft_lo, limits.soft_hi
 
@@ -103,7 +111,10 @@ class Expert:
         return self._arm_toward(tip, goal, GRIPPER_SHUT), np.zeros(3)
 
     def _reach(self, goal: np.ndarray, tip: np.ndarray) -> np.ndarray:
-        side = self.task.side
+        lateral = float(tip[1] - goal[1])
+        if self.follow_side and self.stage == 0 and abs(lateral) > SIDE_TAKEN:
+            self.side = math.copysign(1.0, lateral)
+        side = self.side
         waypoints = [goal + (0.0, side * 0.10, 0.11), goal + (0.0, side * 0.10, 0.0), goal]
         if self.stage < 2 and np.linalg.norm(waypoints[self.stage] - tip) < WAYPOINT_REACHED:
             self.stage += 1
