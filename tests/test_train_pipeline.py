@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -130,3 +131,42 @@ def test_cosine_schedule_warms_up_decays_and_a_resumed_run_stays_on_its_curve(da
     assert cli([*constant, "--out", str(tmp_path / "c")]) == 0
     c = _weights(tmp_path / "c")
     assert not all(np.array_equal(a[k], c[k]) for k in a)
+
+
+def test_residual_from_trains_a_new_residual_alone_normalised_as_the_checkpoint(dataset, tmp_path, capsys):
+    source = tmp_path / "source"
+    assert cli(["train", "--dataset", str(dataset), "--out", str(source), "--steps", "2", *TRAIN]) == 0
+    other = write_demo_dataset(tmp_path / "other", episodes=3, seed=5)  # other data, other statistics
+    assert not np.allclose(load_dataset(other, 4).proprio_mean, load_dataset(dataset, 4).proprio_mean)
+    out = tmp_path / "residual"
+    args = ["train", "--dataset", str(other), "--out", str(out), "--residual-from", str(source), *TRAIN]
+    assert cli(args) == 0
+    main = [load_file(str(d / "model.safetensors")) for d in (source, out)]
+    assert main[0].keys() == main[1].keys() and all(np.array_equal(main[0][k], main[1][k]) for k in main[0])
+    residual = [load_file(str(d / "residual.safetensors")) for d in (source, out)]
+    last = "mlp.4.weight"  # zero at the start of a residual stage: it trained from there, on the other data
+    assert np.abs(residual[1][last]).max() > 0 and not np.array_equal(residual[0][last], residual[1][last])
+    (_, src), (_, new) = load_checkpoint(source), load_checkpoint(out)
+    assert new.normalization == src.normalization and new.anchors == src.anchors
+    assert new.provenance["residual_from"] == str(source) and new.provenance["residual_dataset"] == str(other)
+    # A dataset of another robot (other channels) is one clear error.
+    bad = tmp_path / "bad"
+    shutil.copytree(other, bad)
+    (bad / "meta.json").write_text((other / "meta.json").read_text().replace('"pos.y"', '"pos.z"'))
+    capsys.readouterr()
+    assert (
+        cli(
+            [
+                "train",
+                "--dataset",
+                str(bad),
+                "--out",
+                str(tmp_path / "x"),
+                "--residual-from",
+                str(source),
+                *TRAIN,
+            ]
+        )
+        == 2
+    )
+    assert "is not the checkpoint's" in capsys.readouterr().err

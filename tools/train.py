@@ -65,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-every", type=int, default=100, help="write the checkpoint every N steps")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument(
+        "--residual-from", type=Path, default=None, metavar="CHECKPOINT",
+        help="train only a new residual for this checkpoint (its backbone, head, anchors and normalisation), on "
+        "--dataset (e.g. from `anchorvla sim record --policy`), into --out",
+    )  # fmt: skip
+    parser.add_argument(
         "--stop-after",
         type=int,
         default=None,
@@ -247,7 +252,6 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--batch {args.batch} must be a multiple of the {world} processes")
 
     data = load_dataset(args.dataset, args.horizon)
-    arch = _architecture(args, data)
     torch.manual_seed(args.seed)
     state_path = args.out / STATE_FILE
     if args.resume:
@@ -255,7 +259,22 @@ def main(args: argparse.Namespace) -> int:
             raise UserError(f"--resume: {state_path} not found (train without --resume first)")
         policy, config = load_checkpoint(args.out)
         state = torch.load(state_path, weights_only=True)
+    elif args.residual_from is not None:
+        if args.residual_steps < 1:
+            raise UserError("--residual-from trains the residual stage alone: give --residual-steps >= 1")
+        policy, config = load_checkpoint(args.residual_from, with_residual=False)  # a new, zero residual
+        config = config.model_copy(
+            update={
+                "provenance": dict(
+                    config.provenance,
+                    residual_from=str(args.residual_from),
+                    residual_dataset=str(args.dataset),
+                )
+            }
+        )
+        state = {"stage": 3, "step": 0}
     else:
+        arch = _architecture(args, data)
         policy = AnchorVLAPolicy(arch)
         anchors_meta = None
         if arch.head.mode != "linear":  # the linear head has no anchors
@@ -290,6 +309,8 @@ def main(args: argparse.Namespace) -> int:
             },
         )
         state = {"stage": 1, "step": 0}
+    arch = config.architecture
+    data = _with_normalization(data, config, args.dataset)
     policy.to(device)
     tokenizer = build_tokenizer(arch.backbone.tokenizer) if arch.backbone is not None else None
     index_gen = torch.Generator().manual_seed(args.seed)
@@ -380,6 +401,31 @@ def stage_lr(peak: float, schedule: str, step: int, steps: int) -> float:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)
     return peak * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def _with_normalization(data, config, dataset: Path):
+    """The dataset normalised as the checkpoint is (a resumed or residual-only run may read other data than the
+    checkpoint was fitted on); its layouts must be the checkpoint's."""
+    import dataclasses
+
+    for what in ("action_layout", "proprio_layout", "cameras"):
+        if list(getattr(data, what)) != list(getattr(config, what)):
+            raise UserError(
+                f"--dataset {dataset}: its {what} {list(getattr(data, what))} is not the checkpoint's "
+                f"{list(getattr(config, what))} (record it for the same robot and cameras)"
+            )
+    norm = config.normalization
+    delta_std = (
+        data.proprio_delta_std if norm.proprio_delta_std is None else np.asarray(norm.proprio_delta_std)
+    )
+    return dataclasses.replace(
+        data,
+        action_low=np.asarray(norm.action_low),
+        action_high=np.asarray(norm.action_high),
+        proprio_mean=np.asarray(norm.proprio_mean),
+        proprio_std=np.asarray(norm.proprio_std),
+        proprio_delta_std=delta_std,
+    )
 
 
 def _save(out: Path, policy, config, optimizer, state: dict, index_gen, noise_gen) -> None:
