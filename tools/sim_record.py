@@ -9,9 +9,10 @@ does not finish are left out; after success a few ticks of holding still are kep
 
 With `--policy CONFIG` the controller drives instead (the lockstep loops of `anchorvla eval`) and the expert
 only labels: each tick records what the expert would command from the state the policy brought the arm to
-(DAgger's labels). Those are the residual stage's data: in the experts' own recordings the state at step j of a
-chunk is the one the expert's actions led to, so a residual trained there learns to continue whatever the
-arm is doing; on the policy's own states it learns to correct the plan.
+(DAgger's labels), for the residual stage (`anchorvla train --residual-from`): in the experts' own recordings
+the state at step j of a chunk is the one the expert's actions led to, so a residual trained there learns to
+continue whatever the arm is doing; here the state is the one the plan led to, and the label is what the expert
+would do from it. (On the demo policy this did not raise success: configs/demo/README.md.)
 """
 
 from __future__ import annotations
