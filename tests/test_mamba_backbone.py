@@ -116,6 +116,11 @@ def test_exported_mamba_bundle_gives_the_torch_chunk_and_reads_the_state_delta(t
     assert backbone_inputs == ["images", "input_ids", "attention_mask", "proprio", "proprio_delta"]
     head_inputs = [t["name"] for t in manifest["graphs"]["head.onnx"]["inputs"]]
     assert head_inputs == ["bridge"]  # the linear head reads neither noise nor proprio
+    # The mixer's tensor_split is plain Slices in the saved graph: no sequence ops (TensorRT has none).
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(bundle / "backbone.onnx")).graph.node}
+    assert "Slice" in ops and not ops & {"SequenceConstruct", "SequenceAt", "Tile"}
     onnx_engine = OnnxEngine(bundle, precision="fp32", threads=1, force_unverified=True)
     torch_engine = TorchEngine(trained, threads=1)
     still, moving = _observation(0.0), _observation(0.05)

@@ -34,6 +34,7 @@ from policy_runtime.bundle import (
     VariantEntry,
     checkpoint_sha256,
 )
+from tools import onnx_tensor_split
 from tools.bundle_samples import CALIBRATION_SEED, synthetic_samples
 from tools.onnx_files import compare, graph_entry, ort_session, save_graph
 
@@ -165,6 +166,7 @@ def _export_one(module, args, names_in, names_out, directory: Path, file: str, o
     import onnx
     import torch
 
+    onnx_tensor_split.register()
     with tempfile.TemporaryDirectory(dir=directory) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         raw = Path(tmp) / file
@@ -173,6 +175,7 @@ def _export_one(module, args, names_in, names_out, directory: Path, file: str, o
             input_names=names_in, output_names=names_out, do_constant_folding=True,
         )  # fmt: skip
         model = onnx.load(str(raw))  # pulls in any external data torch wrote beside it
+        onnx_tensor_split.fold_sequences(model)
         return save_graph(model, directory, file, ckpt_sha)
 
 

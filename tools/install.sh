@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # Creates .venv and installs the package with the extras named (default: robot + onnx, enough to run the
-# controller). torch is pinned first to the CPU build so nothing pulls a CUDA build; on the Jetson use
-# NVIDIA's torch instead (deploy/JETSON.md).
+# controller), at the locked versions of requirements/lock.txt (bash tools/lock.sh regenerates it). torch is the
+# CPU build the lock pins; on the Jetson use NVIDIA's torch and requirements/jetpack6.txt instead
+# (deploy/JETSON.md). Running it again changes nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-robot,onnx}"
 PY="${PYTHON:-python3}"
+LOCK=requirements/lock.txt
+pip() {  # the venv's pip at the locked versions, without the machine's notes about index folders lacking a package
+  .venv/bin/python -m pip -q "$@" -c "$LOCK" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-case ",$extras," in
-  *,dev,*|*,train,*) .venv/bin/python -m pip install -q "torch==2.13.0" ;;
-esac
-.venv/bin/python -m pip install -q -e ".[$extras]"
+pip install pip
+pip install -e ".[$extras]"
 # pyrealsense2 loads libusb-1.0 at import; its wheel does not bundle it.
 case ",$extras," in
   *,robot,*|*,dev,*)
     if ! .venv/bin/python -c "import pyrealsense2" 2>/dev/null && command -v apt-get >/dev/null; then
       echo "installing libusb-1.0-0 for pyrealsense2 (apt)"
-      if [ "$(id -u)" = 0 ]; then apt-get install -y -q libusb-1.0-0; else sudo apt-get install -y -q libusb-1.0-0; fi
+      sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+      apt() { $sudo env DEBIAN_FRONTEND=noninteractive apt-get -qq -o=Dpkg::Use-Pty=0 "$@" >/dev/null; }
+      apt install -y libusb-1.0-0 || { apt update && apt install -y libusb-1.0-0; }
     fi ;;
 esac
