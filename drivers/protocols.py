@@ -3,7 +3,7 @@
 Every call is synchronous and bounded: the fast loop calls `read_state`/`write_goal`/`move` once a tick
 on the event-loop thread, so an implementation must return within a fraction of the control period
 (timeouts sized from the link, never the vendor's multi-second defaults). A failure raises
-`drivers.errors.DeviceError`; the runtime reports it to the safety layer.
+`anchorvla.errors.DeviceError`; the runtime reports it to the safety layer.
 """
 
 from __future__ import annotations

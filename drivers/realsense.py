@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.errors import DeviceError, UserError
+from anchorvla.errors import DeviceError, UserError
 from drivers.types import Frame
 
 log = logging.getLogger("anchorvla.realsense")

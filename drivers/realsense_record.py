@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from drivers.realsense import import_rs
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from drivers.types import SO101_JOINTS
 from safety.config import SafetyConfig
 
@@ -233,7 +233,7 @@ class RecordingConfig(_Section):
 
 
 class SimConfig(_Section):
-    """The emulated robot's task for `anchorvla run` (drivers/emulated/tasks.py); `anchorvla eval` picks its own."""
+    """The emulated robot's task for `anchorvla run` (sim/tasks.py); `anchorvla eval` picks its own."""
 
     task: Literal["touch", "reach", "lift"] | None = Field(
         default=None,

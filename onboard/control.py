@@ -23,7 +23,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from onboard.config import ControlEndpointConfig
 from onboard.journal import event
 from onboard.runtime import Runtime

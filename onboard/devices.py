@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from drivers.protocols import Arm, Base, Camera
 from onboard.config import Config
 from onboard.standins import StandinArm, StandinBase, StandinCamera, StandinEngine
@@ -21,10 +21,53 @@ def build_arm(config: Config, world: World | None = None) -> Arm:
     if arm.driver == "standin":
         return StandinArm(tuple(arm.joint_names))
     if arm.driver in ("feetech", "emulated"):
-        from drivers.feetech.devices import build_so101
-
         return build_so101(arm, world=world if arm.driver == "emulated" else None)
     raise AssertionError(f"unhandled robot.arm.driver {arm.driver!r}")  # the config validates the choices
+
+
+def _arm_calibration(arm_config):
+    """(calibration, where it came from) for `robot.arm`."""
+    from drivers.feetech.calibration import default_calibration, load_calibration
+
+    names = tuple(arm_config.joint_names)
+    if arm_config.calibration is not None:
+        return load_calibration(arm_config.calibration), str(arm_config.calibration)
+    if arm_config.driver == "emulated":
+        if len(arm_config.ids) != len(names):
+            raise UserError(
+                f"robot.arm: {len(arm_config.ids)} ids for {len(names)} joint_names; give one id per joint"
+            )
+        return default_calibration(tuple(arm_config.ids), names), "the emulator's default calibration"
+    raise UserError(
+        "robot.arm.calibration is not set: run `anchorvla calibrate arm --port PORT --out FILE` and set it"
+    )
+
+
+def build_so101(arm_config, world=None):
+    """The SO-101 driver of `robot.arm` (drivers 'feetech' and 'emulated'); imports the servo SDK."""
+    from drivers.feetech.so101 import SO101Arm
+
+    calibration, source = _arm_calibration(arm_config)
+    common = dict(
+        joint_names=tuple(arm_config.joint_names),
+        health_period_s=arm_config.health_period_s,
+        retries=arm_config.retries,
+        calibration_path=source,
+    )
+    if arm_config.driver == "emulated":
+        from drivers.emulated.so101 import EmulatedSO101Arm
+
+        return EmulatedSO101Arm(calibration, baudrate=arm_config.baudrate, world=world, **common)
+    if not arm_config.port:
+        raise UserError(
+            "robot.arm.port is not set: give the servo adapter's device (e.g. /dev/so101 with the udev rule)"
+        )
+    calibration_ids = set(calibration.ids)
+    if set(arm_config.ids) != calibration_ids:
+        raise UserError(
+            f"robot.arm.ids {arm_config.ids} differ from the ids in {source} ({sorted(calibration_ids)}); make them agree"
+        )
+    return SO101Arm(arm_config.port, calibration, baudrate=arm_config.baudrate, **common)
 
 
 def build_base(config: Config, world=None) -> Base | None:

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from onboard.config import Config
 from onboard.journal import event
 from onboard.runtime import Runtime

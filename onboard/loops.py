@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.errors import DeviceError
+from anchorvla.errors import DeviceError
 from drivers.protocols import Arm, Base, Camera
 from drivers.types import ArmState, BaseState, BaseVelocity, Command
 from onboard.gripper import GripperHysteresis

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from onboard.config import Config
 from onboard.episode_schema import EVENT_SCHEMA, FORMAT_VERSION, FRAME_SCHEMA
 from onboard.journal import event

@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from drivers.protocols import Arm, Base, Camera
 from onboard.config import Config
 from onboard.loops import FastLoop, SlowLoop

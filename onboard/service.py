@@ -14,7 +14,7 @@ import os
 import socket
 import time
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from onboard.config import Config
 from onboard.journal import event
 from onboard.runtime import Devices, Runtime

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from drivers.errors import DeviceError
+from anchorvla.errors import DeviceError
 from drivers.types import ArmState, BaseState, Frame
 from policy_runtime.types import BASE_CHANNELS, ActionChunk, Observation, arm_channel
 

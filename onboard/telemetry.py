@@ -74,7 +74,7 @@ def format_summary(data: dict) -> str:
         ),
         ("exit", data["exit_reason"]),
     ]
-    task = data.get("task")  # the emulated robot's task (onboard/sim.py)
+    task = data.get("task")  # the emulated robot's task (sim/session.py)
     if task is not None:
         outcome = f"success in {task['time_to_success_s']} s" if task["success"] else "no success"
         rows.append((f"task {task['task']}", f"{outcome} ({task['detail']})"))

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from policy_runtime.preprocess import policy_images, state_delta
 
 META_FILE = "meta.json"

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.emulated.kinematics import forward
-from drivers.errors import UserError
+from anchorvla.errors import UserError
+from drivers.robot_model import forward
 from drivers.types import SO101_JOINTS, ArmState, BaseState, Frame
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -28,7 +28,7 @@ class Observation:
     # First frame of the episode per camera, for policies that keep an anchor image (AnchorVLA4D).
     anchor_frames: dict[str, Frame] = field(default_factory=dict)
     # Target object/goal position (x, y, z) in the arm base frame, m (FACTS.md: the paper's proprio has it), from
-    # perception or the simulator's task (drivers/emulated/tasks.py); None when nothing supplies one.
+    # perception or the simulator's task (sim/tasks.py); None when nothing supplies one.
     goal: np.ndarray | None = None
     # The arm and base state of the fast-loop tick before `t_ns` (None at the first tick), for policies that read
     # the state delta (AnoleVLA; policy_runtime/preprocess.py `state_delta`).

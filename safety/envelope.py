@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from drivers.errors import DeviceError
+from anchorvla.errors import DeviceError
 from drivers.types import ArmState, BaseState, BaseVelocity, Command, Frame
 from safety.config import SafetyConfig
 from safety.limits import BASE_NONFINITE, NONFINITE, Limits, Previous, cap_residual, limit_command

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from safety.config import SafetyConfig
 
 # Reasons a command was changed; the names appear in logs and counters.

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from drivers.protocols import Arm, Base
 from safety.config import StopConfig
 from safety.envelope import SafetyLayer

@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests run against the in-repo packages; CLI tests call `python -m onboard.cli`."""
+"""Shared fixtures. Tests run against the in-repo packages; CLI tests call `python -m anchorvla.cli`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "onboard.cli", *args],
+        [sys.executable, "-m", "anchorvla.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

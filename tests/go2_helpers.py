@@ -1,4 +1,4 @@
-"""Shared by the tests/test_go2_*.py files: loopback DDS for this process and its children."""
+"""Shared by the tests/drivers/test_go2_*.py and tests/onboard/test_go2_runtime.py: loopback DDS for this process and its children."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """One tiny random-weight checkpoint with both of issue 11's options (anchor image, gripper head), exported and
-verified (fp32) once per test process; shared by tests/test_anchor_image.py and tests/test_gripper_refine.py."""
+verified (fp32) once per test process; shared by tests/policy_runtime/test_anchor_image.py and test_gripper_refine.py."""
 
 from __future__ import annotations
 

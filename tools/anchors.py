@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 
 
 def fit_anchors(chunks: np.ndarray, count: int, seed: int = 0) -> tuple[np.ndarray, list[int], float]:

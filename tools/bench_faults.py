@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from onboard.config import Config
 from onboard.runtime import Devices, Runtime, run_event_loop
 from onboard.standins import StandinEngine

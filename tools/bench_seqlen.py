@@ -107,7 +107,7 @@ def verdict(figures: dict, linear_max: float, superlinear_min: float) -> bool:
 def main(args: argparse.Namespace) -> tuple[dict, bool]:
     import torch
 
-    from drivers.errors import UserError
+    from anchorvla.errors import UserError
 
     lengths = sorted(set(args.lengths))
     if len(lengths) < 2 or lengths[0] < 1:

@@ -86,7 +86,7 @@ def dump(bus, ids: list[int]) -> None:
 
 def sweep(bus, calibration, joint: str, amplitude_deg: float, max_load: float) -> str:
     """Torque on for the chosen joint only, goal stepped slowly from the present pose and back."""
-    from drivers.errors import UserError
+    from anchorvla.errors import UserError
     from drivers.feetech.table import RAD_PER_TICK, describe_errors
 
     if joint not in calibration.joints:
@@ -135,7 +135,7 @@ def time_cycles(bus, ids: list[int], cycles: int) -> np.ndarray:
 
 
 def main(args: argparse.Namespace) -> tuple[dict, bool]:
-    from drivers.errors import UserError
+    from anchorvla.errors import UserError
     from drivers.feetech.bus import FeetechBus
     from drivers.feetech.calibration import load_calibration
     from drivers.feetech.so101 import eeprom_mismatches

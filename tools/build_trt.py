@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from policy_runtime.bundle import GraphEntry, VariantEntry, read_manifest, sha256_file
 
 TIMING_CACHE = "trt.timing.cache"

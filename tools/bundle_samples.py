@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from policy_runtime.bundle import RuntimeSpec
 from policy_runtime.engines.inputs import InputBuilder, make_tokenizer
 from policy_runtime.preprocess import resize_bilinear

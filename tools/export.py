@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from policy_runtime.bundle import (
     GripperSpec,
     ImageSpec,

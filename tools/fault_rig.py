@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from drivers.errors import DeviceError
+from anchorvla.errors import DeviceError
 from drivers.types import ArmState, BaseState
 from onboard.config import Config
 from onboard.runtime import Devices

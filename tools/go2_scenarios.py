@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from anchorvla.errors import DeviceError
 from drivers.emulated.go2_process import Go2EmulatorProcess
-from drivers.errors import DeviceError
 from drivers.unitree import sport_api as api
 from drivers.unitree.go2 import Go2Base
 from onboard.runtime import run_event_loop

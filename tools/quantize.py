@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from policy_runtime.bundle import Manifest, VariantEntry, read_manifest
 from tools.bundle_samples import CALIBRATION_SEED, Sample, observation_samples, synthetic_samples
 from tools.onnx_files import graph_entry, ort_session, save_graph

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.errors import DeviceError, UserError
+from anchorvla.errors import DeviceError, UserError
 from drivers.types import ArmState, BaseState, Command
 from onboard.config import Config, load_config
 from onboard.control import Operator, Peer

@@ -6,7 +6,7 @@ only, L1 on the correction, the rest frozen), from a recorded dataset
 
 Deterministic for a seed (batches and noise come from seeded CPU generators). Resumable: `--resume` continues
 from the checkpoint and `training_state.pt` (optimizer, step, generators; read with weights_only) in --out.
-Multi-GPU: run it under `torchrun --nproc-per-node N -m onboard.cli train ...`; every rank draws the same batch
+Multi-GPU: run it under `torchrun --nproc-per-node N -m anchorvla.cli train ...`; every rank draws the same batch
 indices and trains on its share, DDP averages the gradients, rank 0 writes.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 
 STATE_FILE = "training_state.pt"
 

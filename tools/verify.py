@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from policy_runtime.bundle import (
     ANCHOR_AGREEMENT_GATE,
     ANCHOR_TIE_LOGITS,

@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
-from drivers.emulated import kinematics as kin
+from anchorvla.errors import UserError
+from drivers import robot_model as kin
 from drivers.emulated.world import World
-from drivers.errors import UserError
 from drivers.types import Frame
 
 VIEWS = ("third_person", "wrist")

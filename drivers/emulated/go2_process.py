@@ -8,7 +8,7 @@ import multiprocessing as mp
 import os
 from dataclasses import asdict
 
-from drivers.errors import DeviceError
+from anchorvla.errors import DeviceError
 from drivers.unitree.dds_config import dds_config_xml
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import scservo_sdk as scs
 import serial
 
-from drivers.errors import DeviceError
+from anchorvla.errors import DeviceError
 from drivers.feetech.table import TABLE_SIZE, Register, decode, encode, from_bytes, reg, to_bytes
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Calibrating an SO-101: half-turn homing at mid-range, then the range each joint travels by hand.
 
 The steps are functions over a `FeetechBus` so tests drive them against the emulator; the command in
-`onboard/commands/calibrate.py` adds the prompts and the live table.
+`anchorvla/commands/calibrate.py` adds the prompts and the live table.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def build_calibration(
     mins: dict[int, int],
     maxes: dict[int, int],
 ) -> ArmCalibration:
-    from drivers.errors import UserError
+    from anchorvla.errors import UserError
 
     joints = {}
     for name, i in zip(joint_names, ids, strict=True):

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from drivers.feetech.table import RAD_PER_TICK, TICKS_PER_REV
 from drivers.types import SO101_JOINTS
 

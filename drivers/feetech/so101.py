@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import scservo_sdk as scs
 
-from drivers.errors import DeviceError
+from anchorvla.errors import DeviceError
 from drivers.feetech.bus import FeetechBus
 from drivers.feetech.calibration import ArmCalibration
 from drivers.feetech.table import (

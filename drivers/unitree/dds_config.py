@@ -16,7 +16,7 @@ from xml.sax.saxutils import quoteattr
 from cyclonedds.core import DDSException
 from cyclonedds.domain import Domain, DomainParticipant
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 
 LOOPBACK_INTERFACE = "lo"
 LOOPBACK_PEER = "127.0.0.1"

@@ -18,7 +18,7 @@ from cyclonedds.internal import InvalidSample
 from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 
-from drivers.errors import DeviceError
+from anchorvla.errors import DeviceError
 from drivers.types import BaseState
 from drivers.unitree import sport_api as api
 from drivers.unitree.dds_config import Participant

@@ -22,7 +22,7 @@ from cyclonedds.pub import DataWriter
 from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 
-from drivers.errors import DeviceError
+from anchorvla.errors import DeviceError
 from drivers.unitree import sport_api as api
 from drivers.unitree.dds_config import Participant, queue_qos
 from drivers.unitree.idl import (

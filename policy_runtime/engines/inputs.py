@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from policy_runtime.bundle import RuntimeSpec
 from policy_runtime.preprocess import ProprioLayout, policy_images, preprocess_image
 from policy_runtime.types import Observation

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from policy_runtime.bundle import open_bundle
 from policy_runtime.engines.bundle_engine import BundleEngine
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from policy_runtime.model.checkpoint import load_checkpoint
 from policy_runtime.model.tokenizer import build_tokenizer
 from policy_runtime.preprocess import ProprioLayout, preprocess_frames

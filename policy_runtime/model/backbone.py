@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from policy_runtime.model.config import BackboneConfig
 
 

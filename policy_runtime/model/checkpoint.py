@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 from policy_runtime.model.config import CheckpointConfig
 from policy_runtime.model.policy import AnchorVLAPolicy
 

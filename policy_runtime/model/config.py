@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 
 FORMAT_VERSION = 1
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from drivers.errors import UserError
+from anchorvla.errors import UserError
 
 BYTE_VOCAB_SIZE = 259
 _PAD, _BOS, _EOS, _OFFSET = 0, 1, 2, 3

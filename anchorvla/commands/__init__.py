@@ -1,0 +1,1 @@
+"""One module per `anchorvla` subcommand (see anchorvla.cli.COMMANDS)."""

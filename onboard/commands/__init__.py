@@ -1,1 +1,0 @@
-"""One module per `anchorvla` subcommand (see onboard.cli.COMMANDS)."""

@@ -1,0 +1,353 @@
+"""`anchorvla eval --config configs/sim.yaml --task T --episodes N [--variant SPEC ...] [--json PATH]`
+
+Closed-loop evaluation of the configured policy on the emulated robot's tasks: success rate, time to success,
+smoothness (RMS jerk of the arm commands, peak base acceleration of the base commands), safety interventions
+and the timing figures, for one or several variants of the controller side by side, all measured in one run.
+
+How it runs: the controller's own code (FastLoop.tick, SlowLoop's observation and start planning, ChunkSchedule,
+the safety layer, the engine, the residual) in lockstep on a virtual clock against in-process emulated devices
+(sim/lockstep.py) stepping one shared World, with no pty, DDS or real-time waits. Each inference's latency
+is its measured wall time (or `--latency-ms`), mapped onto the virtual clock (the chunk is served from the first tick
+after it would have arrived), so a slower engine shows as stale actions and underruns. Real-time runs, with the pty bus, DDS and
+the tick lateness figures, are `anchorvla run`.
+
+A variant is a comma-separated list of settings: H=<ticks> (policy.execute_horizon), residual=on|off,
+blend=none|linear|exponential (policy.blending.mode), bundle=<dir> (policy.bundle: another policy, e.g. one of
+policies/options/), engine=onnxruntime|torch (policy.engine; torch runs a checkpoint dir given as bundle=) and
+name=<label> (the row's name). Without --variant the config's own settings are one row.
+
+Memory per variant: the size of the graphs the engine loaded, and the growth of this process's resident set from
+building the engine to the end of its episodes (a figure of the whole process: allocator reuse makes it noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from anchorvla.errors import UserError
+
+if TYPE_CHECKING:
+    from sim.tasks import Task
+
+CAPTION = (
+    "lockstep on a virtual clock: FastLoop.tick/ChunkSchedule/safety/engine against in-process emulated "
+    "devices (no pty, no DDS); inference latency = measured wall time of each call"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", required=True, type=Path, help="the emulated robot's config (configs/sim.yaml)"
+    )
+    parser.add_argument("--task", required=True, help="touch | reach | lift | all, or a comma-separated list")
+    parser.add_argument("--episodes", required=True, type=int, help="episodes per task and variant")
+    parser.add_argument(
+        "--variant", action="append", default=None, metavar="SPEC",
+        help="e.g. 'H=2', 'H=5,residual=off', 'blend=none'; repeat for rows side by side",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=10_000, help="first episode seed (recordings use 0..)")
+    parser.add_argument(
+        "--latency-ms", type=float, default=None,
+        help="virtual time each inference takes (default: its measured wall time; fix it on a loaded machine)",
+    )  # fmt: skip
+    parser.add_argument("--json", type=Path, default=None, help="write every figure as JSON here")
+
+
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """'H=2,residual=off' -> (row label, config overrides). The label is `name=` or else the spec itself."""
+    policy: dict = {}
+    label = spec or "config"
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        key, _, raw = item.partition("=")
+        key, value = key.strip().lower(), raw.strip().lower()
+        if key == "h" and value.isdigit() and int(value) >= 1:
+            policy["execute_horizon"] = int(value)
+        elif key == "residual" and value in ("on", "off"):
+            policy["residual"] = value == "on"
+        elif key == "blend" and value in ("none", "linear", "exponential"):
+            policy["blending"] = {"mode": value}
+        elif key == "engine" and value in ("onnxruntime", "torch"):
+            policy["engine"] = value
+        elif key == "bundle" and raw.strip():
+            path = Path(raw.strip()).resolve()
+            if not path.is_dir():
+                raise UserError(f"--variant {spec!r}: bundle {raw.strip()} is not a directory")
+            policy["bundle"] = path
+        elif key == "name" and raw.strip():
+            label = raw.strip()
+        else:
+            raise UserError(
+                f"--variant {spec!r}: '{item}' not understood (use H=<n>, residual=on|off, "
+                "blend=none|linear|exponential, bundle=<dir>, engine=onnxruntime|torch, name=<label>)"
+            )
+    return label, {"policy": policy}
+
+
+def resident_mb() -> float:
+    """This process's resident set size in MB (Linux /proc)."""
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def graphs_mb(engine) -> float | None:
+    """Size of the graph files the engine runs (None for an engine without files, e.g. torch)."""
+    paths = getattr(engine, "graph_paths", None)
+    return round(sum(p.stat().st_size for p in paths.values()) / 2**20, 2) if paths else None
+
+
+@dataclass
+class EpisodeResult:
+    task: str
+    success: bool
+    time_to_success_s: float | None
+    ticks: int
+    jerk_rms: float  # rad/s^3, RMS over ticks and joints of the commanded arm positions' third difference
+    peak_base_accel: float  # m/s^2, largest change of the commanded planar base velocity per second
+    interventions: int  # safety: commands clamped or rejected, faults latched, holds begun
+    underruns: int
+    stale_dropped: int
+    inference_ms: list[float] = field(default_factory=list)
+    tick_compute_ms: list[float] = field(default_factory=list)
+
+
+def sim_cameras(config) -> list[tuple[str, str, int, int, int]]:
+    cams = []
+    for cam in config.robot.cameras:
+        if cam.driver != "synthetic":
+            raise UserError(
+                f"robot.cameras[{cam.name}].driver is '{cam.driver}': eval runs the emulated robot, whose "
+                "cameras are 'synthetic' (use configs/sim.yaml)"
+            )
+        cams.append((cam.name, cam.view or cam.name, cam.width, cam.height, cam.fps))
+    return cams
+
+
+def smoothness(arm_commands: np.ndarray, base_commands: np.ndarray, dt_s: float) -> tuple[float, float]:
+    """(RMS jerk of the arm commands in rad/s^3, peak planar base acceleration in m/s^2)."""
+    jerk = np.diff(arm_commands, n=3, axis=0) / dt_s**3 if len(arm_commands) > 3 else np.zeros((1, 1))
+    accel = np.diff(base_commands[:, :2], axis=0) / dt_s if len(base_commands) > 1 else np.zeros((1, 2))
+    return float(np.sqrt(np.mean(jerk**2))), float(np.max(np.linalg.norm(accel, axis=1)))
+
+
+def run_episode(
+    config,
+    engine,
+    robot,
+    task_name: str,
+    seed: int,
+    latency_ms: float | None = None,
+    on_tick: Callable[[Task], None] | None = None,
+) -> EpisodeResult:
+    """One episode of the controller's loops in lockstep with the emulated devices. `on_tick(task)` is called
+    every tick just before the fast loop's, with this tick's camera frames rendered (a recorder's hook)."""
+    from onboard.loops import FastLoop, SlowLoop
+    from onboard.schedule import ChunkSchedule
+    from sim.session import GoalEngine
+    from onboard.telemetry import RunStats
+    from safety.envelope import SafetyLayer
+
+    task = robot.start_episode(task_name, seed)
+    # Each episode draws its own noise, so its outcome does not depend on which episodes ran before it in the
+    # same engine (another task, other seeds), and every variant samples the same noise on the same episode.
+    # (An engine without noise, the stand-in, has nothing to restart.)
+    if hasattr(engine, "reseed"):
+        engine.reseed(seed)
+    engine = GoalEngine(engine, lambda: task.goal_in_arm_frame(robot.world))
+    p, c = config.policy, config.control
+    stats = RunStats()
+    schedule = ChunkSchedule(p.execute_horizon, p.blending.mode, p.blending.ticks, p.blending.decay)
+    safety = SafetyLayer(config.safety, tuple(robot.arm.joint_names), 1.0 / c.rate_hz, p.execute_horizon)
+    safety.seed(robot.arm.read_state())  # as the runtime does: the envelope starts from the measured pose
+    fast = FastLoop(
+        robot.arm, robot.base, robot.cameras, engine, schedule, safety, stats,
+        c.rate_hz, 0.0, task.instruction, p.residual,
+    )  # fmt: skip
+    slow = SlowLoop(
+        fast, engine, schedule, safety, stats, c.max_frame_age_s, c.start_margin_ticks, task.instruction
+    )
+    period = fast.period_ns
+    pending = None  # (tick at which the chunk is served, chunk)
+    arm_cmds, base_cmds = [], []
+    wall_inference_ms = []  # measured wall time of each call (the report's figure)
+    success_tick = None
+    try:
+        for tick in range(task.max_steps):
+            now = robot.clock.now_ns
+            fast.next_deadline_ns = now
+            if pending is not None and pending[0] <= now:  # the chunk arrives
+                safety.inference_finished()
+                if safety.accept_chunk(pending[1].actions, now):
+                    stats.chunks += 1
+                    schedule.push(pending[1], now)
+                pending = None
+            for cam in robot.cameras:  # the frames of this tick, rendered as the camera threads would
+                cam.latest()
+            if on_tick is not None:
+                on_tick(task)
+            t0 = time.perf_counter_ns()
+            fast.tick(now)
+            stats.tick_compute_ms.add((time.perf_counter_ns() - t0) / 1e6)
+            stats.ticks += 1
+            arm_cmds.append(fast.last_command.arm_positions)
+            base_cmds.append(fast.last_command.base.as_array())
+            if pending is None:
+                # The slow loop starts at its planned time, which may fall between this tick and the next.
+                start_at = slow.next_start_ns()
+                begin = now if start_at is None else max(now, start_at)
+                obs = slow.observe() if begin < now + period else None
+                if obs is not None and not safety.faulted:
+                    t0 = time.perf_counter_ns()
+                    safety.inference_started(begin)
+                    try:
+                        chunk = engine.infer(obs)
+                    except UserError:
+                        raise
+                    except Exception:  # as the slow loop: an engine failure holds the arm and retries
+                        stats.inference_failures += 1
+                        safety.inference_finished()
+                    else:
+                        latency = time.perf_counter_ns() - t0
+                        wall_inference_ms.append(latency / 1e6)
+                        if latency_ms is not None:
+                            latency = int(latency_ms * 1e6)
+                        # What the runtime would measure: the slow loop times its next start by it.
+                        stats.inference_ms.add(latency / 1e6)
+                        ticks_until_ready = math.ceil((begin + latency - now) / period)
+                        pending = (now + max(1, ticks_until_ready) * period, chunk)
+            robot.clock.advance(period)
+            task.update(robot.world)
+            status = task.status(robot.world)
+            if status.success:
+                success_tick = tick + 1
+                break
+            if status.failed:
+                break
+    finally:
+        slow.close()
+    jerk, accel = smoothness(np.asarray(arm_cmds), np.asarray(base_cmds), period / 1e9)
+    counters = safety.counters
+    return EpisodeResult(
+        task=task_name,
+        success=success_tick is not None,
+        time_to_success_s=None if success_tick is None else success_tick * period / 1e9,
+        ticks=stats.ticks,
+        jerk_rms=jerk,
+        peak_base_accel=accel,
+        interventions=counters.clamped + counters.rejected + counters.faults + counters.holds,
+        underruns=stats.underruns,
+        stale_dropped=schedule.stale_dropped,
+        inference_ms=wall_inference_ms,
+        tick_compute_ms=stats.tick_compute_ms.recent(len(stats.tick_compute_ms)),
+    )
+
+
+def summarize(results: list[EpisodeResult]) -> dict:
+    times = [r.time_to_success_s for r in results if r.success]
+    inference = [v for r in results for v in r.inference_ms]
+    compute = [v for r in results for v in r.tick_compute_ms]
+
+    def pct(values, q):
+        return round(float(np.percentile(values, q)), 3) if values else None
+
+    return {
+        "episodes": len(results),
+        "success_rate": round(sum(r.success for r in results) / len(results), 3),
+        "time_to_success_s_median": round(float(np.median(times)), 3) if times else None,
+        "jerk_rms_median": round(float(np.median([r.jerk_rms for r in results])), 2),
+        "peak_base_accel_max": round(max(r.peak_base_accel for r in results), 3),
+        "interventions_per_episode": round(float(np.mean([r.interventions for r in results])), 2),
+        "underruns": sum(r.underruns for r in results),
+        "stale_actions_dropped": sum(r.stale_dropped for r in results),
+        "inference_ms_p50": pct(inference, 50),
+        "inference_ms_p99": pct(inference, 99),
+        "tick_compute_ms_p50": pct(compute, 50),
+        "tick_compute_ms_p99": pct(compute, 99),
+    }
+
+
+def format_table(rows: list[dict], caption: str = CAPTION) -> str:
+    columns = [
+        ("variant", "variant"), ("task", "task"), ("success", "success_rate"), ("t_succ s", "time_to_success_s_median"),
+        ("jerk rad/s3", "jerk_rms_median"), ("base acc", "peak_base_accel_max"),
+        ("interv/ep", "interventions_per_episode"), ("underruns", "underruns"), ("stale", "stale_actions_dropped"),
+        ("infer p50/p99 ms", None), ("tick p50/p99 ms", None), ("runs", "engine_variant"), ("graphs MB", "graphs_mb"),
+        ("RSS +MB", "rss_growth_mb"),
+    ]  # fmt: skip
+
+    def cell(row, key, title):
+        if title.startswith("infer"):
+            return f"{row['inference_ms_p50']}/{row['inference_ms_p99']}"
+        if title.startswith("tick"):
+            return f"{row['tick_compute_ms_p50']}/{row['tick_compute_ms_p99']}"
+        value = row[key]
+        if key == "success_rate":
+            return f"{value * 100:.0f}% of {row['episodes']}"
+        return "-" if value is None else str(value)
+
+    table = [[title for title, _ in columns]] + [[cell(r, k, t) for t, k in columns] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)) for line in table]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], f"({caption})"])
+
+
+def main(args: argparse.Namespace) -> int:
+    from sim.lockstep import SimRobot
+    from onboard.config import load_config
+    from onboard.devices import build_engine
+    from sim.tasks import task_names
+
+    if args.episodes < 1:
+        raise UserError("--episodes must be >= 1")
+    if args.latency_ms is not None and args.latency_ms < 0:
+        raise UserError(f"--latency-ms must be >= 0 (got {args.latency_ms})")
+    names = task_names(args.task)
+    specs = args.variant or [""]
+    variants = [parse_variant(spec) for spec in specs]
+    rows = []
+    for label, overrides in variants:
+        config = load_config(args.config, overrides)
+        robot = SimRobot(sim_cameras(config))
+        rss_before = resident_mb()
+        engine = build_engine(config)
+        engine.warmup()
+        # The bundle variant the engine chose (precision auto may fall back to fp32 when int8 failed verify).
+        engine_row = {"engine_variant": getattr(engine, "variant", "torch"), "graphs_mb": graphs_mb(engine)}
+        all_results = []
+        try:
+            for name in names:
+                results = [
+                    run_episode(config, engine, robot, name, args.seed + k, args.latency_ms)
+                    for k in range(args.episodes)
+                ]
+                all_results += results
+                engine_row["rss_growth_mb"] = round(resident_mb() - rss_before, 1)
+                rows.append(dict(variant=label, task=name, **summarize(results), **engine_row))
+                print(f"{label:>16}  {name:<6} success {rows[-1]['success_rate'] * 100:.0f}%", flush=True)
+        finally:
+            engine.close()
+        if len(names) > 1:
+            rows.append(dict(variant=label, task="all", **summarize(all_results), **engine_row))
+    caption = (
+        CAPTION
+        if args.latency_ms is None
+        else CAPTION.replace(
+            "measured wall time of each call",
+            f"{args.latency_ms:g} ms of virtual time per call (wall time measured)",
+        )
+    )
+    print(format_table(rows, caption))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"caption": caption, "rows": rows}, indent=2) + "\n")
+    return 0

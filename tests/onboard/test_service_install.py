@@ -1,0 +1,160 @@
+"""`anchorvla service install` into a target root (no root needed), `--dry-run`, and journald log lines."""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import shutil
+import subprocess
+
+import pytest
+
+from anchorvla.cli import main as anchorvla
+from onboard.journal import JournalFormatter
+from tests.service_helpers import SIM
+
+
+def unit_sections(text: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None, comment_prefixes=("#",))
+    parser.optionxform = str
+    parser.read_string(text)
+    return parser
+
+
+def test_install_into_a_target_root_writes_unit_rules_user_and_config(tmp_path, capsys):
+    root = tmp_path / "root"
+    rc = anchorvla(
+        [
+            "service",
+            "install",
+            "--config",
+            str(SIM),
+            "--root",
+            str(root),
+            "--arm-serial",
+            "5A7C012345",
+            "--prefix",
+            "/opt/anchorvla",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    unit_text = (root / "etc/systemd/system/anchorvla-onboard.service").read_text()
+    unit = unit_sections(unit_text)
+    svc = unit["Service"]
+    assert svc["Type"] == "notify" and svc["Restart"] == "on-failure" and svc["WatchdogSec"] == "2"
+    assert (
+        svc["ExecStart"]
+        == "/opt/anchorvla/.venv/bin/anchorvla service run --config /etc/anchorvla/onboard.yaml"
+    )
+    assert svc["User"] == "anchorvla" and svc["DevicePolicy"] == "closed"
+    assert svc["LimitRTPRIO"] and "CAP_SYS_NICE" in svc["AmbientCapabilities"]
+    assert "@PREFIX@" not in unit_text and "@USER@" not in unit_text and "@CONFIG@" not in unit_text
+    rules = (root / "etc/udev/rules.d/99-anchorvla.rules").read_text()
+    assert 'ENV{ID_SERIAL_SHORT}=="5A7C012345", SYMLINK+="so101"' in rules
+    sysusers = (root / "usr/lib/sysusers.d/anchorvla.conf").read_text()
+    assert sysusers.splitlines()[1].startswith("u anchorvla -") and "m anchorvla dialout" in sysusers
+    assert (root / "etc/anchorvla/onboard.yaml").read_text() == SIM.read_text()
+    # Each step is explained; with a target root the system commands are listed, not run.
+    for step in ("[1] service user", "[2] systemd unit", "[3] udev rules", "[4] controller config"):
+        assert step in out
+    assert "on the robot, run: sudo systemctl enable anchorvla-onboard.service" in out
+
+
+def test_install_keeps_an_existing_config_unless_forced(tmp_path, capsys):
+    root = tmp_path / "root"
+    (root / "etc/anchorvla").mkdir(parents=True)
+    (root / "etc/anchorvla/onboard.yaml").write_text("# tuned on the robot\n")
+    args = ["service", "install", "--config", str(SIM), "--root", str(root), "--arm-serial", "A1"]
+    assert anchorvla(args) == 0
+    assert (root / "etc/anchorvla/onboard.yaml").read_text() == "# tuned on the robot\n"
+    assert "kept the existing" in capsys.readouterr().out
+    assert anchorvla([*args, "--force"]) == 0
+    assert (root / "etc/anchorvla/onboard.yaml").read_text() == SIM.read_text()
+
+
+def test_dry_run_writes_nothing(tmp_path, capsys):
+    root = tmp_path / "root"
+    rc = anchorvla(
+        ["service", "install", "--config", str(SIM), "--root", str(root), "--arm-serial", "A1", "--dry-run"]
+    )
+    out = capsys.readouterr().out
+    assert (
+        rc == 0 and "would write" in out and "would run: systemctl daemon-reload" in out and not root.exists()
+    )
+
+
+def test_bad_install_input_is_one_line(tmp_path, capsys):
+    rc = anchorvla(
+        ["service", "install", "--config", str(SIM), "--root", str(tmp_path), "--arm-serial", 'x"; rm -rf /']
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "--arm-serial" in err and len(err.strip().splitlines()) == 1
+    rc = anchorvla(
+        [
+            "service",
+            "install",
+            "--config",
+            str(tmp_path / "nope.yaml"),
+            "--root",
+            str(tmp_path),
+            "--arm-serial",
+            "A1",
+        ]
+    )
+    assert rc == 2 and "config file not found" in capsys.readouterr().err
+
+
+def test_journal_lines_carry_priority_and_fields(monkeypatch):
+    record = logging.LogRecord(
+        "anchorvla.control", logging.WARNING, __file__, 1, "operator command", None, None
+    )
+    record.fields = {"command": "estop", "peer": "uid=1000 pid=42", "reason": 'hand "in" way'}
+    line = JournalFormatter(journal=True).format(record)
+    assert (
+        line
+        == '<4>WARNING anchorvla.control: operator command command=estop peer="uid=1000 pid=42" reason="hand \\"in\\" way"'
+    )
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError:
+        import sys
+
+        err = logging.LogRecord("anchorvla", logging.ERROR, __file__, 1, "two\nlines", None, sys.exc_info())
+    text = JournalFormatter(journal=True).format(err)
+    assert "\n" not in text and text.startswith("<3>ERROR anchorvla: two | lines exception=")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_installed_unit_passes_systemd_analyze_verify(tmp_path, capsys):
+    prefix = tmp_path / "prefix"
+    (prefix / ".venv/bin").mkdir(parents=True)
+    exe = prefix / ".venv/bin/anchorvla"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    root = tmp_path / "root"
+    args = ["--config", str(SIM), "--root", str(root), "--arm-serial", "A1", "--prefix", str(prefix)]
+    assert anchorvla(["service", "install", *args]) == 0
+    unit = root / "etc/systemd/system/anchorvla-onboard.service"
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "", done.stderr  # systemd warns about unknown keys or bad values here
+
+
+@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="needs systemd-sysusers")
+def test_sysusers_entry_creates_the_service_user_in_its_groups(tmp_path):
+    root = tmp_path / "root"
+    assert (
+        anchorvla(["service", "install", "--config", str(SIM), "--root", str(root), "--arm-serial", "A1"])
+        == 0
+    )
+    done = subprocess.run(["systemd-sysusers", f"--root={root}"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    passwd = (root / "etc/passwd").read_text()
+    groups = {
+        line.split(":")[0]: line.split(":")[3] for line in (root / "etc/group").read_text().splitlines()
+    }
+    assert passwd.startswith("anchorvla:x:") and ":/var/lib/anchorvla:" in passwd
+    assert all("anchorvla" in groups[g] for g in ("dialout", "video", "render")) and "anchorvla" in groups

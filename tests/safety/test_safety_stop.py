@@ -1,0 +1,164 @@
+"""Stop sequences against the stand-in devices, healthy, silent and hanging."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from anchorvla.errors import DeviceError, UserError
+from onboard.devices import build_so101
+from drivers.types import SO101_JOINTS
+from onboard.config import ArmConfig
+from onboard.standins import StandinArm, StandinBase
+from safety.config import SafetyConfig, StopConfig
+from safety.envelope import SafetyLayer
+from safety.stop import StopSequences, run_step
+
+N = len(SO101_JOINTS)
+DT = 1 / 15
+
+
+class HangingBase(StandinBase):
+    """A base whose RPCs block far longer than any stop step may wait."""
+
+    def stop_move(self) -> None:
+        time.sleep(2.0)
+
+
+class NoDampBase:
+    def start(self): ...
+    def read_state(self): ...
+    def move(self, vx, vy, wz): ...
+    def stop_move(self): ...
+    def stop(self): ...
+
+
+class ArmWithoutRelease:
+    joint_names = SO101_JOINTS
+
+    def start(self): ...
+    def read_state(self): ...
+    def write_goal(self, positions): ...
+    def stop(self): ...
+
+
+def rig(stop: StopConfig | None = None, base=None, start=None, period_s=DT):
+    arm = StandinArm(SO101_JOINTS, time_constant_s=0.01)
+    arm._pos = np.zeros(N) if start is None else np.asarray(start, float).copy()
+    arm._goal = arm._pos.copy()
+    base = StandinBase() if base is None else base
+    layer = SafetyLayer(SafetyConfig(stop=stop or StopConfig()), SO101_JOINTS, period_s)
+    layer.seed(arm.read_state())
+    return arm, base, layer, StopSequences(layer.config.stop, arm, base, layer, period_s)
+
+
+def test_safe_stop_sends_move_zero_then_stop_move_and_holds_the_arm():
+    arm, base, layer, stops = rig()
+    base.move(0.4, 0.0, 0.2)
+    report = stops.safe_stop()
+    assert report.ok, report.describe()
+    assert [s.name for s in report.steps] == ["base_move_zero", "base_stop_move", "arm_hold"]
+    assert base.moves[-1] == (0.0, 0.0, 0.0) and base.stop_moves == 1
+    np.testing.assert_allclose(arm.goals_written[-1], 0.0)
+    assert layer.counters.safe_stops == 1
+
+
+def test_safe_stop_goes_on_when_the_base_hangs_and_the_arm_is_silent():
+    arm, _, _, stops = rig(StopConfig(step_timeout_s=0.1), base=HangingBase())
+    arm.silent = True
+    t0 = time.monotonic()
+    report = stops.safe_stop()
+    elapsed = time.monotonic() - t0
+    assert elapsed < 1.0  # not the 2 s the base blocks for
+    by_name = {s.name: s for s in report.steps}
+    assert by_name["base_move_zero"].ok
+    assert not by_name["base_stop_move"].ok and "timed out" in by_name["base_stop_move"].detail
+    assert not by_name["arm_hold"].ok and "no status packet" in by_name["arm_hold"].detail
+
+
+def test_run_step_reports_errors_without_raising():
+    def fail():
+        raise DeviceError("gone")
+
+    result = run_step("x", fail, 0.5)
+    assert not result.ok and result.detail == "gone"
+
+
+def test_estop_latches_and_damps_or_stops_the_base():
+    arm, base, layer, stops = rig(StopConfig(estop_base="damp"))
+    report = stops.estop("operator button")
+    assert report.ok and base.damps == 1 and base.stop_moves == 0
+    assert layer.faulted and layer.faults[0].name == "operator_estop"
+    assert not layer.take_stop_request()  # the e-stop was the reaction
+    _, base2, _, stops2 = rig()
+    stops2.estop()
+    assert base2.stop_moves == 1 and base2.damps == 0
+
+
+def test_fault_reaction_follows_the_config_and_leaves_the_arm_to_the_fast_loop():
+    arm, base, layer, stops = rig(StopConfig(fault_reaction="estop", estop_base="damp"))
+    layer.report_fault("servo_overheat", "test", 0)
+    report = stops.fault_reaction()
+    assert [f.name for f in layer.faults] == ["servo_overheat"]  # no operator e-stop added
+    assert report.sequence == "estop" and base.damps == 1
+    assert [s.name for s in report.steps] == ["base_damp"] and not arm.goals_written
+    _, _, _, stops = rig()
+    assert stops.fault_reaction().sequence == "safe_stop"
+
+
+def test_configurations_a_device_cannot_carry_out_are_refused_up_front():
+    layer = SafetyLayer(SafetyConfig(), SO101_JOINTS)
+    with pytest.raises(UserError, match="no damp"):
+        StopSequences(StopConfig(estop_base="damp"), StandinArm(SO101_JOINTS), NoDampBase(), layer, DT)
+    with pytest.raises(UserError, match="cannot release torque"):
+        StopSequences(StopConfig(on_exit="park_release"), ArmWithoutRelease(), None, layer, DT)
+    with pytest.raises(UserError, match="unknown joints"):
+        StopSequences(StopConfig(rest_pose={"elbow": 0.0}), StandinArm(SO101_JOINTS), None, layer, DT)
+
+
+def test_park_and_release_moves_slowly_to_the_rest_pose_then_releases_torque():
+    rest = {"shoulder_lift": -0.2}
+    cfg = StopConfig(on_exit="park_release", rest_pose=rest, park_speed=1.0, park_timeout_s=5.0)
+    arm, base, _, stops = rig(cfg, start=np.full(N, 0.3), period_s=0.02)
+    report = stops.on_exit()
+    assert report.ok, report.describe()
+    assert [s.name for s in report.steps][-2:] == ["arm_park", "arm_release_torque"]
+    assert not arm.torque_enabled and base.stop_moves == 1
+    goals = np.array(arm.goals_written)
+    assert np.max(np.abs(np.diff(goals, axis=0))) <= 1.0 * 0.02 + 1e-9  # never faster than the park speed
+    target = np.zeros(N)
+    target[SO101_JOINTS.index("shoulder_lift")] = -0.2
+    np.testing.assert_allclose(goals[-1], target, atol=0.03)
+
+
+def test_park_keeps_torque_on_when_the_arm_stops_answering_or_the_pose_is_not_reached():
+    cfg = StopConfig(on_exit="park_release", park_speed=0.05, park_timeout_s=0.3)
+    arm, _, _, stops = rig(cfg, start=np.full(N, 0.5), period_s=0.02)
+    report = stops.park_and_release()
+    assert not report.ok and arm.torque_enabled
+    assert "timed out" in report.steps[-2].detail and report.steps[-1].name == "arm_hold"
+    arm, _, _, stops = rig(cfg, start=np.full(N, 0.5), period_s=0.02)
+    arm.silent = True
+    report = stops.park_and_release()
+    assert "stopped answering" in report.steps[-2].detail and arm.torque_enabled
+
+
+def test_park_and_release_on_the_so101_driver_over_the_emulated_servo_bus():
+    """The real driver (set_torque) on the pty servo emulator: parked at the rest pose, then torque off."""
+    arm = build_so101(ArmConfig(driver="emulated", health_period_s=0.05))
+    arm.start()
+    try:
+        cfg = StopConfig(
+            on_exit="park_release", rest_pose={"elbow_flex": 0.2}, park_speed=1.0, park_timeout_s=5.0
+        )
+        layer = SafetyLayer(SafetyConfig(stop=cfg), arm.joint_names, 0.05)
+        layer.seed(arm.read_state())
+        report = StopSequences(cfg, arm, None, layer, 0.05).on_exit()
+        assert report.ok, report.describe()
+        assert all(s.value("Torque_Enable") == 0 for s in arm.emulator.servos)
+        elbow = arm.read_state().positions[arm.joint_names.index("elbow_flex")]
+        assert elbow == pytest.approx(0.2, abs=cfg.park_tolerance)
+    finally:
+        arm.stop()
