@@ -24,6 +24,7 @@ import numpy as np
 from anchorvla.errors import DeviceError
 from drivers.protocols import Arm, Base, Camera
 from drivers.types import ArmState, BaseState, BaseVelocity, Command
+from onboard.config import Config
 from onboard.gripper import GripperHysteresis
 from onboard.realtime import set_thread_fifo, set_thread_normal
 from onboard.schedule import ChunkSchedule, PlannedAction
@@ -32,6 +33,7 @@ from onboard.timing import wait_until
 from policy_runtime.engines.base import PolicyEngine
 from policy_runtime.types import BASE_CHANNELS, ActionChunk, Observation, arm_channel
 from safety.envelope import SafetyLayer
+from safety.stop import StopSequences
 
 log = logging.getLogger("anchorvla")
 
@@ -72,9 +74,21 @@ class ActionMapper:
         return Command(t_ns, self.joint_names, arm, BaseVelocity(vx, vy, wz))
 
 
+@dataclass(frozen=True)
+class ObservationInputs:
+    """What the fast loop last read, for the slow loop's next observation."""
+
+    latest: TickSnapshot | None
+    previous: TickSnapshot | None  # the tick before `latest` (the state delta reads it)
+    frames: dict  # camera name -> newest Frame
+    cameras: tuple[str, ...]  # every configured camera's name
+    paused: bool
+
+
 class FastLoop:
     def __init__(
         self,
+        *,
         arm: Arm,
         base: Base | None,
         cameras: list[Camera],
@@ -86,6 +100,7 @@ class FastLoop:
         fine_wait_ms: float,
         instruction: str,
         use_residual: bool,
+        fault_reaction: Callable[[], object] | None = None,
     ):
         self.arm, self.base, self.cameras = arm, base, cameras
         self.engine, self.schedule, self.safety, self.stats = engine, schedule, safety, stats
@@ -101,7 +116,7 @@ class FastLoop:
         self.tick_listeners: list[Callable[[int], None]] = []  # called after each completed tick (watchdog)
         self.paused = False  # operator pause: hold the arm, stop the base (Runtime.pause)
         self.last_decision: TickDecision | None = None
-        self.fault_reaction: Callable[[], object] | None = None  # started once when a safety fault latches
+        self.fault_reaction = fault_reaction  # started once when a safety fault latches
         self.gripper = GripperHysteresis()  # AnchorRefine's discrete gripper decision (chunks that carry one)
 
     def _read(self, device, what: str, tick_ns: int):
@@ -165,6 +180,11 @@ class FastLoop:
                 frames[cam.name] = f
         return frames
 
+    def inputs(self) -> ObservationInputs:
+        return ObservationInputs(
+            self.latest, self.previous, self.frames(), tuple(c.name for c in self.cameras), self.paused
+        )
+
     def _send(self, cmd: Command, tick_ns: int) -> None:
         try:
             self.arm.write_goal(cmd.arm_positions)
@@ -224,8 +244,14 @@ class FastLoop:
 
 
 class SlowLoop:
+    """The inference side as two steps that any driver of time calls: `begin(now)` takes the observation (or
+    None: nothing to infer from yet, a fault latched, paused), the caller runs `engine.infer` on it, then
+    `deliver(...)` hands the chunk to the schedule (or `failed(...)` records an engine failure). `run` drives
+    the steps in real time for the runtime; the simulator's eval drives the same steps on a virtual clock."""
+
     def __init__(
         self,
+        *,
         fast: FastLoop,
         engine: PolicyEngine,
         schedule: ChunkSchedule,
@@ -237,8 +263,9 @@ class SlowLoop:
         worker_priority: int = 0,
     ):
         self.fast, self.engine, self.schedule, self.safety, self.stats = fast, engine, schedule, safety, stats
+        self.period_ns = fast.period_ns
         self.max_frame_age_ns = int(max_frame_age_s * 1e9)
-        self.margin_ns = int(start_margin_ticks * fast.period_ns)
+        self.margin_ns = int(start_margin_ticks * self.period_ns)
         self.instruction = instruction
         # The worker starts from the event-loop thread and would inherit its real-time priority: set its own.
         initializer = (lambda: set_thread_fifo(worker_priority)) if worker_priority > 0 else set_thread_normal
@@ -262,25 +289,56 @@ class SlowLoop:
         until = self.schedule.planned_until_ns
         if until is None:
             return None
-        return until + self.fast.period_ns - self.latency_estimate_ns() - self.margin_ns
+        return until + self.period_ns - self.latency_estimate_ns() - self.margin_ns
 
     def observe(self) -> Observation | None:
-        snap = self.fast.latest
+        inputs = self.fast.inputs()
+        snap = inputs.latest
         if snap is None or snap.arm is None:
             return None
-        frames = self.fast.frames()
+        frames = inputs.frames
         stale = [name for name, f in frames.items() if snap.tick_ns - f.t_ns > self.max_frame_age_ns]
-        missing = [c.name for c in self.fast.cameras if c.name not in frames]
+        missing = [name for name in inputs.cameras if name not in frames]
         if stale or missing:
             self.stats.stale_observations += 1
             return None
         for name, f in frames.items():
             self.anchor_frames.setdefault(name, f)
-        prev = self.fast.previous
+        prev = inputs.previous
         return Observation(
             snap.tick_ns, snap.arm, snap.base, frames, self.instruction, dict(self.anchor_frames),
             previous_arm=prev.arm if prev else None, previous_base=prev.base if prev else None,
         )  # fmt: skip
+
+    def begin(self, now_ns: int) -> Observation | None:
+        """The observation for an inference starting at `now_ns`, marked started in the safety layer; None when
+        there is nothing to infer from, a fault is latched or the operator paused."""
+        obs = self.observe()
+        if obs is None or self.safety.faulted or self.fast.inputs().paused:
+            return None
+        self.safety.inference_started(now_ns)
+        return obs
+
+    def failed(self, exc: BaseException) -> None:
+        """The engine raised: counted and logged; the arm holds and the next `begin` retries."""
+        self.safety.inference_finished()
+        self.stats.inference_failures += 1
+        log.warning("inference failed: %s", exc)
+
+    def deliver(self, obs: Observation, chunk: ActionChunk, latency_ns: int, now_ns: int) -> bool:
+        """The chunk inferred from `obs`, `latency_ns` after `begin`, arriving at `now_ns`: the latency feeds the
+        start planning; a chunk with non-finite actions is rejected (False); else the schedule serves it from
+        the fast loop's next tick on and the listeners see it."""
+        self.safety.inference_finished()
+        self.stats.inference_ms.add(latency_ns / 1e6)
+        if not self.safety.accept_chunk(chunk.actions, now_ns):
+            log.warning("chunk rejected: non-finite actions")
+            return False
+        self.stats.chunks += 1
+        self.schedule.push(chunk, self.fast.next_deadline_ns)
+        for listener in self.chunk_listeners:
+            listener(obs, chunk)
+        return True
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -289,30 +347,68 @@ class SlowLoop:
             if start_at is not None and start_at > time.monotonic_ns():
                 await asyncio.sleep((start_at - time.monotonic_ns()) / 1e9)
                 continue  # the plan may have changed while waiting; recompute
-            obs = self.observe()
-            if obs is None or self.safety.faulted or self.fast.paused:
-                await asyncio.sleep(self.fast.period_ns / 1e9)
-                continue
             t0 = time.monotonic_ns()
-            self.safety.inference_started(t0)
+            obs = self.begin(t0)
+            if obs is None:
+                await asyncio.sleep(self.period_ns / 1e9)
+                continue
             try:
                 chunk = await loop.run_in_executor(self.executor, self.engine.infer, obs)
-            except Exception as exc:  # an engine failure must never stop the controller: hold and retry
-                self.stats.inference_failures += 1
-                log.warning("inference failed: %s", exc)
-                await asyncio.sleep(self.fast.period_ns / 1e9)
-                continue
-            finally:
+            except asyncio.CancelledError:
                 self.safety.inference_finished()
-            self.stats.inference_ms.add((time.monotonic_ns() - t0) / 1e6)
-            if not self.safety.accept_chunk(chunk.actions, time.monotonic_ns()):
-                log.warning("chunk rejected: non-finite actions")
-                await asyncio.sleep(self.fast.period_ns / 1e9)
+                raise
+            except Exception as exc:  # an engine failure must never stop the controller: hold and retry
+                self.failed(exc)
+                await asyncio.sleep(self.period_ns / 1e9)
                 continue
-            self.stats.chunks += 1
-            self.schedule.push(chunk, self.fast.next_deadline_ns)
-            for listener in self.chunk_listeners:
-                listener(obs, chunk)
+            now = time.monotonic_ns()
+            if not self.deliver(obs, chunk, now - t0, now):
+                await asyncio.sleep(self.period_ns / 1e9)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class Loops:
+    """The controller's parts for one set of devices and one engine, wired the one way (`build_loops`)."""
+
+    schedule: ChunkSchedule
+    safety: SafetyLayer
+    stats: RunStats
+    fast: FastLoop
+    slow: SlowLoop
+    stops: StopSequences | None
+
+
+def build_loops(
+    *,
+    config: Config,
+    arm: Arm,
+    base: Base | None,
+    cameras: list[Camera],
+    engine: PolicyEngine,
+    instruction: str | None = None,
+    stop_sequences: bool = True,
+) -> Loops:
+    """Schedule, safety layer, fast and slow loop from a config. `instruction` defaults to the config's
+    (`policy.instruction`). With `stop_sequences` (the runtime) a latched fault starts the configured reaction on
+    the base; a lockstep driver of time (eval) leaves it out, as it runs no threads."""
+    p, c = config.policy, config.control
+    instruction = p.instruction if instruction is None else instruction
+    stats = RunStats()
+    schedule = ChunkSchedule(p.execute_horizon, p.blending.mode, p.blending.ticks, p.blending.decay)
+    period_s = 1.0 / c.rate_hz
+    safety = SafetyLayer(config.safety, tuple(arm.joint_names), period_s, p.execute_horizon)
+    stops = StopSequences(config.safety.stop, arm, base, safety, period_s) if stop_sequences else None
+    fast = FastLoop(
+        arm=arm, base=base, cameras=cameras, engine=engine, schedule=schedule, safety=safety, stats=stats,
+        rate_hz=c.rate_hz, fine_wait_ms=c.fine_wait_ms, instruction=instruction, use_residual=p.residual,
+        fault_reaction=stops.start_fault_reaction if stops is not None else None,
+    )  # fmt: skip
+    slow = SlowLoop(
+        fast=fast, engine=engine, schedule=schedule, safety=safety, stats=stats,
+        max_frame_age_s=c.max_frame_age_s, start_margin_ticks=c.start_margin_ticks, instruction=instruction,
+        worker_priority=max(0, config.service.realtime_priority - 1),
+    )  # fmt: skip
+    return Loops(schedule, safety, stats, fast, slow, stops)

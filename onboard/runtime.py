@@ -17,13 +17,10 @@ from dataclasses import dataclass, field
 from anchorvla.errors import UserError
 from drivers.protocols import Arm, Base, Camera
 from onboard.config import Config
-from onboard.loops import FastLoop, SlowLoop
+from onboard.loops import build_loops
 from onboard.realtime import set_affinity, set_thread_fifo, set_thread_normal
-from onboard.schedule import ChunkSchedule
-from onboard.telemetry import RunStats, summary
+from onboard.telemetry import summary
 from policy_runtime.engines.base import PolicyEngine
-from safety.envelope import SafetyLayer
-from safety.stop import StopSequences
 
 log = logging.getLogger("anchorvla")
 
@@ -40,37 +37,11 @@ class Runtime:
         self.config = config
         self.devices = devices
         self.engine = engine
-        self.stats = RunStats()
-        p = config.policy
-        self.schedule = ChunkSchedule(p.execute_horizon, p.blending.mode, p.blending.ticks, p.blending.decay)
-        period_s = 1.0 / config.control.rate_hz
-        self.safety = SafetyLayer(config.safety, tuple(devices.arm.joint_names), period_s, p.execute_horizon)
-        self.stops = StopSequences(config.safety.stop, devices.arm, devices.base, self.safety, period_s)
-        self.fast = FastLoop(
-            devices.arm,
-            devices.base,
-            devices.cameras,
-            engine,
-            self.schedule,
-            self.safety,
-            self.stats,
-            config.control.rate_hz,
-            config.control.fine_wait_ms,
-            p.instruction,
-            p.residual,
+        loops = build_loops(
+            config=config, arm=devices.arm, base=devices.base, cameras=devices.cameras, engine=engine
         )
-        self.fast.fault_reaction = self.stops.start_fault_reaction
-        self.slow = SlowLoop(
-            self.fast,
-            engine,
-            self.schedule,
-            self.safety,
-            self.stats,
-            config.control.max_frame_age_s,
-            config.control.start_margin_ticks,
-            p.instruction,
-            worker_priority=max(0, config.service.realtime_priority - 1),
-        )
+        self.schedule, self.safety, self.stats = loops.schedule, loops.safety, loops.stats
+        self.fast, self.slow, self.stops = loops.fast, loops.slow, loops.stops
         self._stop = asyncio.Event()
         self._loops_running = False  # the fast loop is the arm's writer while True
         self.exit_reason = "running"

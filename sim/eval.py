@@ -4,7 +4,7 @@ Closed-loop evaluation of the configured policy on the emulated robot's tasks: s
 smoothness (RMS jerk of the arm commands, peak base acceleration of the base commands), safety interventions
 and the timing figures, for one or several variants of the controller side by side, all measured in one run.
 
-How it runs: the controller's own code (FastLoop.tick, SlowLoop's observation and start planning, ChunkSchedule,
+How it runs: the controller's own code (FastLoop.tick, SlowLoop's steps and start planning, ChunkSchedule,
 the safety layer, the engine, the residual) in lockstep on a virtual clock against in-process emulated devices
 (sim/lockstep.py) stepping one shared World, with no pty, DDS or real-time waits. Each inference's latency
 is its measured wall time (or `--latency-ms`), mapped onto the virtual clock (the chunk is served from the first tick
@@ -149,13 +149,13 @@ def run_episode(
     latency_ms: float | None = None,
     on_tick: Callable[[Task], None] | None = None,
 ) -> EpisodeResult:
-    """One episode of the controller's loops in lockstep with the emulated devices. `on_tick(task)` is called
-    every tick just before the fast loop's, with this tick's camera frames rendered (a recorder's hook)."""
-    from onboard.loops import FastLoop, SlowLoop
-    from onboard.schedule import ChunkSchedule
+    """One episode of the controller's loops in lockstep with the emulated devices: each tick, a chunk whose
+    virtual arrival time has come is delivered, the fast loop ticks, and the slow loop's `begin` starts the next
+    inference when its planned start falls before the next tick (its latency is the call's wall time, or
+    `latency_ms`, on the virtual clock). `on_tick(task)` is called every tick just before the fast loop's, with
+    this tick's camera frames rendered (a recorder's hook)."""
+    from onboard.loops import build_loops
     from sim.session import GoalEngine
-    from onboard.telemetry import RunStats
-    from safety.envelope import SafetyLayer
 
     task = robot.start_episode(task_name, seed)
     # Each episode draws its own noise, so its outcome does not depend on which episodes ran before it in the
@@ -164,20 +164,14 @@ def run_episode(
     if hasattr(engine, "reseed"):
         engine.reseed(seed)
     engine = GoalEngine(engine, lambda: task.goal_in_arm_frame(robot.world))
-    p, c = config.policy, config.control
-    stats = RunStats()
-    schedule = ChunkSchedule(p.execute_horizon, p.blending.mode, p.blending.ticks, p.blending.decay)
-    safety = SafetyLayer(config.safety, tuple(robot.arm.joint_names), 1.0 / c.rate_hz, p.execute_horizon)
-    safety.seed(robot.arm.read_state())  # as the runtime does: the envelope starts from the measured pose
-    fast = FastLoop(
-        robot.arm, robot.base, robot.cameras, engine, schedule, safety, stats,
-        c.rate_hz, 0.0, task.instruction, p.residual,
+    loops = build_loops(
+        config=config, arm=robot.arm, base=robot.base, cameras=robot.cameras, engine=engine,
+        instruction=task.instruction, stop_sequences=False,
     )  # fmt: skip
-    slow = SlowLoop(
-        fast, engine, schedule, safety, stats, c.max_frame_age_s, c.start_margin_ticks, task.instruction
-    )
+    fast, slow, safety, stats = loops.fast, loops.slow, loops.safety, loops.stats
+    safety.seed(robot.arm.read_state())  # as the runtime does: the envelope starts from the measured pose
     period = fast.period_ns
-    pending = None  # (tick at which the chunk is served, chunk)
+    pending = None  # (tick at which the chunk arrives, observation, chunk, latency ns)
     arm_cmds, base_cmds = [], []
     wall_inference_ms = []  # measured wall time of each call (the report's figure)
     success_tick = None
@@ -186,10 +180,7 @@ def run_episode(
             now = robot.clock.now_ns
             fast.next_deadline_ns = now
             if pending is not None and pending[0] <= now:  # the chunk arrives
-                safety.inference_finished()
-                if safety.accept_chunk(pending[1].actions, now):
-                    stats.chunks += 1
-                    schedule.push(pending[1], now)
+                slow.deliver(*pending[1:], now)
                 pending = None
             for cam in robot.cameras:  # the frames of this tick, rendered as the camera threads would
                 cam.latest()
@@ -205,26 +196,22 @@ def run_episode(
                 # The slow loop starts at its planned time, which may fall between this tick and the next.
                 start_at = slow.next_start_ns()
                 begin = now if start_at is None else max(now, start_at)
-                obs = slow.observe() if begin < now + period else None
-                if obs is not None and not safety.faulted:
+                obs = slow.begin(begin) if begin < now + period else None
+                if obs is not None:
                     t0 = time.perf_counter_ns()
-                    safety.inference_started(begin)
                     try:
                         chunk = engine.infer(obs)
                     except UserError:
                         raise
-                    except Exception:  # as the slow loop: an engine failure holds the arm and retries
-                        stats.inference_failures += 1
-                        safety.inference_finished()
+                    except Exception as exc:  # as the slow loop: an engine failure holds the arm and retries
+                        slow.failed(exc)
                     else:
                         latency = time.perf_counter_ns() - t0
                         wall_inference_ms.append(latency / 1e6)
                         if latency_ms is not None:
                             latency = int(latency_ms * 1e6)
-                        # What the runtime would measure: the slow loop times its next start by it.
-                        stats.inference_ms.add(latency / 1e6)
                         ticks_until_ready = math.ceil((begin + latency - now) / period)
-                        pending = (now + max(1, ticks_until_ready) * period, chunk)
+                        pending = (now + max(1, ticks_until_ready) * period, obs, chunk, latency)
             robot.clock.advance(period)
             task.update(robot.world)
             status = task.status(robot.world)
@@ -246,7 +233,7 @@ def run_episode(
         peak_base_accel=accel,
         interventions=counters.clamped + counters.rejected + counters.faults + counters.holds,
         underruns=stats.underruns,
-        stale_dropped=schedule.stale_dropped,
+        stale_dropped=loops.schedule.stale_dropped,
         inference_ms=wall_inference_ms,
         tick_compute_ms=stats.tick_compute_ms.recent(len(stats.tick_compute_ms)),
     )
@@ -302,9 +289,9 @@ def format_table(rows: list[dict], caption: str = CAPTION) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from sim.lockstep import SimRobot
     from onboard.config import load_config
     from onboard.devices import build_engine
+    from sim.lockstep import SimRobot
     from sim.tasks import task_names
 
     if args.episodes < 1:

@@ -203,7 +203,10 @@ def _lockstep(decide: bool, seed: int, object_width: float = 0.4):
     safety = SafetyLayer(SafetyConfig(), JOINTS, 1 / 15, 8)
     safety.seed(arm.read_state())
     engine = _ScriptedEngine()
-    fast = FastLoop(arm, None, [], engine, ChunkSchedule(8, "none"), safety, RunStats(), 15, 0.0, "", False)
+    fast = FastLoop(
+        arm=arm, base=None, cameras=[], engine=engine, schedule=ChunkSchedule(8, "none"), safety=safety,
+        stats=RunStats(), rate_hz=15, fine_wait_ms=0.0, instruction="", use_residual=False,
+    )  # fmt: skip
     rng = np.random.default_rng(seed)
     servo, loads = arm.servos[G], []
     for _ in range(12):
