@@ -48,6 +48,21 @@ class Base(Protocol):
 
 
 @runtime_checkable
+class TorqueRelease(Protocol):
+    """An arm whose servos can turn torque off (the park-and-release exit sequence ends with it)."""
+
+    def release_torque(self) -> None:
+        """Torque off on every joint: the arm goes limp."""
+
+
+@runtime_checkable
+class Damping(Protocol):
+    """A base with a passive damped mode (the e-stop's `damp` option: the Go2 lowers itself, joints soft)."""
+
+    def damp(self) -> None: ...
+
+
+@runtime_checkable
 class Camera(Protocol):
     name: str
 

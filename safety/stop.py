@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from anchorvla.errors import UserError
-from drivers.protocols import Arm, Base
+from drivers.protocols import Arm, Base, Damping, TorqueRelease
 from safety.config import StopConfig
 from safety.envelope import SafetyLayer
 
@@ -80,25 +80,16 @@ def run_step(name: str, call: Callable[[], object], timeout_s: float) -> StepRes
     return StepResult(name, True, elapsed)
 
 
-def _torque_release(arm: Arm) -> Callable[[], object] | None:
-    """How this arm driver turns torque off: `release_torque()`, else `set_torque(False)`; None if it cannot."""
-    release = getattr(arm, "release_torque", None)
-    if callable(release):
-        return release
-    set_torque = getattr(arm, "set_torque", None)
-    return (lambda: set_torque(False)) if callable(set_torque) else None
-
-
 class StopSequences:
     """The stop sequences for one set of devices and one safety layer."""
 
     def __init__(self, config: StopConfig, arm: Arm, base: Base | None, safety: SafetyLayer, period_s: float):
         self.config, self.arm, self.base, self.safety, self.period_s = config, arm, base, safety, period_s
-        if base is not None and config.estop_base == "damp" and not callable(getattr(base, "damp", None)):
+        if base is not None and config.estop_base == "damp" and not isinstance(base, Damping):
             raise UserError(
                 f"safety.stop.estop_base is 'damp' but the base driver {type(base).__name__} has no damp(); use 'stop_move'"
             )
-        self._release_torque = _torque_release(arm)
+        self._release_torque = arm.release_torque if isinstance(arm, TorqueRelease) else None
         if config.on_exit == "park_release" and self._release_torque is None:
             raise UserError(
                 f"safety.stop.on_exit is 'park_release' but the arm driver {type(arm).__name__} cannot release torque; use 'safe_stop'"

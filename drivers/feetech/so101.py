@@ -199,6 +199,10 @@ class SO101Arm:
             self.bus.write(servo_id, "Torque_Enable", 1 if enabled else 0)
             self.bus.write(servo_id, "Lock", 1 if enabled else 0)
 
+    def release_torque(self) -> None:
+        """Torque off on every joint (`drivers.protocols.TorqueRelease`)."""
+        self.set_torque(False)
+
     # -- per tick --------------------------------------------------------------------------------------
     def _read_positions(self) -> np.ndarray:
         data = self.bus.sync_read(_POS.address, _POS.size, self.ids, "position read")
