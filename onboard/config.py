@@ -1,7 +1,8 @@
 """Controller configuration: one pydantic model per section, loaded from YAML.
 
-Unknown keys, wrong types and out-of-range values are errors; `load_config` turns the first one into a
-`ConfigError` whose one-line message names the key path and what is accepted.
+Unknown keys, wrong types, out-of-range and non-finite numbers (.inf, .nan) are errors; `load_config` turns
+the first one into a `ConfigError` whose one-line message names the file, the line, the key path and what is
+accepted. How the file itself is read (UTF-8, duplicate keys, an empty file) is onboard/config_file.py.
 """
 
 from __future__ import annotations
@@ -10,20 +11,20 @@ import difflib
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from anchorvla.errors import UserError
 from drivers.types import SO101_JOINTS
+from onboard.config_file import ConfigError, line_of, read_config_file
 from safety.config import SafetyConfig
 
-
-class ConfigError(UserError):
-    pass
+# The slowest fast loop accepted: a tick of at most 200 ms keeps a fault's reaction within 0.6 s (the monitors
+# detect within 3 ticks), renews the base's Move well inside the ~1 s the Go2 holds it, and pings the systemd
+# watchdog (WatchdogSec=2) several times per period. The safety layer's per-tick step bound is its own.
+MIN_RATE_HZ = 5.0
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ArmConfig(_Section):
@@ -144,7 +145,12 @@ class PolicyConfig(_Section):
 
 
 class ControlConfig(_Section):
-    rate_hz: float = Field(default=15.0, gt=0, le=1000)
+    rate_hz: float = Field(
+        default=15.0,
+        ge=MIN_RATE_HZ,
+        le=1000,
+        description="fast-loop rate; at least 5 Hz (a fault's reaction within 0.6 s, the Go2's Move renewed)",
+    )
     fine_wait_ms: float = Field(
         default=2.0, ge=0, le=20, description="last part of each wait done with a precise blocking sleep"
     )
@@ -282,6 +288,13 @@ def describe_validation_error(err: ValidationError) -> str:
         return f"{path}: unknown key{hint} (accepted here: {', '.join(accepted)})"
     got = first.get("input")
     got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+    if first["type"] == "finite_number":
+        return f"{path}: must be a finite number{got_text}; write a number (.inf and .nan are refused)"
+    if loc == ("control", "rate_hz") and first["type"] == "greater_than_equal":
+        return (
+            f"{path}: at least {MIN_RATE_HZ:g} Hz{got_text}: a slower tick would react to a fault more than "
+            "0.6 s late and let the Go2's last Move lapse between ticks; raise control.rate_hz"
+        )
     return f"{path}: {first['msg']}{got_text}"
 
 
@@ -303,27 +316,16 @@ def _resolve_paths(raw: dict, base_dir: Path) -> dict:
 def load_config(path: str | Path, overrides: dict | None = None) -> Config:
     """Read and validate a YAML config. Raises ConfigError with one line on any problem."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            f"config file not found: {path} (pass --config with a YAML file, e.g. configs/sim.yaml)"
-        )
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{path}: the top level must be a mapping of sections (robot, policy, control, ...)"
-        )
+    raw, lines = read_config_file(path)
     raw = _resolve_paths(raw, path.parent)
     if overrides:
         raw = _merge(raw, overrides)
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(f"{path}: {describe_validation_error(err)}") from None
+        line = line_of(lines, tuple(err.errors()[0]["loc"]))
+        where = "" if line is None else f" line {line}:"
+        raise ConfigError(f"{path}:{where} {describe_validation_error(err)}") from None
 
 
 def _merge(base: dict, extra: dict) -> dict:
