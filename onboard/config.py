@@ -248,6 +248,34 @@ class SimConfig(_Section):
     seed: int = Field(default=0, ge=0, description="where the task's objects go")
 
 
+class LeaderArmConfig(_Section):
+    """`teleop.leader`: the SO-101 leader arm on its own servo bus (torque off, moved by hand)."""
+
+    driver: Literal["none", "feetech", "emulated"] = "none"
+    port: str | None = Field(default=None, description="serial device of the leader's servo adapter (feetech)")
+    baudrate: Literal[1_000_000, 500_000, 250_000, 128_000, 115_200, 76_800, 57_600, 38_400] = 1_000_000
+    ids: list[int] = Field(default=[1, 2, 3, 4, 5, 6], min_length=1, max_length=253)
+    calibration: Path | None = Field(default=None, description="the leader's own calibration file")
+
+
+class BaseTeleopConfig(_Section):
+    """`teleop.base`: what drives the base: a Linux gamepad (evdev) or the Go2's wireless remote (DDS)."""
+
+    driver: Literal["none", "gamepad", "remote"] = "none"
+    device: str | None = Field(default=None, description="gamepad: evdev device (e.g. /dev/input/by-id/...-event-joystick)")
+    max_vx: float = Field(default=0.3, gt=0, le=1.5, description="m/s at full forward stick")
+    max_vy: float = Field(default=0.2, gt=0, le=1.0, description="m/s at full sideways stick")
+    max_wz: float = Field(default=0.6, gt=0, le=3.0, description="rad/s at full turning stick")
+    deadzone: float = Field(default=0.08, ge=0, lt=1, description="stick travel (fraction) read as zero")
+
+
+class TeleopConfig(_Section):
+    """`anchorvla record`: teleoperated demonstrations (onboard/teleop.py)."""
+
+    leader: LeaderArmConfig = Field(default_factory=LeaderArmConfig)
+    base: BaseTeleopConfig = Field(default_factory=BaseTeleopConfig)
+
+
 class Config(_Section):
     robot: RobotConfig = Field(default_factory=RobotConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
@@ -257,6 +285,7 @@ class Config(_Section):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    teleop: TeleopConfig = Field(default_factory=TeleopConfig)
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:

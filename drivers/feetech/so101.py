@@ -128,6 +128,16 @@ class SO101Arm:
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
+        self.open_checked()
+        try:
+            self.configure()
+            self.hold_present_pose()
+        except BaseException:
+            self.bus.close()
+            raise
+
+    def open_checked(self) -> None:
+        """Open the bus and check every servo answers as an STS3215 whose EEPROM matches the calibration."""
         self.bus.open()
         try:
             check_servos(self.bus, self.ids)
@@ -136,10 +146,8 @@ class SO101Arm:
                 raise DeviceError(
                     f"the arm's EEPROM disagrees with {self.calibration_path}: {mismatches[0]}"
                     + (f" (and {len(mismatches) - 1} more)" if len(mismatches) > 1 else "")
-                    + "; re-run `anchorvla calibrate arm` or point robot.arm.calibration at this arm's file"
+                    + "; re-run `anchorvla calibrate arm` or point the config's calibration at this arm's file"
                 )
-            self.configure()
-            self.hold_present_pose()
         except BaseException:
             self.bus.close()
             raise
