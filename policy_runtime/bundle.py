@@ -7,14 +7,16 @@ gates), and what the runtime needs to run the policy without torch: layouts, nor
 preprocessing constants and the tokenizer.
 
 Loading (`open_bundle`) checks every file a variant uses against its sha256 before any engine reads it, and
-refuses a variant whose gates failed or were never run unless forced. numpy/pydantic only: no torch here.
+refuses a variant whose gates failed or were never run unless forced. Every file name in a manifest must lead to
+a file inside the bundle directory (`read_manifest` refuses `../x`, absolute paths and symlinks that lead out
+before anything is read). numpy/pydantic only: no torch here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -183,6 +185,41 @@ def checkpoint_sha256(directory: Path) -> str:
     return digest.hexdigest()
 
 
+def bundle_path(directory: Path, name: str) -> Path:
+    """`directory / name`, refused unless it stays inside the bundle: a plain relative name (no `..`, not
+    absolute) whose target, symlinks followed, lies inside the directory."""
+    directory = Path(directory)
+    pure = PurePosixPath(name)
+    plain = (
+        bool(name)
+        and "\0" not in name
+        and "\\" not in name
+        and not pure.is_absolute()
+        and ".." not in pure.parts
+    )
+    if plain:
+        inside = directory.resolve()
+        target = (directory / name).resolve()
+        if target != inside and target.is_relative_to(inside):
+            return directory / name
+    raise BundleError(
+        f"{directory / MANIFEST_FILE} names {name!r}, which leads outside the bundle directory: a bundle reads "
+        "only its own files (re-export it, or get it from who made it)"
+    )
+
+
+def _manifest_names(manifest: Manifest) -> list[str]:
+    """Every file name the manifest holds (graphs, their external data, variants, other files, tokenizer)."""
+    names = [*manifest.graphs, *manifest.files]
+    for entry in manifest.graphs.values():
+        names += [entry.file, *(ref.file for ref in entry.external_data)]
+    for variant in manifest.variants.values():
+        names += variant.graphs.values()
+    if manifest.runtime.tokenizer is not None and manifest.runtime.tokenizer.file is not None:
+        names.append(manifest.runtime.tokenizer.file)
+    return names
+
+
 def read_manifest(directory: Path) -> Manifest:
     directory = Path(directory)
     path = directory / MANIFEST_FILE
@@ -203,11 +240,13 @@ def read_manifest(directory: Path) -> Manifest:
         raise BundleError(
             f"{path}: bundle format {manifest.format_version}, this build reads {FORMAT_VERSION}; re-export"
         )
+    for name in _manifest_names(manifest):
+        bundle_path(directory, name)
     return manifest
 
 
 def check_file(directory: Path, name: str, expected_sha256: str) -> Path:
-    path = Path(directory) / name
+    path = bundle_path(directory, name)
     if not path.is_file():
         raise BundleError(f"bundle file {path} is missing (listed in {MANIFEST_FILE}); re-export the bundle")
     actual = sha256_file(path)
