@@ -10,6 +10,7 @@ from anchorvla.errors import UserError
 from onboard.config import load_config
 from onboard.devices import build_arm, build_base, build_cameras, build_engine
 from onboard.runtime import Devices, Runtime, run_event_loop
+from onboard.startup_check import check_policy_inputs
 from onboard.telemetry import format_summary, write_summary
 from sim.session import needs_world
 
@@ -28,6 +29,7 @@ def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.duration is not None and args.duration <= 0:
         raise UserError(f"--duration must be > 0 seconds (got {args.duration})")
+    check_policy_inputs(config, goal_supplied=config.sim.task is not None)  # before any device is built
     logging.getLogger().setLevel(config.telemetry.log_level if not args.verbose else logging.DEBUG)
     world = session = None
     if needs_world(config):

@@ -24,6 +24,7 @@ from onboard.devices import build_arm, build_base, build_cameras, build_engine
 from onboard.journal import configure_logging
 from onboard.runtime import Devices, run_event_loop
 from onboard.service import serve
+from onboard.startup_check import check_policy_inputs
 from onboard.telemetry import format_summary, write_summary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,6 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.duration is not None and args.duration <= 0:
         raise UserError(f"--duration must be > 0 seconds (got {args.duration})")
+    check_policy_inputs(config, goal_supplied=False)  # before any device is built; no sim session here
     configure_logging("DEBUG" if args.verbose else config.telemetry.log_level)
     faulthandler.enable(sys.__stderr__)  # the watchdog's SIGABRT dumps every thread's stack into the journal
     devices = Devices(build_arm(config), build_base(config), build_cameras(config))
