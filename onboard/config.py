@@ -55,6 +55,10 @@ class BaseConfig(_Section):
         default=0.5, gt=0, le=10, description="wait for a sport RPC reply (start-up, StopMove)"
     )
     stand_up_on_start: bool = Field(default=False, description="StandUp at start-up when the Go2 lies down")
+    remote_buttons: bool = Field(
+        default=True,
+        description="go2/emulated: the Go2 remote's L2+B latches an e-stop, L1+A pauses/resumes (deploy/GO2.md)",
+    )
     emulator_rate_hz: float = Field(
         default=100.0, gt=0, le=1000, description="driver 'emulated': state rate (on lo)"
     )
@@ -62,9 +66,13 @@ class BaseConfig(_Section):
 
 class CameraConfig(_Section):
     name: str = Field(min_length=1)
-    driver: Literal["standin", "realsense", "bag", "synthetic"] = "standin"
+    driver: Literal["standin", "realsense", "bag", "synthetic", "uvc"] = "standin"
     serial: str | None = None
     path: Path | None = Field(default=None, description="recording (.db3, or legacy .bag) for driver 'bag'")
+    device: str | None = Field(
+        default=None,
+        description="uvc: V4L2 device or video file (default: /dev/v4l/by-id/*<serial>*-video-index0)",
+    )
     width: int = Field(default=224, gt=0, le=4096)
     height: int = Field(default=224, gt=0, le=4096)
     fps: int = Field(default=30, gt=0, le=300)
@@ -76,7 +84,7 @@ class CameraConfig(_Section):
         default=None, description="realsense: also record the stream to this .db3 file"
     )
     reconnect_after_s: float = Field(
-        default=1.0, gt=0, le=60, description="realsense: reopen after this long without frames"
+        default=1.0, gt=0, le=60, description="realsense, uvc: reopen after this long without frames"
     )
     view: Literal["third_person", "wrist"] | None = Field(
         default=None, description="synthetic: which view to render (default: the camera's name)"
