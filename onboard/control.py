@@ -48,6 +48,7 @@ class Operator:
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
         self.listeners: list[Callable[[str, dict], None]] = []
+        self.recording_status: Callable[[], dict] = lambda: {"state": "disabled"}  # the recorder's, if any
 
     def state(self) -> str:
         r = self.runtime
@@ -69,6 +70,7 @@ class Operator:
             "overruns": r.stats.overruns,
             "inference_failures": r.stats.inference_failures,
             "safety": r.safety.counters.as_dict(),
+            "recording": self.recording_status(),
         }
 
     def apply(self, cmd: str, request: dict, peer: Peer) -> dict:
