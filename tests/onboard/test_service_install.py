@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from anchorvla.cli import main as anchorvla
+from onboard.config import load_config
 from onboard.journal import JournalFormatter
 from tests.service_helpers import SIM
 
@@ -21,12 +22,28 @@ def unit_sections(text: str) -> configparser.ConfigParser:
     return parser
 
 
+def installed_config(root):
+    return load_config(root / "etc/anchorvla/onboard.yaml")
+
+
+def expected_installed(root):
+    """SIM's settings with the paths it writes placed inside the target root."""
+    return load_config(
+        SIM,
+        {
+            "service": {"control": {"socket": str(root.resolve() / "run/anchorvla/control.sock")}},
+            "recording": {"root": str(root.resolve() / "var/lib/anchorvla/episodes")},
+        },
+    )
+
+
 def test_install_into_a_target_root_writes_unit_rules_user_and_config(tmp_path, capsys):
     root = tmp_path / "root"
     rc = anchorvla(
         [
             "service",
             "install",
+            "--allow-emulated",
             "--config",
             str(SIM),
             "--root",
@@ -54,7 +71,7 @@ def test_install_into_a_target_root_writes_unit_rules_user_and_config(tmp_path, 
     assert 'ENV{ID_SERIAL_SHORT}=="5A7C012345", SYMLINK+="so101"' in rules
     sysusers = (root / "usr/lib/sysusers.d/anchorvla.conf").read_text()
     assert sysusers.splitlines()[1].startswith("u anchorvla -") and "m anchorvla dialout" in sysusers
-    assert (root / "etc/anchorvla/onboard.yaml").read_text() == SIM.read_text()
+    assert installed_config(root) == expected_installed(root)
     # Each step is explained; with a target root the system commands are listed, not run.
     for step in ("[1] service user", "[2] systemd unit", "[3] udev rules", "[4] controller config"):
         assert step in out
@@ -65,18 +82,39 @@ def test_install_keeps_an_existing_config_unless_forced(tmp_path, capsys):
     root = tmp_path / "root"
     (root / "etc/anchorvla").mkdir(parents=True)
     (root / "etc/anchorvla/onboard.yaml").write_text("# tuned on the robot\n")
-    args = ["service", "install", "--config", str(SIM), "--root", str(root), "--arm-serial", "A1"]
+    args = [
+        "service",
+        "install",
+        "--allow-emulated",
+        "--config",
+        str(SIM),
+        "--root",
+        str(root),
+        "--arm-serial",
+        "A1",
+    ]
     assert anchorvla(args) == 0
     assert (root / "etc/anchorvla/onboard.yaml").read_text() == "# tuned on the robot\n"
     assert "kept the existing" in capsys.readouterr().out
     assert anchorvla([*args, "--force"]) == 0
-    assert (root / "etc/anchorvla/onboard.yaml").read_text() == SIM.read_text()
+    assert installed_config(root) == expected_installed(root)
 
 
 def test_dry_run_writes_nothing(tmp_path, capsys):
     root = tmp_path / "root"
     rc = anchorvla(
-        ["service", "install", "--config", str(SIM), "--root", str(root), "--arm-serial", "A1", "--dry-run"]
+        [
+            "service",
+            "install",
+            "--allow-emulated",
+            "--config",
+            str(SIM),
+            "--root",
+            str(root),
+            "--arm-serial",
+            "A1",
+            "--dry-run",
+        ]
     )
     out = capsys.readouterr().out
     assert (
@@ -86,7 +124,17 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
 
 def test_bad_install_input_is_one_line(tmp_path, capsys):
     rc = anchorvla(
-        ["service", "install", "--config", str(SIM), "--root", str(tmp_path), "--arm-serial", 'x"; rm -rf /']
+        [
+            "service",
+            "install",
+            "--allow-emulated",
+            "--config",
+            str(SIM),
+            "--root",
+            str(tmp_path),
+            "--arm-serial",
+            'x"; rm -rf /',
+        ]
     )
     err = capsys.readouterr().err
     assert rc == 2 and "--arm-serial" in err and len(err.strip().splitlines()) == 1
@@ -94,6 +142,7 @@ def test_bad_install_input_is_one_line(tmp_path, capsys):
         [
             "service",
             "install",
+            "--allow-emulated",
             "--config",
             str(tmp_path / "nope.yaml"),
             "--root",
@@ -133,7 +182,17 @@ def test_installed_unit_passes_systemd_analyze_verify(tmp_path, capsys):
     exe.write_text("#!/bin/sh\n")
     exe.chmod(0o755)
     root = tmp_path / "root"
-    args = ["--config", str(SIM), "--root", str(root), "--arm-serial", "A1", "--prefix", str(prefix)]
+    args = [
+        "--allow-emulated",
+        "--config",
+        str(SIM),
+        "--root",
+        str(root),
+        "--arm-serial",
+        "A1",
+        "--prefix",
+        str(prefix),
+    ]
     assert anchorvla(["service", "install", *args]) == 0
     unit = root / "etc/systemd/system/anchorvla-onboard.service"
     done = subprocess.run(
@@ -147,7 +206,19 @@ def test_installed_unit_passes_systemd_analyze_verify(tmp_path, capsys):
 def test_sysusers_entry_creates_the_service_user_in_its_groups(tmp_path):
     root = tmp_path / "root"
     assert (
-        anchorvla(["service", "install", "--config", str(SIM), "--root", str(root), "--arm-serial", "A1"])
+        anchorvla(
+            [
+                "service",
+                "install",
+                "--allow-emulated",
+                "--config",
+                str(SIM),
+                "--root",
+                str(root),
+                "--arm-serial",
+                "A1",
+            ]
+        )
         == 0
     )
     done = subprocess.run(["systemd-sysusers", f"--root={root}"], capture_output=True, text=True, timeout=60)

@@ -32,7 +32,19 @@ def test_doctor_json_and_strict(capsys):
 def test_doctor_sees_an_install_under_a_target_root(tmp_path, capsys):
     root = tmp_path / "root"
     assert (
-        anchorvla(["service", "install", "--config", str(SIM), "--root", str(root), "--arm-serial", "A1"])
+        anchorvla(
+            [
+                "service",
+                "install",
+                "--allow-emulated",
+                "--config",
+                str(SIM),
+                "--root",
+                str(root),
+                "--arm-serial",
+                "A1",
+            ]
+        )
         == 0
     )
     capsys.readouterr()
