@@ -19,6 +19,7 @@ from drivers.protocols import Arm, Base, Camera
 from onboard.config import Config
 from onboard.loops import build_loops
 from onboard.realtime import set_affinity, set_thread_fifo, set_thread_normal
+from onboard.remote import attach_remote_buttons
 from onboard.telemetry import summary
 from policy_runtime.engines.base import PolicyEngine
 
@@ -47,6 +48,7 @@ class Runtime:
         self.exit_reason = "running"
         self.ready_listeners: list = []  # called once the loops start (systemd READY)
         self.stop_listeners: list = []  # called with the reason when the process starts stopping (systemd STOPPING)
+        self.remote = attach_remote_buttons(self)  # the Go2 remote's e-stop and pause (onboard/remote.py)
 
     def stop(self, reason: str) -> None:
         if not self._stop.is_set():

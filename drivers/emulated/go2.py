@@ -3,7 +3,8 @@
 A participant on the configured interface (loopback in tests) reads rt/api/sport/request, answers on
 rt/api/sport/response echoing the request's identity (3203 for APIs it does not implement, nothing for
 noreply calls), and publishes rt/sportmodestate at `rate_hz` from a `Go2Body`. With a `World` it writes
-the base pose into it.
+the base pose into it. It also publishes its wireless remote on rt/wirelesscontroller with every state sample,
+and at once when a test presses or releases keys (`press`, `release`).
 
 Fault injection (set the attributes of `faults` at any time): stop answering, stop publishing, delay
 replies, drop a fraction of requests and of state samples.
@@ -40,7 +41,9 @@ from drivers.unitree.idl import (
     ResponseStatus_,
     SportModeState_,
     TimeSpec_,
+    WirelessController_,
 )
+from drivers.unitree.remote import TOPIC_REMOTE, keys_mask
 
 log = logging.getLogger("anchorvla.emulate.go2")
 
@@ -61,6 +64,7 @@ class ReceivedRequest:
     api_id: int
     received_ns: int  # time.monotonic_ns() when the listener took it
     code: int
+    parameter: str = ""  # the request's JSON parameter (Move: {"x": .., "y": .., "z": ..})
 
 
 class Go2Emulator:
@@ -91,6 +95,7 @@ class Go2Emulator:
         self._participant: Participant | None = None
         self._delayed: list[tuple[float, int, Response_]] = []  # heap of (due monotonic s, seq, reply)
         self._delayed_seq = itertools.count()
+        self._remote_keys = 0  # the remote's keys held down (WirelessController_.keys)
 
     # --- life cycle ---
 
@@ -100,6 +105,7 @@ class Go2Emulator:
         self._state_writer = DataWriter(dp, Topic(dp, api.TOPIC_STATE, SportModeState_))
         self._response_writer = DataWriter(dp, Topic(dp, api.TOPIC_RESPONSE, Response_))
         self._request_reader = DataReader(dp, Topic(dp, api.TOPIC_REQUEST, Request_), qos=queue_qos())
+        self._remote_writer = DataWriter(dp, Topic(dp, TOPIC_REMOTE, WirelessController_))
         self._waitset = WaitSet(dp)
         self._waitset.attach(ReadCondition(self._request_reader, ANY_SAMPLE))
         self._stop.clear()
@@ -171,7 +177,7 @@ class Go2Emulator:
                 code, data = api.OK, json.dumps(api.SPORT_API_VERSION)
             else:
                 code = self.body.request(identity.api_id, params, now_ns / 1e9)
-        self.received.append(ReceivedRequest(identity.id, identity.api_id, now_ns, code))
+        self.received.append(ReceivedRequest(identity.id, identity.api_id, now_ns, code, request.parameter))
         if request.header.policy.noreply or self.faults.silent:
             return
         response = Response_(ResponseHeader_(identity, ResponseStatus_(code)), data, [])
@@ -197,6 +203,18 @@ class Go2Emulator:
             return
         self._state_writer.write(sample)
         self.states_published += 1
+        self._remote_writer.write(WirelessController_(keys=self._remote_keys))
+
+    # --- the wireless remote ---
+
+    def press(self, *keys: str) -> None:
+        """Hold `keys` down on the remote (names of drivers.unitree.remote.KEY_BITS), published at once."""
+        self._remote_keys = keys_mask(*keys)
+        self._remote_writer.write(WirelessController_(keys=self._remote_keys))
+
+    def release(self) -> None:
+        """Let go of every key, published at once."""
+        self.press()
 
     def _state_sample(self) -> SportModeState_:
         b = self.body

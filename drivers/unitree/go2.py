@@ -3,7 +3,9 @@
 Start-up waits for the state topic (bounded), checks the mode and brings the robot into balance stand
 (BalanceStand when it stands locked; StandUp first only when `stand_up_on_start`). On the fast loop,
 `move()` is a noreply write and `read_state()` takes what the state reader holds without waiting (no
-listener threads: see sport_client): neither waits for the robot. `read_state()` raises DeviceError when the newest sample is older than `max_state_age_s`,
+listener threads: see sport_client): neither waits for the robot. `read_state()` first takes the remote's samples
+(rt/wirelesscontroller) and calls `remote_listeners` with each combination pressed (drivers/unitree/remote.py),
+so the fast loop acts on it in the same tick. `read_state()` raises DeviceError when the newest sample is older than `max_state_age_s`,
 which the runtime reports to the safety layer as fault "base_comms".
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 from cyclonedds.internal import InvalidSample
@@ -21,8 +24,9 @@ from cyclonedds.topic import Topic
 from anchorvla.errors import DeviceError
 from drivers.types import BaseState
 from drivers.unitree import sport_api as api
-from drivers.unitree.dds_config import Participant
-from drivers.unitree.idl import SportModeState_
+from drivers.unitree.dds_config import Participant, queue_qos
+from drivers.unitree.idl import SportModeState_, WirelessController_
+from drivers.unitree.remote import TOPIC_REMOTE, RemoteDecoder
 from drivers.unitree.sport_client import SportClient
 
 log = logging.getLogger("anchorvla.go2")
@@ -65,6 +69,9 @@ class Go2Base:
         self.stand_up_on_start = stand_up_on_start
         self._participant: Participant | None = None
         self._state_reader: DataReader | None = None
+        self._remote_reader: DataReader | None = None
+        self._remote = RemoteDecoder()
+        self.remote_listeners: list[Callable[[str], None]] = []  # called with each combination pressed
         self.client: SportClient | None = None
         self._latest: tuple[int, SportModeState_] | None = None  # (receipt monotonic ns, sample)
 
@@ -84,6 +91,8 @@ class Go2Base:
         self._participant = Participant(self.interface, self.domain_id)
         dp = self._participant.dp
         self._state_reader = DataReader(dp, Topic(dp, api.TOPIC_STATE, SportModeState_))
+        # Keep every remote sample between two ticks: a short press must not be lost to keep-last 1.
+        self._remote_reader = DataReader(dp, Topic(dp, TOPIC_REMOTE, WirelessController_), qos=queue_qos())
         self.client = SportClient(self._participant, self.where)
         end = time.monotonic() + self.state_timeout_s
         while self._take_state() is None and time.monotonic() < end:
@@ -174,7 +183,19 @@ class Go2Base:
 
     # --- the Base protocol ---
 
+    def take_remote(self) -> None:
+        """Take the remote's samples that arrived (non-blocking) and tell `remote_listeners` of each press."""
+        if self._remote_reader is None:
+            return
+        for sample in self._remote_reader.take(64):
+            if isinstance(sample, InvalidSample):
+                continue
+            for press in self._remote.presses(int(sample.keys)):
+                for listener in self.remote_listeners:
+                    listener(press)
+
     def read_state(self) -> BaseState:
+        self.take_remote()  # before the age check: a press counts even when the state is late
         latest = self._take_state()
         if latest is None:
             raise DeviceError(f"no Go2 state received on {self.where}")
@@ -207,4 +228,5 @@ class Go2Base:
             self._participant.close()
             self._participant = None
             self._state_reader = None
+            self._remote_reader = None
             self.client = None

@@ -138,3 +138,17 @@ class SportModeState_(idl.IdlStruct, typename="unitree_go::msg::dds_::SportModeS
     foot_position_body: types.array[types.float32, 12] = field(default_factory=lambda: [0.0] * 12)
     foot_speed_body: types.array[types.float32, 12] = field(default_factory=lambda: [0.0] * 12)
     path_point: types.array[PathPoint_, 10] = field(default_factory=lambda: [PathPoint_() for _ in range(10)])
+
+
+# --- unitree_go::msg::dds_ : the wireless remote (drivers/unitree/remote.py reads it) ---
+
+
+@dataclass
+@annotate.final
+@annotate.autoid("sequential")
+class WirelessController_(idl.IdlStruct, typename="unitree_go::msg::dds_::WirelessController_"):
+    lx: types.float32 = 0.0  # left stick, -1..1
+    ly: types.float32 = 0.0
+    rx: types.float32 = 0.0  # right stick, -1..1
+    ry: types.float32 = 0.0
+    keys: types.uint16 = 0  # one bit per key (remote.KEY_BITS)
