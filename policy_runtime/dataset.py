@@ -1,92 +1,78 @@
-"""Recorded episodes for training: a LeRobot-style directory, read into chunk samples.
+"""Recorded episodes for training: LeRobotDataset directories (policy_runtime/lerobot_format.py), written one
+episode at a time (policy_runtime/dataset_writer.py) and read into chunk samples.
 
-Layout of a dataset directory:
-
-    meta.json                   {"fps": 15.0, "action_layout": [names...], "proprio_layout": [names...],
-                                 "cameras": ["front", "wrist"]}
-    data.parquet                one row per frame, columns:
-                                  episode_index  int64
-                                  frame_index    int64    0, 1, ... within the episode
-                                  timestamp      float64  seconds since the episode started
-                                  observation.state  list<float32>  proprio vector, layout meta.proprio_layout
-                                  action         list<float32>  action vector (SI units), layout meta.action_layout
-                                  task           string   the instruction; several tasks may share one dataset
-    images/episode_{i:06d}.{camera}.npy   (T, H, W, 3) uint8 RGB, one array per episode and camera,
-                                row k is the frame of frame_index k
+`load_dataset` reads our own datasets (v3.0, SI units declared per channel) and LeRobot's (v3.0 and v2.1), whose
+SO-101 joints it converts from LeRobot's units to ours (policy_runtime/units.py): `shoulder_pan.pos` becomes
+`arm.shoulder_pan` in rad. Channels a dataset lacks (a LeRobot arm dataset has no base) are simply not there;
+`check_matches` says in one line where a dataset differs from what a checkpoint or bundle expects.
 
 A sample is frame k of an episode: its proprio, its state delta (proprio k minus proprio k-1, zero at k = 0 and on goal.*;
 `policy_runtime.preprocess.state_delta`), its instruction, its images (and, for a policy that keeps an anchor
 image, its episode's frame 0 of each camera), the action chunk k..k+H-1 (past the
 episode's end the last action repeats) and the proprio at each of those steps (clamped at the last frame), which
 stage 2 (the residual) sees. Normalization: actions to [-1, 1] per channel by the dataset's min/max, proprio to
-zero mean and unit variance, the state delta by its std.
+zero mean and unit variance, the state delta by its std. Images are decoded from the videos an episode at a time
+when a sample first needs them, and kept up to a memory budget.
 """
 
 from __future__ import annotations
 
-import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from anchorvla.errors import UserError
+from policy_runtime.dataset_writer import DatasetWriter, EpisodeRecord
 from policy_runtime.preprocess import policy_images, state_delta
+from policy_runtime.units import LeRobotUnits, to_si
 
-META_FILE = "meta.json"
-DATA_FILE = "data.parquet"
-
-
-def image_path(root: Path, episode: int, camera: str) -> Path:
-    return Path(root) / "images" / f"episode_{episode:06d}.{camera}.npy"
-
-
-@dataclass
-class EpisodeRecord:
-    """One episode to write: states (T, P), actions (T, d), the instruction and per-camera images (T, H, W, 3)."""
-
-    states: np.ndarray
-    actions: np.ndarray
-    task: str
-    images: dict[str, np.ndarray]
+__all__ = ["ChunkDataset", "DatasetWriter", "EpisodeRecord", "check_matches", "load_dataset", "write_dataset"]
+FRAME_CACHE_BYTES = 4 << 30
 
 
 def write_dataset(
-    root: Path, episodes: list[EpisodeRecord], fps: float, action_layout: list[str], proprio_layout: list[str]
+    root: Path,
+    episodes: list[EpisodeRecord],
+    fps: float,
+    action_layout: list[str],
+    proprio_layout: list[str],
+    robot_type: str | None = None,
 ) -> Path:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    root = Path(root)
-    (root / "images").mkdir(parents=True, exist_ok=True)
+    """All `episodes` into a new dataset at root (cameras: those of the first episode)."""
     cameras = sorted(episodes[0].images) if episodes else []
-    columns: dict[str, list] = {
-        k: [] for k in ("episode_index", "frame_index", "timestamp", "observation.state", "action", "task")
-    }
-    for e, ep in enumerate(episodes):
-        for k in range(len(ep.actions)):
-            columns["episode_index"].append(e)
-            columns["frame_index"].append(k)
-            columns["timestamp"].append(k / fps)
-            columns["observation.state"].append(np.asarray(ep.states[k], np.float32).tolist())
-            columns["action"].append(np.asarray(ep.actions[k], np.float32).tolist())
-            columns["task"].append(ep.task)
-        for cam in cameras:
-            np.save(image_path(root, e, cam), np.asarray(ep.images[cam], np.uint8))
-    table = pa.table(
-        {
-            "episode_index": pa.array(columns["episode_index"], pa.int64()),
-            "frame_index": pa.array(columns["frame_index"], pa.int64()),
-            "timestamp": pa.array(columns["timestamp"], pa.float64()),
-            "observation.state": pa.array(columns["observation.state"], pa.list_(pa.float32())),
-            "action": pa.array(columns["action"], pa.list_(pa.float32())),
-            "task": pa.array(columns["task"], pa.string()),
-        }
-    )
-    pq.write_table(table, root / DATA_FILE)
-    meta = {"fps": fps, "action_layout": action_layout, "proprio_layout": proprio_layout, "cameras": cameras}
-    (root / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return root
+    extra = {} if robot_type is None else {"robot_type": robot_type}
+    with DatasetWriter(root, fps, action_layout, proprio_layout, cameras, **extra) as writer:
+        for episode in episodes:
+            writer.add_episode(episode)
+    return Path(root)
+
+
+class EpisodeFrames:
+    """Each (episode, camera)'s frames, decoded from its video on first use; the least recently used episodes
+    are dropped past `budget` bytes."""
+
+    def __init__(self, videos: dict[tuple[int, str], tuple[Path, float]], lengths: dict[int, int], fps: float,
+                 budget: int = FRAME_CACHE_BYTES):  # fmt: skip
+        self.videos, self.lengths, self.fps, self.budget = videos, lengths, fps, budget
+        self.cache: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+
+    def get(self, episode: int, camera: str) -> np.ndarray:
+        from policy_runtime import video
+
+        key = (episode, camera)
+        if key in self.cache:
+            self.cache.move_to_end(key)
+            return self.cache[key]
+        path, start = self.videos[key]
+        if not path.is_file():
+            raise UserError(f"dataset video {path} is missing (episode {episode}, camera {camera})")
+        frames = video.decode(path, start, self.lengths[episode], self.fps)
+        self.cache[key] = frames
+        while len(self.cache) > 1 and sum(f.nbytes for f in self.cache.values()) > self.budget:
+            self.cache.popitem(last=False)
+        return frames
 
 
 @dataclass
@@ -110,7 +96,8 @@ class ChunkDataset:
     proprio_mean: np.ndarray
     proprio_std: np.ndarray
     proprio_delta_std: np.ndarray
-    _images: dict[tuple[int, str], np.ndarray]
+    _frames: EpisodeFrames | None  # None: loaded without images
+    conversion: str | None = None  # how stored units were converted to ours, where they were
 
     def __len__(self) -> int:
         return int(self.proprio.shape[0])
@@ -135,8 +122,8 @@ class ChunkDataset:
         out = []
         for i in indices:
             e, k = int(self.episode[i]), int(self.frame[i])
-            current = {c: self._images[(e, c)][k] for c in self.cameras}
-            anchors = {c: self._images[(e, c)][0] for c in self.cameras} if anchor_image else {}
+            current = {c: self._frame(e, c, k) for c in self.cameras}
+            anchors = {c: self._frame(e, c, 0) for c in self.cameras} if anchor_image else {}
             out.append(policy_images(current, anchors, cameras, anchor_image))
         return out
 
@@ -144,71 +131,78 @@ class ChunkDataset:
         """(len(indices), num_cameras, H, W, 3) uint8 for the given samples."""
         return np.stack(
             [
-                np.stack(
-                    [self._images[(int(self.episode[i]), cam)][int(self.frame[i])] for cam in self.cameras]
-                )
+                np.stack([self._frame(int(self.episode[i]), cam, int(self.frame[i])) for cam in self.cameras])
                 for i in indices
             ]
         )
 
+    def _frame(self, episode: int, camera: str, k: int) -> np.ndarray:
+        if self._frames is None:
+            raise ValueError(f"dataset {self.root} was loaded without images (with_images=False)")
+        return self._frames.get(episode, camera)[k]
 
-def _fail(root: Path, what: str) -> UserError:
-    return UserError(f"dataset {root}: {what} (the format is described in policy_runtime/dataset.py)")
 
-
-def load_dataset(root: Path, horizon: int, with_images: bool = True) -> ChunkDataset:
-    import pyarrow.parquet as pq
+def load_dataset(
+    root: Path, horizon: int, with_images: bool = True, units: LeRobotUnits | None = None
+) -> ChunkDataset:
+    """Every frame of the dataset at root as a sample with its action chunk of `horizon` steps; `units` says how a
+    LeRobot SO-101 dataset without declared units stores its joints (default: degrees, the URDF's ranges)."""
+    from policy_runtime.lerobot_format import read_dataset
 
     root = Path(root)
-    if not (root / META_FILE).is_file() or not (root / DATA_FILE).is_file():
-        raise _fail(root, f"needs {META_FILE} and {DATA_FILE}")
-    meta = json.loads((root / META_FILE).read_text())
-    try:
-        table = pq.read_table(root / DATA_FILE).to_pydict()
-        episodes = np.asarray(table["episode_index"], np.int64)
-        frames = np.asarray(table["frame_index"], np.int64)
-        states = np.asarray(table["observation.state"], np.float64)
-        actions = np.asarray(table["action"], np.float64)
-        tasks = list(table["task"])
-    except (KeyError, ValueError) as exc:
-        raise _fail(root, f"{DATA_FILE} lacks or mangles a column ({exc})") from None
-    action_layout, proprio_layout = tuple(meta["action_layout"]), tuple(meta["proprio_layout"])
-    if actions.ndim != 2 or actions.shape[1] != len(action_layout):
-        raise _fail(root, f"action vectors must all have {len(action_layout)} entries (meta.action_layout)")
-    if states.ndim != 2 or states.shape[1] != len(proprio_layout):
-        raise _fail(
-            root,
-            f"observation.state vectors must all have {len(proprio_layout)} entries (meta.proprio_layout)",
-        )
-    order = np.lexsort((frames, episodes))
-    episodes, frames, states, actions = episodes[order], frames[order], states[order], actions[order]
-    tasks = [tasks[i] for i in order]
-    n = len(order)
+    raw = read_dataset(root)
+    units = units or LeRobotUnits()
+    proprio_layout, states, note_s = to_si(
+        raw.state_feature, raw.states, units, f"dataset {root} observation.state"
+    )
+    action_layout, actions, note_a = to_si(raw.action_feature, raw.actions, units, f"dataset {root} action")
+    episodes, frames, tasks = raw.episode, raw.frame, raw.tasks
+    n = len(episodes)
     chunks = np.empty((n, horizon, actions.shape[1]))
     future = np.empty((n, horizon, states.shape[1]))
-    starts = {e: int(np.searchsorted(episodes, e)) for e in np.unique(episodes)}
+    starts = {int(e): int(np.searchsorted(episodes, e)) for e in np.unique(episodes)}
     ends = {e: int(np.searchsorted(episodes, e, side="right")) for e in starts}
+    if any(not np.array_equal(frames[starts[e] : ends[e]], np.arange(ends[e] - starts[e])) for e in starts):
+        raise UserError(f"dataset {root}: an episode's frame_index is not 0, 1, 2, ...")
     for i in range(n):
-        e = episodes[i]
-        idx = np.minimum(np.arange(i, i + horizon), ends[e] - 1)
+        idx = np.minimum(np.arange(i, i + horizon), ends[int(episodes[i])] - 1)
         chunks[i] = actions[idx]
         future[i] = states[idx]
     first = np.r_[True, episodes[1:] != episodes[:-1]]  # first frame of each episode (sorted rows)
     delta = state_delta(states, states[np.where(first, np.arange(n), np.arange(n) - 1)], proprio_layout)
-    images: dict[tuple[int, str], np.ndarray] = {}
-    cameras = tuple(meta.get("cameras", []))
-    if with_images:
-        for e in starts:
-            for cam in cameras:
-                path = image_path(root, int(e), cam)
-                if not path.is_file():
-                    raise _fail(root, f"missing {path.relative_to(root)}")
-                images[(int(e), cam)] = np.load(path, mmap_mode="r", allow_pickle=False)
+    lengths = {e: ends[e] - starts[e] for e in starts}
+    frame_source = EpisodeFrames(raw.videos, lengths, raw.fps) if with_images else None
     low, high = actions.min(0), actions.max(0)
     high = np.where(high - low < 1e-6, low + 1e-6, high)
     return ChunkDataset(
-        root=root, fps=float(meta.get("fps", 15.0)), action_layout=action_layout, proprio_layout=proprio_layout,
-        cameras=cameras, proprio=states, proprio_delta=delta, chunks=chunks, future_proprio=future, tasks=tasks, episode=episodes,
+        root=root, fps=raw.fps, action_layout=action_layout, proprio_layout=proprio_layout,
+        cameras=raw.cameras, proprio=states, proprio_delta=delta, chunks=chunks, future_proprio=future, tasks=tasks, episode=episodes,
         frame=frames, action_low=low, action_high=high, proprio_mean=states.mean(0), proprio_std=states.std(0) + 1e-6,
-        proprio_delta_std=np.maximum(delta.std(0), 1e-3), _images=images,
+        proprio_delta_std=np.maximum(delta.std(0), 1e-3), _frames=frame_source,
+        conversion=" | ".join(dict.fromkeys(x for x in (note_s, note_a) if x)) or None,
     )  # fmt: skip
+
+
+def check_matches(
+    data: ChunkDataset, what: str, action_layout=None, proprio_layout=None, cameras=None
+) -> None:
+    """One line naming every difference between the dataset's channels and cameras and those `what` (a checkpoint,
+    a bundle) expects; a None list is not compared."""
+    diffs = []
+    for label, have, want in (
+        ("action channels", data.action_layout, action_layout),
+        ("proprio channels", data.proprio_layout, proprio_layout),
+        ("cameras", data.cameras, cameras),
+    ):
+        if want is None or list(have) == list(want):
+            continue
+        missing = [x for x in want if x not in have]
+        extra = [x for x in have if x not in want]
+        parts = [f"lacks {', '.join(missing)}"] * bool(missing) + [f"has {', '.join(extra)} besides"] * bool(
+            extra
+        )
+        diffs.append(f"{label}: {'; '.join(parts) or f'in another order ({list(have)})'}")
+    if diffs:
+        raise UserError(
+            f"dataset {data.root} does not match {what}: {' | '.join(diffs)} (use a dataset of the same robot and cameras)"
+        )

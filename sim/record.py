@@ -1,4 +1,4 @@
-"""`anchorvla sim record --task T --episodes N --out DIR`: scripted-expert demonstrations in the dataset format.
+"""`anchorvla sim record --task T --episodes N --out DIR`: scripted-expert demonstrations into a LeRobotDataset.
 
 Each episode runs the task's expert (sim/experts.py) in lockstep on a virtual clock against the
 in-process emulated devices (sim/lockstep.py) at the control rate. What is recorded per tick: the proprio
@@ -6,6 +6,7 @@ in-process emulated devices (sim/lockstep.py) at the control rate. What is recor
 action. What is executed is that action plus smooth noise (in a share of the episodes), passed through the same
 safety envelope as on the robot, so the demonstrations also show how to get back on track. Episodes the expert
 does not finish are left out; after success a few ticks of holding still are kept, so the policy learns to stop.
+Each episode is written (its videos encoded) as soon as it is recorded (policy_runtime/dataset_writer.py).
 
 With `--policy CONFIG` the controller drives instead (the lockstep loops of `anchorvla eval`) and the expert
 only labels: each tick records what the expert would command from the state the policy brought the arm to
@@ -204,7 +205,7 @@ def main(args: argparse.Namespace) -> int:
     fps = int(RATE_HZ)
     robot = SimRobot([(c, c, args.image_size, args.image_size, fps) for c in CAMERAS])
     rng = np.random.default_rng(args.seed)
-    episodes = []
+    writer = _writer(args.out, robot)
     for name in names:
         done = tried = 0
         while done < counts[name]:
@@ -215,10 +216,10 @@ def main(args: argparse.Namespace) -> int:
             noisy = bool(rng.random() < args.noise_share)
             record = record_episode(robot, name, seed, noisy, args.noise_scale)
             if record is not None:
-                episodes.append(record)
+                writer.add_episode(record)
                 done += 1
         print(f"{name}: {done} episodes ({tried - done} expert failures left out)")
-    return _write(args.out, episodes)
+    return _report(writer)
 
 
 def record_policy(args: argparse.Namespace, names: list[str], counts: dict[str, int]) -> int:
@@ -234,9 +235,9 @@ def record_policy(args: argparse.Namespace, names: list[str], counts: dict[str, 
     if config.control.rate_hz != RATE_HZ:
         raise UserError(f"{args.policy}: control.rate_hz must be {RATE_HZ:g}, the rate the experts record at")
     robot = SimRobot(sim_cameras(config))
+    writer = _writer(args.out, robot)
     engine = build_engine(config)
     engine.warmup()
-    episodes = []
     try:
         for name in names:
             successes = 0
@@ -244,20 +245,30 @@ def record_policy(args: argparse.Namespace, names: list[str], counts: dict[str, 
                 record, result = record_policy_episode(
                     config, engine, robot, name, args.seed + k, args.latency_ms
                 )
-                episodes.append(record)
+                writer.add_episode(record)
                 successes += result.success
             print(f"{name}: {counts[name]} episodes driven by the policy ({successes} succeeded)")
     finally:
         engine.close()
-    return _write(args.out, episodes)
+    return _report(writer)
 
 
-def _write(out: Path, episodes) -> int:
-    from policy_runtime.dataset import write_dataset
+def _writer(out: Path, robot):
+    """A new dataset at `out` for the robot's cameras (a dataset already there is refused, not appended to)."""
+    from policy_runtime.dataset import DatasetWriter
     from policy_runtime.types import BASE_CHANNELS, arm_channel
 
+    if (out / "meta/info.json").exists():
+        raise UserError(f"--out {out} already holds a dataset; give a new directory (or delete it first)")
     action_layout = [*BASE_CHANNELS, *(arm_channel(j) for j in SO101_JOINTS)]
-    write_dataset(out, episodes, RATE_HZ, action_layout, list(PROPRIO_LAYOUT))
-    frames = sum(len(e.actions) for e in episodes)
-    print(f"wrote {out}: {len(episodes)} episodes, {frames} frames")
+    cameras = [c.name for c in robot.cameras]
+    return DatasetWriter(
+        out, RATE_HZ, action_layout, list(PROPRIO_LAYOUT), cameras, robot_type="go2_so101_emulated"
+    )
+
+
+def _report(writer) -> int:
+    writer.close()
+    frames = writer.info["total_frames"]
+    print(f"wrote {writer.root}: {len(writer.episodes)} episodes, {frames} frames (LeRobotDataset v3.0)")
     return 0

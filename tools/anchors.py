@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from anchorvla.errors import UserError
+from tools import dataset_args
 
 
 def fit_anchors(chunks: np.ndarray, count: int, seed: int = 0) -> tuple[np.ndarray, list[int], float]:
@@ -45,8 +46,9 @@ def format_report(sizes: list[int], coverage: float) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--dataset", required=True, type=Path, help="dataset directory (see policy_runtime/dataset.py)"
+        "--dataset", required=True, type=Path, help="LeRobotDataset directory (see policy_runtime/dataset.py)"
     )
+    dataset_args.add_arguments(parser)
     parser.add_argument(
         "--out", required=True, type=Path, help="directory for anchors.safetensors + anchors.json"
     )
@@ -58,11 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from safetensors.numpy import save_file
 
-    from policy_runtime.dataset import load_dataset
-
     if args.num_anchors < 1 or args.horizon < 1:
         raise UserError("--num-anchors and --horizon must be >= 1")
-    data = load_dataset(args.dataset, args.horizon)
+    data = dataset_args.load(args, args.horizon, with_images=False)
     anchors, sizes, coverage = fit_anchors(data.normalized_chunks(), args.num_anchors, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     save_file(

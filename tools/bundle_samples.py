@@ -1,6 +1,6 @@
 """Observation samples for calibration and verification, as the arrays the graphs take.
 
-From a recorded dataset (policy_runtime/dataset.py) when one is given; otherwise synthetic: drawn from the checkpoint's
+From a recorded dataset (a LeRobotDataset, policy_runtime/dataset.py) when one is given; otherwise synthetic: drawn from the checkpoint's
 layouts (proprio ~ N(0, 1) after standardisation, smooth random images, a few instructions) with a seed, so
 calibration and the held-out verification set never share samples. Every caller says so in its output.
 """
@@ -76,17 +76,13 @@ def synthetic_samples(spec: RuntimeSpec, bundle_dir: Path, count: int, seed: int
 def dataset_samples(spec: RuntimeSpec, bundle_dir: Path, data: Path, count: int, seed: int) -> list[Sample]:
     """`count` frames drawn (seeded) from a recorded dataset (policy_runtime/dataset.py format), preprocessed as
     the onboard engines do: proprio standardised with the bundle's statistics, images resized and normalised."""
-    from policy_runtime.dataset import load_dataset
+    from policy_runtime.dataset import check_matches, load_dataset
 
     dataset = load_dataset(Path(data), horizon=1, with_images=spec.image is not None)
-    if list(dataset.proprio_layout) != spec.proprio_layout:
-        raise UserError(
-            f"--data {data}: its proprio layout differs from the bundle's; record with the same layout"
-        )
     cameras = spec.cameras or list(dataset.cameras)
-    missing = [c for c in cameras if c not in dataset.cameras]
-    if spec.image is not None and missing:
-        raise UserError(f"--data {data}: no images from camera(s) {missing} that the policy needs")
+    check_matches(
+        dataset, "the bundle", proprio_layout=spec.proprio_layout, cameras=cameras if spec.image else None
+    )
     builder = InputBuilder(spec, Path(bundle_dir), from_observations=False)
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(dataset), size=min(count, len(dataset)), replace=False)

@@ -23,14 +23,17 @@ from pathlib import Path
 import numpy as np
 
 from anchorvla.errors import UserError
+from tools import dataset_args
 
 STATE_FILE = "training_state.pt"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--dataset", required=True, type=Path, help="dataset directory (policy_runtime/dataset.py)"
-    )
+        "--dataset", required=True, type=Path,
+        help="LeRobotDataset directory (v3.0 or v2.1; ours or LeRobot's, see policy_runtime/dataset.py)",
+    )  # fmt: skip
+    dataset_args.add_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
     parser.add_argument(
         "--architecture", default="tiny", help="tiny | paper | PATH to an ArchitectureConfig JSON"
@@ -224,7 +227,6 @@ def main(args: argparse.Namespace) -> int:
     import torch.distributed as dist
     from tqdm import tqdm
 
-    from policy_runtime.dataset import load_dataset
     from policy_runtime.model.checkpoint import load_checkpoint
     from policy_runtime.model.config import CheckpointConfig, Normalization
     from policy_runtime.model.policy import AnchorVLAPolicy
@@ -251,7 +253,7 @@ def main(args: argparse.Namespace) -> int:
     if args.batch % world:
         raise UserError(f"--batch {args.batch} must be a multiple of the {world} processes")
 
-    data = load_dataset(args.dataset, args.horizon)
+    data = dataset_args.load(args, args.horizon)
     torch.manual_seed(args.seed)
     state_path = args.out / STATE_FILE
     if args.resume:
@@ -310,7 +312,7 @@ def main(args: argparse.Namespace) -> int:
         )
         state = {"stage": 1, "step": 0}
     arch = config.architecture
-    data = _with_normalization(data, config, args.dataset)
+    data = _with_normalization(data, config)
     policy.to(device)
     tokenizer = build_tokenizer(arch.backbone.tokenizer) if arch.backbone is not None else None
     index_gen = torch.Generator().manual_seed(args.seed)
@@ -403,17 +405,14 @@ def stage_lr(peak: float, schedule: str, step: int, steps: int) -> float:
     return peak * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def _with_normalization(data, config, dataset: Path):
+def _with_normalization(data, config):
     """The dataset normalised as the checkpoint is (a resumed or residual-only run may read other data than the
     checkpoint was fitted on); its layouts must be the checkpoint's."""
     import dataclasses
 
-    for what in ("action_layout", "proprio_layout", "cameras"):
-        if list(getattr(data, what)) != list(getattr(config, what)):
-            raise UserError(
-                f"--dataset {dataset}: its {what} {list(getattr(data, what))} is not the checkpoint's "
-                f"{list(getattr(config, what))} (record it for the same robot and cameras)"
-            )
+    from policy_runtime.dataset import check_matches
+
+    check_matches(data, "the checkpoint", config.action_layout, config.proprio_layout, config.cameras)
     norm = config.normalization
     delta_std = (
         data.proprio_delta_std if norm.proprio_delta_std is None else np.asarray(norm.proprio_delta_std)

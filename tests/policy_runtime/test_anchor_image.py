@@ -58,13 +58,14 @@ def test_dataset_gives_each_sample_its_episodes_first_frame_after_the_current_on
         )  # fmt: skip
         for e in range(2)
     ]
-    root = write_dataset(tmp_path, episodes, 15.0, ["a"], ["arm.gripper", "arm.elbow_flex"])
+    root = write_dataset(tmp_path, episodes, 15.0, ["base.vx"], ["arm.gripper", "arm.elbow_flex"])
     data = load_dataset(root, horizon=2)
     sample = int(np.flatnonzero((data.episode == 1) & (data.frame == 3))[0])
     images = data.policy_images(np.array([sample]), ("wrist", "front"), anchor_image=True)[0]
-    assert [int(im[0, 0, 0]) for im in images] == [113, 103, 110, 100]  # current wrist, front; then frame 0
+    # current wrist, front; then frame 0 (within H.264's rounding of a flat grey)
+    assert np.allclose([int(im[0, 0, 0]) for im in images], [113, 103, 110, 100], atol=2)
     plain = data.policy_images(np.array([sample]), ("wrist", "front"), anchor_image=False)[0]
-    assert [int(im[0, 0, 0]) for im in plain] == [113, 103]
+    assert np.allclose([int(im[0, 0, 0]) for im in plain], [113, 103], atol=2)
 
 
 def test_torch_engine_reads_the_anchor_frames_and_refuses_an_observation_without_them(anchor_checkpoint):

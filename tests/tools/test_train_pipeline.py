@@ -47,6 +47,11 @@ def test_dataset_loads_chunks_tasks_and_images(dataset):
     assert data.cameras == ("follow", "front") and data.chunks.shape[1:] == (4, 2)
     assert len(set(data.tasks)) == 3
     assert data.images(np.array([0, 5])).shape == (2, 2, 32, 32, 3)
+    info = json.loads((dataset / "meta/info.json").read_text())
+    assert (
+        info["codebase_version"] == "v3.0"
+        and info["features"]["observation.images.front"]["dtype"] == "video"
+    )
     # past an episode's end the chunk repeats its last action
     last = np.flatnonzero(data.episode == 0)[-1]
     assert np.all(data.chunks[last] == data.chunks[last][0])
@@ -100,13 +105,32 @@ def test_same_seed_same_weights_and_resume_continues_exactly(dataset, tmp_path):
     assert config.action_layout == ["base.vx", "base.vy"]
 
 
+def _edited_info(src, dst, edit) -> None:
+    """A copy of dataset `src` at `dst` whose meta/info.json went through `edit`."""
+    shutil.copytree(src, dst)
+    info = json.loads((dst / "meta/info.json").read_text())
+    edit(info["features"])
+    (dst / "meta/info.json").write_text(json.dumps(info))
+
+
 def test_bad_dataset_or_resume_without_state_is_one_clear_error(dataset, tmp_path):
-    with pytest.raises(UserError, match="meta.json"):
+    with pytest.raises(UserError, match="no meta/info.json"):
         load_dataset(tmp_path, 4)
-    (tmp_path / "meta.json").write_text((dataset / "meta.json").read_text().replace('"pos.y",', ""))
-    (tmp_path / "data.parquet").write_bytes((dataset / "data.parquet").read_bytes())
-    with pytest.raises(UserError, match="observation.state vectors must all have 3"):
-        load_dataset(tmp_path, 4)
+
+    def drop_a_channel(features):
+        state = features["observation.state"]
+        state.update(shape=[3], names=state["names"][:3], units=state["units"][:3])
+
+    _edited_info(dataset, tmp_path / "short", drop_a_channel)
+    with pytest.raises(UserError, match="every observation.state row must have 3 values"):
+        load_dataset(tmp_path / "short", 4)
+
+    def in_degrees(features):
+        features["action"]["units"] = ["deg", "m/s"]
+
+    _edited_info(dataset, tmp_path / "degrees", in_degrees)
+    with pytest.raises(UserError, match=r"units \['base.vx \[deg\]'\] are not one SI unit per channel"):
+        load_dataset(tmp_path / "degrees", 4)
     assert cli(["train", "--dataset", str(dataset), "--out", str(tmp_path / "x"), "--resume", *TRAIN]) == 2
 
 
@@ -149,10 +173,9 @@ def test_residual_from_trains_a_new_residual_alone_normalised_as_the_checkpoint(
     (_, src), (_, new) = load_checkpoint(source), load_checkpoint(out)
     assert new.normalization == src.normalization and new.anchors == src.anchors
     assert new.provenance["residual_from"] == str(source) and new.provenance["residual_dataset"] == str(other)
-    # A dataset of another robot (other channels) is one clear error.
+    # A dataset of another robot (other channels) is one clear error naming what differs.
     bad = tmp_path / "bad"
-    shutil.copytree(other, bad)
-    (bad / "meta.json").write_text((other / "meta.json").read_text().replace('"pos.y"', '"pos.z"'))
+    _edited_info(other, bad, lambda f: f["observation.state"]["names"].__setitem__(1, "pos.z"))
     capsys.readouterr()
     assert (
         cli(
@@ -169,4 +192,6 @@ def test_residual_from_trains_a_new_residual_alone_normalised_as_the_checkpoint(
         )
         == 2
     )
-    assert "is not the checkpoint's" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert "does not match the checkpoint: proprio channels: lacks pos.y; has pos.z besides" in err
+    assert "\n" not in err
