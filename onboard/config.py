@@ -135,6 +135,11 @@ class PolicyConfig(_Section):
         default=5, ge=1, le=1000, description="actions of a chunk served (the paper's H)"
     )
     blending: BlendingConfig = Field(default_factory=BlendingConfig)
+    late_chunks: Literal["drop", "shift"] = Field(
+        default="drop",
+        description="a chunk arriving with fewer than execute_horizon fresh actions: serve what is left on time "
+        "(drop) or serve it late from the next tick, covering the inference latency (shift; onboard/schedule.py)",
+    )
     residual: bool = True
     force_unverified: bool = False
     precision: Literal["auto", "fp32", "fp16", "int8", "int4"] = Field(

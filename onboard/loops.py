@@ -335,7 +335,7 @@ class SlowLoop:
             log.warning("chunk rejected: non-finite actions")
             return False
         self.stats.chunks += 1
-        self.schedule.push(chunk, self.fast.next_deadline_ns)
+        self.schedule.push(chunk, self.fast.next_deadline_ns, self.latency_estimate_ns())
         for listener in self.chunk_listeners:
             listener(obs, chunk)
         return True
@@ -397,9 +397,16 @@ def build_loops(
     p, c = config.policy, config.control
     instruction = p.instruction if instruction is None else instruction
     stats = RunStats()
-    schedule = ChunkSchedule(p.execute_horizon, p.blending.mode, p.blending.ticks, p.blending.decay)
+    schedule = ChunkSchedule(
+        p.execute_horizon, p.blending.mode, p.blending.ticks, p.blending.decay, late=p.late_chunks
+    )
     period_s = 1.0 / c.rate_hz
-    safety = SafetyLayer(config.safety, tuple(arm.joint_names), period_s, p.execute_horizon)
+    # How many ticks a chunk lasts, which bounds an inference's time: its executed part; served late ('shift'),
+    # as long as its actions stay runnable (safety.staleness.chunk_s).
+    chunk_ticks = p.execute_horizon
+    if p.late_chunks == "shift":
+        chunk_ticks = max(chunk_ticks, int(config.safety.staleness.chunk_s * c.rate_hz))
+    safety = SafetyLayer(config.safety, tuple(arm.joint_names), period_s, chunk_ticks)
     stops = StopSequences(config.safety.stop, arm, base, safety, period_s) if stop_sequences else None
     fast = FastLoop(
         arm=arm, base=base, cameras=cameras, engine=engine, schedule=schedule, safety=safety, stats=stats,

@@ -36,11 +36,24 @@ def blend_weight(mode: str, i: int, ticks: int, decay: float) -> float:
 
 
 class ChunkSchedule:
+    """`late`: what a chunk that arrives with fewer than `execute_horizon` fresh actions left does. 'drop' serves
+    what is left on time (the plan thins and the arm holds until the next chunk); 'shift' serves it from the next
+    tick on, late, starting as far back in the chunk as it takes to cover the inference latency again, so the
+    arm keeps moving along the plan, one latency behind it, instead of holding."""
+
     def __init__(
-        self, execute_horizon: int, blending: str = "linear", blend_ticks: int = 3, decay: float = 0.5
+        self,
+        execute_horizon: int,
+        blending: str = "linear",
+        blend_ticks: int = 3,
+        decay: float = 0.5,
+        late: str = "drop",
     ):
         if execute_horizon < 1:
             raise ValueError("execute_horizon must be >= 1")
+        if late not in ("drop", "shift"):
+            raise ValueError(f"unknown late-chunk mode {late!r}")
+        self.late = late
         self.execute_horizon = execute_horizon
         self.blending = blending
         self.blend_ticks = blend_ticks
@@ -48,18 +61,27 @@ class ChunkSchedule:
         self._plan: list[PlannedAction] = []
         self.stale_dropped = 0
         self.chunks_accepted = 0
+        self.late_shifted = 0  # chunks served late ('shift')
 
-    def push(self, chunk: ActionChunk, next_tick_ns: int) -> int:
-        """Add a chunk; returns how many of its actions were already in the past."""
+    def push(self, chunk: ActionChunk, next_tick_ns: int, latency_ns: int = 0) -> int:
+        """Add a chunk; returns how many of its actions were already in the past. `latency_ns`: the slow loop's
+        estimate of the next inference's latency (the late 'shift' mode covers it)."""
         half = chunk.dt_ns // 2
         first = max(0, math.ceil((next_tick_ns - half - chunk.t_obs_ns) / chunk.dt_ns))
+        shift = 0
+        if self.late == "shift" and len(chunk) - first < self.execute_horizon:
+            needed = max(self.execute_horizon, math.ceil(latency_ns / chunk.dt_ns) + 1)
+            start = max(0, min(first, len(chunk) - needed))
+            shift, first = next_tick_ns - chunk.time_of(start), start
         dropped = min(first, len(chunk))
         self.stale_dropped += dropped
-        served = range(first, min(len(chunk), first + self.execute_horizon))
+        last = len(chunk) if shift else min(len(chunk), first + self.execute_horizon)
+        served = range(first, last)
         if not served:
             return dropped
+        self.late_shifted += bool(shift)
         new = [
-            PlannedAction(chunk.time_of(k), np.asarray(chunk.actions[k], dtype=np.float64), chunk, k)
+            PlannedAction(chunk.time_of(k) + shift, np.asarray(chunk.actions[k], dtype=np.float64), chunk, k)
             for k in served
         ]
         old = {p.t_ns: p for p in self._plan if p.t_ns >= next_tick_ns - half}

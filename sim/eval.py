@@ -12,7 +12,7 @@ after it would have arrived), so a slower engine shows as stale actions and unde
 the tick lateness figures, are `anchorvla run`.
 
 A variant is a comma-separated list of settings: H=<ticks> (policy.execute_horizon), residual=on|off,
-blend=none|linear|exponential (policy.blending.mode), bundle=<dir> (policy.bundle: another policy, e.g. one of
+blend=none|linear|exponential (policy.blending.mode), late=drop|shift (policy.late_chunks), bundle=<dir> (policy.bundle: another policy, e.g. one of
 policies/options/), engine=onnxruntime|torch (policy.engine; torch runs a checkpoint dir given as bundle=) and
 name=<label> (the row's name). Without --variant the config's own settings are one row.
 
@@ -75,6 +75,8 @@ def parse_variant(spec: str) -> tuple[str, dict]:
             policy["residual"] = value == "on"
         elif key == "blend" and value in ("none", "linear", "exponential"):
             policy["blending"] = {"mode": value}
+        elif key == "late" and value in ("drop", "shift"):
+            policy["late_chunks"] = value
         elif key == "engine" and value in ("onnxruntime", "torch"):
             policy["engine"] = value
         elif key == "bundle" and raw.strip():
@@ -87,7 +89,7 @@ def parse_variant(spec: str) -> tuple[str, dict]:
         else:
             raise UserError(
                 f"--variant {spec!r}: '{item}' not understood (use H=<n>, residual=on|off, "
-                "blend=none|linear|exponential, bundle=<dir>, engine=onnxruntime|torch, name=<label>)"
+                "blend=none|linear|exponential, late=drop|shift, bundle=<dir>, engine=onnxruntime|torch, name=<label>)"
             )
     return label, {"policy": policy}
 

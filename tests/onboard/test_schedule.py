@@ -67,3 +67,23 @@ def test_new_chunk_takes_over_from_the_next_tick():
     s.push(chunk(0, 1.0), next_tick_ns=DT)  # ticks 1, 2
     assert [s.action_at(k * DT, DT // 2).action[0] for k in (1, 2)] == [1.0, 1.0]
     assert s.action_at(3 * DT, DT // 2) is None
+
+
+def test_late_shift_serves_a_late_chunk_from_the_next_tick_covering_the_latency():
+    # 8 actions; the chunk arrives 6 ticks after its observation with a 6-tick inference latency: 'drop' serves
+    # the 2 fresh actions on time, 'shift' serves from index 1 on (7 actions: the latency plus one), late.
+    late = chunk(0, np.arange(8))
+    drop = ChunkSchedule(execute_horizon=5, blending="none")
+    drop.push(late, next_tick_ns=6 * DT, latency_ns=6 * DT)
+    assert [drop.action_at(k * DT, DT // 2) is not None for k in range(6, 10)] == [True, True, False, False]
+    shift = ChunkSchedule(execute_horizon=5, blending="none", late="shift")
+    dropped = shift.push(late, next_tick_ns=6 * DT, latency_ns=6 * DT)
+    served = [shift.action_at(k * DT, DT // 2) for k in range(6, 14)]
+    assert dropped == 1 and shift.late_shifted == 1
+    assert [p.j if p else None for p in served] == [1, 2, 3, 4, 5, 6, 7, None]
+    # A chunk with execute_horizon fresh actions left is served on time, as by 'drop'.
+    on_time = ChunkSchedule(execute_horizon=5, blending="none", late="shift")
+    on_time.push(chunk(0, np.arange(8)), next_tick_ns=2 * DT, latency_ns=6 * DT)
+    assert on_time.late_shifted == 0 and on_time.action_at(2 * DT, DT // 2).j == 2
+    with pytest.raises(ValueError):
+        ChunkSchedule(execute_horizon=5, late="later")
