@@ -1,9 +1,20 @@
 """The recorded episode format, in one place (the training dataset loader reads the same columns).
 
 LeRobot-style layout under the recording root:
-  data/episode_NNNNNN.parquet    one row per fast-loop tick (frame)
-  events/episode_NNNNNN.parquet  chunks and operator commands, in the order they happened
-  meta/episodes.jsonl            one line per finished episode (index, task, length, sizes)
+  data/episode_NNNNNN.parquet    a finished episode: one row per fast-loop tick (frame)
+  events/episode_NNNNNN.parquet  its chunks and operator commands, in the order they happened
+  meta/episodes.jsonl            one line per finished episode (index, task, length, chunks, end_reason, bytes)
+
+While an episode is written, and after a crash cut it short, it is a folder of parts beside where the file
+will be:
+  data/episode_NNNNNN.parts/000000.parquet, 000001.parquet, ...    (events/ alike)
+each part a complete parquet file (same schema and metadata) holding at most PART_S of frames and the events
+of the same stretch. A part is written as a hidden `.NNNNNN.parquet.tmp`, fsynced and renamed, so every part
+present is readable: a SIGKILL, watchdog abort or power cut loses at most the last PART_S (plus what the
+writer had not reached). When the episode ends its parts are joined into the one file (written hidden, then
+renamed) and the folder is removed; an episode left as parts (the process died, or the disk filled) is joined
+when the recorder next starts (end_reason "unfinished"), and `read_episode` reads either form meanwhile.
+Reading the parts in name order with any parquet reader gives the same rows as the joined file.
 
 Frame columns. The LeRobot ones: episode_index, frame_index, timestamp (s since the episode's first frame,
 float32), task, `observation.state` (float32: arm joint positions in rad then base body velocity vx, vy, wz)
@@ -21,6 +32,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 FORMAT_VERSION = "anchorvla-episode/1"
+PART_S = 1.0  # data per part file: at most this much is lost when the process dies
 
 _f64s = pa.list_(pa.float64())
 _f32s = pa.list_(pa.float32())

@@ -1,37 +1,52 @@
-"""Episode recording while the controller runs (format: onboard/episode_schema.py).
+"""Episode recording while the controller runs (format and on-disk layout: onboard/episode_schema.py).
 
-The listeners run on the event-loop thread and only turn each tick / chunk / operator command into a plain
-row; a writer thread batches rows into parquet row groups, so the fast loop never waits on the disk.
-An episode begins at operator `start` (or at ready when the service starts running) and ends at `stop`,
-`estop`, shutdown, or `recording.max_episode_s` (then recording pauses until the next start: a cut
-episode would not replay exactly). After each episode the oldest episodes are deleted while the dataset
-is above `recording.max_total_mb`.
+The listeners run on the event-loop thread and only enqueue references to what a tick or a chunk produced
+(onboard/episode_rows.py); a writer thread makes the rows and writes them as part files of at most PART_S
+each (onboard/episode_store.py), so the fast loop never waits on the disk and a killed process loses at most
+the last part. An episode begins at operator `start` (or at ready when the service starts running) and ends at
+`stop`, `estop`, shutdown, or `recording.max_episode_s` (then recording pauses until the next start: a cut
+episode would not replay exactly); its parts are then joined into one file. After each episode the oldest
+episodes are deleted while the dataset is above `recording.max_total_mb`. Episodes a previous process left
+as parts are joined when the writer starts.
+
+Failures stop the recording, never the controller: a write that fails (a full disk: ENOSPC) ends the episode
+with what is on disk, one warning, and `status()` (shown by `anchorvla ctl status`) says "stopped" and why
+until the next `start` tries again. The queue to the writer is bounded at QUEUE_S of ticks: a writer that
+falls that far behind (a disk too slow) stops the recording the same way (stop-recording, not drop-oldest:
+an episode with holes would not replay), and `frames_not_recorded` counts the ticks lost since the stop.
+At shutdown the writer gets CLOSE_S to finish; an episode it could not join by then stays as parts.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
+import os
 import queue
 import threading
-from collections import OrderedDict
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from anchorvla.errors import UserError
+from onboard import episode_store as store
 from onboard.config import Config
-from onboard.episode_schema import EVENT_SCHEMA, FORMAT_VERSION, FRAME_SCHEMA
+from onboard.episode_rows import ChunkRecord, EpisodeRows, OperatorRecord, TickRecord
+from onboard.episode_schema import EVENT_SCHEMA, FORMAT_VERSION, FRAME_SCHEMA, PART_S
+from onboard.episode_store import episode_paths, read_episode  # noqa: F401 (read_episode: imported from here too)
 from onboard.journal import event
 from onboard.runtime import Runtime
 from policy_runtime.types import BASE_CHANNELS, ActionChunk, Observation, arm_channel
 
 log = logging.getLogger("anchorvla.recorder")
-CHUNKS_REMEMBERED = 64  # the schedule serves actions of the newest one or two chunks
-EVENTS_PER_GROUP = 20  # chunk events (with images) per parquet row group: bounds the writer's memory
+EVENTS_PER_GROUP = 20  # chunk events (with images) per row group of a finished file
+QUEUE_S = 20.0  # how far (in ticks of data) the writer may fall behind before the recording stops
+CLOSE_S = 2.0  # at shutdown, the writer's time to finish before it is told to stop where it is
+ABORT_S = 1.0  # then, its time to reach a stopping point (between two items or two parts)
+_QUIT = object()
 
 
 class ResidualTap:
@@ -54,129 +69,172 @@ class ResidualTap:
         return value
 
 
-def _list(a) -> list | None:
-    return None if a is None else np.asarray(a, dtype=np.float64).tolist()
+@dataclass(frozen=True)
+class _Begin:
+    index: int
+    task: str
+    previous_arm: np.ndarray | None  # the command before the episode's first tick
 
 
-def _encode_frames(frames: dict) -> list[dict]:
-    return [
-        {
-            "camera": n,
-            "height": f.image.shape[0],
-            "width": f.image.shape[1],
-            "t_ns": f.t_ns,
-            "rgb": np.ascontiguousarray(f.image).tobytes(),
-        }
-        for n, f in frames.items()
-    ]
+@dataclass(frozen=True)
+class _End:
+    reason: str
 
 
-def _encode_images(row: dict) -> dict:
-    """Camera frames of a chunk event (and its anchor frames) -> the schema's image structs (raw RGB bytes)."""
-    encoded = {key: _encode_frames(row[key]) for key in ("images", "anchor_images") if row.get(key)}
-    return {**row, **encoded}
+class _Episode:
+    """The episode the writer has open: its rows and what is not in a part yet."""
+
+    def __init__(self, rows: EpisodeRows):
+        self.rows = rows
+        self.frames: list[dict] = []
+        self.events: list[dict] = []
+        self.parts = 0
 
 
-def episode_paths(root: Path, index: int) -> tuple[Path, Path]:
-    name = f"episode_{index:06d}.parquet"
-    return root / "data" / name, root / "events" / name
-
-
-def _next_index(root: Path) -> int:
-    existing = [int(p.stem.split("_")[1]) for p in (root / "data").glob("episode_*.parquet")]
-    return max(existing, default=-1) + 1
+def failure_reason(exc: Exception, root) -> str:
+    """What `ctl status` and the journal say about a failed write under the recording root."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full: {os.strerror(exc.errno)} under {root}"
+    if isinstance(exc, OSError):
+        return f"write failed under {root}: {exc}"
+    return f"recording failed: {type(exc).__name__}: {exc}"
 
 
 class _Writer(threading.Thread):
-    """Owns the parquet files of the open episode; fed through a queue."""
+    """Owns the files of the open episode; fed through a queue (bounded by the recorder, not here, so the
+    control items beginning and ending episodes always get through)."""
 
-    def __init__(self, root: Path, flush_every: int, max_total_bytes: int):
+    def __init__(
+        self,
+        root,
+        metadata: dict[str, str],
+        channels: tuple[str, ...],
+        images: bool,
+        frames_per_part: int,
+        frames_per_group: int,
+        max_total_bytes: int,
+    ):
         super().__init__(name="episode-writer", daemon=True)
-        self.root, self.flush_every, self.max_total_bytes = root, flush_every, max_total_bytes
+        self.root, self.channels, self.images = root, channels, images
+        self.frames_per_part, self.max_total_bytes = frames_per_part, max_total_bytes
+        self.group_rows = {"data": frames_per_group, "events": EVENTS_PER_GROUP}
+        self.frame_schema = FRAME_SCHEMA.with_metadata(metadata)
+        self.event_schema = EVENT_SCHEMA.with_metadata(metadata)
         self.queue: queue.Queue = queue.Queue()
-        self.errors: list[str] = []
+        self.abort = threading.Event()  # set at shutdown when CLOSE_S has passed
+        # (episode, reason) of the latest episode whose writing failed; read by the recorder's thread
+        self.failure: tuple[int, str] | None = None
+        self.lost = 0  # frames of that episode that reached the writer but not the disk
+        self._open: _Episode | None = None
 
     def run(self) -> None:
-        frames: list[dict] = []
-        events: list[dict] = []
-        writers: dict[str, pq.ParquetWriter] = {}
-        episode: dict | None = None
-        while True:
+        self._recover()
+        while not self.abort.is_set():
             item = self.queue.get()
-            kind = item[0]
+            if item is _QUIT:
+                return
+            self._handle(item)
+        if self._open is not None:  # stopped at the deadline: keep what is buffered as a last part
             try:
-                if kind == "begin":
-                    episode = item[1]
-                    frames, events, writers = [], [], {}
-                elif kind == "frame":
-                    frames.append(item[1])
-                    if len(frames) >= self.flush_every:
-                        self._flush(writers, "data", episode, frames, FRAME_SCHEMA)
-                        frames = []
-                elif kind == "event":
-                    events.append(_encode_images(item[1]))
-                    if len(events) >= EVENTS_PER_GROUP:
-                        self._flush(writers, "events", episode, events, EVENT_SCHEMA)
-                        events = []
-                elif kind in ("end", "quit"):
-                    if episode is not None:
-                        self._flush(writers, "data", episode, frames, FRAME_SCHEMA)
-                        self._flush(writers, "events", episode, events, EVENT_SCHEMA)
-                        for w in writers.values():
-                            w.close()
-                        self._finish(episode, item[1])
-                    episode, frames, events, writers = None, [], [], {}
-                    if kind == "quit":
-                        return
-            except Exception as exc:  # recording must never take the controller down
-                self.errors.append(str(exc))
-                event(log, logging.ERROR, "episode writing failed", error=exc)
+                self._write_part(self._open)
+            except Exception as exc:
+                event(
+                    log,
+                    logging.WARNING,
+                    "episode's last part not written",
+                    error=failure_reason(exc, self.root),
+                )
 
-    def _flush(self, writers: dict, table: str, episode: dict, rows: list[dict], schema: pa.Schema) -> None:
-        if table not in writers:
-            data, events = episode_paths(self.root, episode["episode_index"])
-            path = data if table == "data" else events
-            path.parent.mkdir(parents=True, exist_ok=True)
-            writers[table] = pq.ParquetWriter(
-                path, schema.with_metadata(episode["metadata"]), compression="zstd"
+    def _recover(self) -> None:
+        store.remove_temporaries(self.root)
+        for index in store.unfinished(self.root):
+            try:
+                line = store.recover(self.root, index, self.group_rows, self.abort)
+            except store.Aborted:
+                return
+            except Exception as exc:
+                event(
+                    log,
+                    logging.WARNING,
+                    "unfinished episode not joined",
+                    episode=index,
+                    error=failure_reason(exc, self.root),
+                )
+                continue
+            if line is not None:
+                event(log, logging.INFO, "unfinished episode joined", episode=index, frames=line["length"])
+
+    def _handle(self, item) -> None:
+        if isinstance(item, _Begin):
+            rows = EpisodeRows(item.index, item.task, self.channels, item.previous_arm, self.images)
+            self._open, self.lost = _Episode(rows), 0
+            return
+        episode = self._open
+        if episode is None:  # the rest of an episode whose writing failed
+            self.lost += isinstance(item, TickRecord)
+            return
+        try:
+            if isinstance(item, TickRecord):
+                episode.frames.append(episode.rows.frame(item))
+                if len(episode.frames) >= self.frames_per_part:
+                    self._write_part(episode)
+            elif isinstance(item, ChunkRecord):
+                episode.events.append(episode.rows.chunk(item))
+            elif isinstance(item, OperatorRecord):
+                episode.events.append(episode.rows.operator(item))
+            elif isinstance(item, _End):
+                self._write_part(episode, last=True)
+                self._open = None
+                self._finish(episode, item.reason)
+        except store.Aborted:
+            event(
+                log,
+                logging.WARNING,
+                "episode left as parts at shutdown: joined at the next start",
+                episode=episode.rows.index,
             )
-        if rows:
-            writers[table].write_table(pa.Table.from_pylist(rows, schema=schema))
+        except Exception as exc:  # recording must never take the controller down
+            self._open = None
+            self.lost += len(episode.frames)
+            self.failure = (episode.rows.index, failure_reason(exc, self.root))
+            event(
+                log, logging.WARNING, "recording stopped", episode=episode.rows.index, reason=self.failure[1]
+            )
 
-    def _finish(self, episode: dict, summary: dict) -> None:
-        index = episode["episode_index"]
-        sizes = [p.stat().st_size for p in episode_paths(self.root, index) if p.exists()]
-        line = {"episode_index": index, "tasks": [episode["task"]], **summary, "bytes": sum(sizes)}
-        meta = self.root / "meta" / "episodes.jsonl"
-        meta.parent.mkdir(parents=True, exist_ok=True)
-        with meta.open("a") as f:
-            f.write(json.dumps(line) + "\n")
+    def _write_part(self, episode: _Episode, last: bool = False) -> None:
+        data, events = episode_paths(self.root, episode.rows.index)
+        if episode.frames or (last and episode.parts == 0):  # an empty episode still gets its (empty) file
+            store.write_part(
+                data, episode.parts, pa.Table.from_pylist(episode.frames, schema=self.frame_schema)
+            )
+            episode.frames = []
+        if episode.events:
+            store.write_part(
+                events, episode.parts, pa.Table.from_pylist(episode.events, schema=self.event_schema)
+            )
+            episode.events = []
+        episode.parts += 1
+
+    def _finish(self, episode: _Episode, reason: str) -> None:
+        index = episode.rows.index
+        for final in episode_paths(self.root, index):
+            table = "data" if final.parent.name == "data" else "events"
+            store.join_parts(final, self.group_rows[table], self.abort)
+        summary = {"length": episode.rows.frames, "chunks": episode.rows.chunks, "end_reason": reason}
+        line = store.finish(self.root, index, episode.rows.task, summary)
         event(
             log,
             logging.INFO,
             "episode recorded",
             episode=index,
-            frames=summary["length"],
-            bytes=sum(sizes),
-            reason=summary["end_reason"],
+            frames=line["length"],
+            bytes=line["bytes"],
+            reason=reason,
         )
-        self._rotate(keep=index)
-
-    def _rotate(self, keep: int) -> None:
-        """Delete the oldest episodes while the dataset is over its size cap (never the one just written)."""
-        files = sorted((self.root / "data").glob("episode_*.parquet"))
-        total = sum(
-            p.stat().st_size for d in ("data", "events") for p in (self.root / d).glob("episode_*.parquet")
-        )
-        for data in files:
-            index = int(data.stem.split("_")[1])
-            if total <= self.max_total_bytes or index == keep:
-                break
-            for path in episode_paths(self.root, index):
-                if path.exists():
-                    total -= path.stat().st_size
-                    path.unlink()
-            event(log, logging.WARNING, "episode deleted: dataset over recording.max_total_mb", episode=index)
+        for deleted in store.rotate(self.root, self.max_total_bytes, keep=index):
+            event(
+                log, logging.WARNING, "episode deleted: dataset over recording.max_total_mb", episode=deleted
+            )
 
 
 class EpisodeRecorder:
@@ -186,8 +244,9 @@ class EpisodeRecorder:
         self.tap = tap
         rec = config.recording
         self.root = rec.root
-        self.max_frames = math.ceil(rec.max_episode_s * config.control.rate_hz)
-        self.images = rec.images
+        rate = config.control.rate_hz
+        self.max_frames = math.ceil(rec.max_episode_s * rate)
+        self.queue_limit = 2 * math.ceil(QUEUE_S * rate)  # a tick's frame plus room for chunk/operator events
         try:
             for sub in ("data", "events", "meta"):
                 (rec.root / sub).mkdir(parents=True, exist_ok=True)
@@ -196,20 +255,21 @@ class EpisodeRecorder:
                 f"recording.root {rec.root}: {exc.strerror} (the unit's StateDirectory= provides "
                 "/var/lib/anchorvla; elsewhere set recording.root to a writable directory)"
             ) from None
-        self.writer = _Writer(rec.root, rec.flush_every, int(rec.max_total_mb * 1e6))
+        self.writer = _Writer(
+            rec.root,
+            self._metadata(),
+            tuple(runtime.engine.channels),
+            rec.images,
+            frames_per_part=max(1, math.floor(PART_S * rate)),
+            frames_per_group=rec.flush_every,
+            max_total_bytes=int(rec.max_total_mb * 1e6),
+        )
         self.writer.start()
         self.episode_index: int | None = None
-        self._next_index = _next_index(rec.root)
+        self._next_index = store.next_index(rec.root)
         self._frames = 0
-        self._seq = 0
-        self._t0_ns = 0
-        self._task = ""
-        # id(chunk) -> index in the episode, for the chunks the schedule may still serve. No references are
-        # kept (a chunk's context can be large); an id reused by a newer chunk is overwritten at its push.
-        self._chunk_index: OrderedDict[int, int] = OrderedDict()
-        self._chunk_count = 0
-        self._anchor_stamps: dict[str, int] = {}  # t_ns of the anchor frames stored last in this episode
-        self._previous_arm: np.ndarray | None = None
+        self._stopped: str | None = None  # why the recording stopped (until the next start)
+        self._unrecorded = 0  # ticks since it stopped
         runtime.fast.tick_listeners.append(self.on_tick)
         runtime.slow.chunk_listeners.append(self.on_chunk)
 
@@ -218,8 +278,7 @@ class EpisodeRecorder:
         return self.episode_index is not None
 
     def _metadata(self) -> dict[str, str]:
-        fast = self.runtime.fast
-        joints = list(fast.arm.joint_names)
+        joints = list(self.runtime.fast.arm.joint_names)
         return {
             "anchorvla.format": FORMAT_VERSION,
             "anchorvla.config": self.config.model_dump_json(),
@@ -229,143 +288,117 @@ class EpisodeRecorder:
             "anchorvla.fps": str(self.config.control.rate_hz),
         }
 
+    def status(self) -> dict:
+        """For `anchorvla ctl status`: recording (episode, frames), idle, or stopped (why, ticks lost)."""
+        self._writer_failed()
+        queued = self.writer.queue.qsize()
+        if self._stopped is not None:
+            return {
+                "state": "stopped",
+                "reason": self._stopped,
+                "frames_not_recorded": self._unrecorded + self.writer.lost,
+                "queued": queued,
+            }
+        if self.recording:
+            return {
+                "state": "recording",
+                "episode": self.episode_index,
+                "frames": self._frames,
+                "queued": queued,
+            }
+        return {"state": "idle", "queued": queued}
+
+    def _writer_failed(self) -> bool:
+        """Whether the writer failed on the latest episode; then the recording stops (the writer warned once)."""
+        failure = self.writer.failure
+        if failure is None or failure[0] != self._next_index - 1:  # none, or of an episode before this one
+            return False
+        if self._stopped is None:
+            self.episode_index, self._stopped = None, failure[1]
+        return True
+
+    def _stop(self, reason: str) -> None:
+        event(log, logging.WARNING, "recording stopped", episode=self.episode_index, reason=reason)
+        self.end(reason)
+        self._stopped = reason
+
+    def _put(self, item) -> bool:
+        if self.writer.queue.qsize() >= self.queue_limit:
+            self._stop(f"the writer fell {QUEUE_S:g} s behind (disk too slow?)")
+            return False
+        self.writer.queue.put_nowait(item)
+        return True
+
     def begin(self, task: str) -> None:
         if self.recording:
             self.end("new episode")
         self.episode_index = self._next_index
         self._next_index += 1
-        self._frames = self._seq = 0
-        self._task = task
-        self._chunk_index.clear()
-        self._chunk_count = 0
-        self._anchor_stamps = {}
+        self._frames = self._unrecorded = 0
+        self._stopped = None
+        # The command before the first tick (the replay's safety layer starts from it); before the run's first
+        # tick, the pose the safety layer was seeded with.
         last = self.runtime.fast.last_command
-        self._previous_arm = None if last is None else last.arm_positions
-        self.writer.queue.put(
-            ("begin", {"episode_index": self.episode_index, "task": task, "metadata": self._metadata()})
-        )
+        previous = self.runtime.safety.previous_goal if last is None else last.arm_positions
+        self.writer.queue.put(_Begin(self.episode_index, task, previous))
         event(log, logging.INFO, "episode started", episode=self.episode_index, task=task)
 
     def end(self, reason: str) -> None:
         if not self.recording:
             return
-        self.writer.queue.put(
-            ("end", {"length": self._frames, "chunks": self._chunk_count, "end_reason": reason})
-        )
+        self.writer.queue.put(_End(reason))
         self.episode_index = None
-        self._chunk_index.clear()
-        self._chunk_count = 0
 
     def close(self) -> None:
+        """End the episode and give the writer CLOSE_S to finish; an episode it has not joined by then stays
+        as parts (readable, joined at the next start)."""
         self.end("shutdown")
-        self.writer.queue.put(("quit", None))
-        self.writer.join(timeout=30)
-
-    def _event(self, kind: str, detail: str = "", **fields) -> None:
-        row = {
-            "episode_index": self.episode_index,
-            "seq": self._seq,
-            "before_frame": self._frames,
-            "kind": kind,
-            "detail": detail,
-            **fields,
-        }
-        self._seq += 1
-        self.writer.queue.put(("event", row))
+        self.writer.queue.put(_QUIT)
+        self.writer.join(timeout=CLOSE_S)
+        if self.writer.is_alive():
+            self.writer.abort.set()
+            self.writer.join(timeout=ABORT_S)
+            if self.writer.is_alive():
+                event(log, logging.WARNING, "episode writer still busy at exit: its current part is lost")
 
     def on_operator(self, command: str, args: dict) -> None:
         if command == "start":
             self.begin(args.get("instruction", ""))
-        elif self.recording:
-            self._event(command, args.get("reason", ""))
+        elif self.recording and not self._writer_failed():
+            self._put(OperatorRecord(command, args.get("reason", "")))
             if command in ("stop", "estop"):
                 self.end(command)
 
     def on_chunk(self, obs: Observation, chunk: ActionChunk) -> None:
-        if not self.recording:
+        if not self.recording or self._writer_failed():
             return
-        index = self._chunk_count
-        self._chunk_count += 1
-        self._chunk_index[id(chunk)] = index
-        self._chunk_index.move_to_end(id(chunk))
-        while len(self._chunk_index) > CHUNKS_REMEMBERED:
-            self._chunk_index.popitem(last=False)
-        images = dict(obs.frames) if self.images else None  # encoded on the writer thread
-        anchors = None
-        stamps = {n: f.t_ns for n, f in obs.anchor_frames.items()}
-        if self.images and stamps and stamps != self._anchor_stamps:
-            anchors, self._anchor_stamps = dict(obs.anchor_frames), stamps
-        self._event(
-            "chunk",
-            chunk_index=index,
-            push_next_tick_ns=self.runtime.fast.next_deadline_ns,
-            t_obs_ns=chunk.t_obs_ns,
-            dt_ns=chunk.dt_ns,
-            actions=np.asarray(chunk.actions, dtype=np.float64).ravel().tolist(),
-            horizon=len(chunk),
-            anchor_index=chunk.anchor_index,
-            scores=_list(chunk.scores),
-            inference_ms=self.runtime.stats.inference_ms.recent(1)[0]
-            if len(self.runtime.stats.inference_ms)
-            else None,
-            gripper=None
-            if chunk.gripper is None
-            else {**vars(chunk.gripper), "logits": _list(chunk.gripper.logits)},
-            images=images,
-            anchor_images=anchors,
+        inference = self.runtime.stats.inference_ms
+        self._put(
+            ChunkRecord(
+                obs,
+                chunk,
+                self.runtime.fast.next_deadline_ns,
+                inference.recent(1)[0] if len(inference) else None,
+            )
         )
 
     def on_tick(self, tick_ns: int) -> None:
         residual = self.tap.take()
-        if not self.recording:
+        if not self.recording or self._writer_failed():
+            self._unrecorded += self._stopped is not None
             return
-        d = self.runtime.fast.last_decision
-        snap = self.runtime.fast.latest
-        if self._frames == 0:
-            self._t0_ns = tick_ns
-        arm, base, planned, cmd = snap.arm, snap.base, d.planned, d.command
-        chunk_index = self._chunk_index.get(id(planned.chunk)) if planned is not None else None
-        base_v = cmd.base.as_array()
-        state_base = base.velocity[:2].tolist() + [base.yaw_speed] if base is not None else [0.0, 0.0, 0.0]
-        stats = self.runtime.stats
-        row = {
-            "episode_index": self.episode_index,
-            "frame_index": self._frames,
-            "timestamp": (tick_ns - self._t0_ns) / 1e9,
-            "task": self._task,
-            "observation.state": (
-                arm.positions.tolist() if arm is not None else [float("nan")] * len(cmd.arm_positions)
-            )
-            + state_base,
-            "action": self._action_vector(cmd),
-            "tick_ns": tick_ns,
-            "arm.positions": _list(arm.positions) if arm else None,
-            "arm.velocities": _list(arm.velocities) if arm else None,
-            "base.position": _list(base.position) if base else None,
-            "base.yaw": base.yaw if base else None,
-            "base.velocity": _list(base.velocity) if base else None,
-            "base.yaw_speed": base.yaw_speed if base else None,
-            "base.mode": base.mode if base else None,
-            "base.error_code": base.error_code if base else None,
-            "plan.chunk_index": chunk_index,
-            "plan.j": planned.j if planned is not None else None,
-            "plan.action": _list(planned.action) if planned is not None else None,
-            "residual": _list(residual),
-            "desired.arm": _list(d.desired.arm_positions),
-            "desired.base": _list(d.desired.base.as_array()),
-            "desired.hold": d.desired.hold,
-            "command.arm": _list(cmd.arm_positions),
-            "command.base": _list(base_v),
-            "command.hold": cmd.hold,
-            "previous_command.arm": _list(self._previous_arm),
-            "safety.faults": list(d.faults),
-            "paused": d.paused,
-            "timing.lateness_ms": stats.lateness_ms.recent(1)[0],
-            "timing.compute_ms": stats.tick_compute_ms.recent(1)[0],
-        }
-        self._previous_arm = cmd.arm_positions
+        fast, stats = self.runtime.fast, self.runtime.stats
+        record = TickRecord(
+            fast.latest,
+            fast.last_decision,
+            residual,
+            stats.lateness_ms.recent(1)[0],
+            stats.tick_compute_ms.recent(1)[0],
+        )
+        if not self._put(record):
+            self._unrecorded += 1
+            return
         self._frames += 1
-        self.writer.queue.put(("frame", row))
         if self._frames >= self.max_frames:
             event(
                 log,
@@ -374,22 +407,3 @@ class EpisodeRecorder:
                 episode=self.episode_index,
             )
             self.end("max_episode_s")
-
-    def _action_vector(self, cmd) -> list[float]:
-        """The sent command in the policy's channel order (what a policy trained on this data outputs)."""
-        values = {arm_channel(j): p for j, p in zip(cmd.joint_names, cmd.arm_positions, strict=True)}
-        values.update(zip(BASE_CHANNELS, cmd.base.as_array(), strict=True))
-        return [float(values.get(c, 0.0)) for c in self.runtime.engine.channels]
-
-
-def read_episode(path: Path) -> tuple[dict[str, str], list[dict], list[dict]]:
-    """An episode's metadata, frame rows and event rows (given its data/ or events/ parquet path)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(path)
-    root = path.parent.parent
-    data, events = episode_paths(root, int(path.stem.split("_")[1]))
-    table = pq.read_table(data)
-    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    event_rows = pq.read_table(events).to_pylist() if events.exists() else []
-    return meta, table.to_pylist(), sorted(event_rows, key=lambda r: r["seq"])

@@ -119,6 +119,7 @@ class Service:
         if tap is not None:
             self.recorder = EpisodeRecorder(config, self.runtime, tap)
             self.operator.listeners.append(self.recorder.on_operator)
+            self.operator.recording_status = self.recorder.status
         if config.service.start_idle:
             self.runtime.pause()
         self.pinger = WatchdogPinger(self.notifier, self.runtime)
@@ -150,6 +151,8 @@ class Service:
     def _on_stop(self, reason: str) -> None:
         self.notifier.send("STOPPING=1", f"STATUS=stopping ({reason})")
         event(log, logging.INFO, "stopping", reason=reason)
+        if self.recorder is not None:  # no tick follows: the writer joins the episode during the safe stop
+            self.recorder.end("shutdown")
 
     async def run(self, duration_s: float | None = None) -> dict:
         try:

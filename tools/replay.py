@@ -25,7 +25,7 @@ from anchorvla.errors import DeviceError, UserError
 from drivers.types import ArmState, BaseState, Command
 from onboard.config import Config, load_config
 from onboard.control import Operator, Peer
-from onboard.recorder import read_episode
+from onboard.episode_store import read_episode
 from onboard.runtime import Devices, Runtime
 from policy_runtime.types import ActionChunk, GripperPlan
 
@@ -150,7 +150,8 @@ def replay(episode: Path, config: Config | None = None, keep: int = 10) -> Repla
         meta, frames, events = read_episode(episode)
     except FileNotFoundError as exc:
         raise UserError(
-            f"episode not found: {exc} (give a data/episode_NNNNNN.parquet of a recording)"
+            f"episode not found: {exc} (give a data/episode_NNNNNN.parquet of a recording, or the "
+            "episode_NNNNNN.parts folder of one that was cut short)"
         ) from None
     if "anchorvla.config" not in meta:
         raise UserError(f"{episode}: not an anchorvla episode (no anchorvla.config metadata)")
