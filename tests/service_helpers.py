@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import yaml
+
 from onboard.config import load_config
 from onboard.devices import build_arm, build_base, build_cameras, build_engine
 from onboard.runtime import Devices
@@ -46,6 +48,13 @@ def sim_config(sock_dir: Path, **sections):
         "service": {"control": {"socket": str(sock_dir / "control.sock"), "group": "root"}},
     }
     return load_config(SIM, _deep_merge(base, sections))
+
+
+def write_config(path: Path, **sections) -> Path:
+    """configs/standin.yaml with `sections` merged in, written to `path` (for the command line: one block per
+    section, since a section given twice is refused)."""
+    path.write_text(yaml.safe_dump(_deep_merge(yaml.safe_load(SIM.read_text()), sections)))
+    return path
 
 
 def devices_and_engine(config):

@@ -17,7 +17,14 @@ from anchorvla.commands.ctl import request
 from anchorvla.errors import UserError
 from onboard.standins import StandinEngine
 from policy_runtime.types import GripperPlan
-from tests.service_helpers import SIM, devices_and_engine, run_serve, short_dir, sim_config, wait_for_socket
+from tests.service_helpers import (
+    devices_and_engine,
+    run_serve,
+    short_dir,
+    sim_config,
+    wait_for_socket,
+    write_config,
+)
 from tools.replay import replay
 
 
@@ -176,11 +183,10 @@ def test_size_cap_deletes_the_oldest_episodes_and_long_episodes_stop_recording()
 def test_unwritable_recording_root_is_one_clear_line(capsys):
     d = short_dir()
     (d / "file").write_text("not a directory")
-    config_path = d / "c.yaml"
-    config_path.write_text(
-        SIM.read_text()
-        + f"service:\n  control: {{socket: {d / 'c.sock'}, group: root}}\n"
-        + f"recording: {{enabled: true, root: {d / 'file' / 'episodes'}}}\n"
+    config_path = write_config(
+        d / "c.yaml",
+        service={"control": {"socket": str(d / "c.sock"), "group": "root"}},
+        recording={"enabled": True, "root": str(d / "file" / "episodes")},
     )
     rc = anchorvla(["service", "run", "--config", str(config_path), "--duration", "1"])
     err = capsys.readouterr().err

@@ -15,7 +15,7 @@ import pytest
 
 from anchorvla.cli import main as anchorvla
 from onboard.service import Notifier
-from tests.service_helpers import REPO, devices_and_engine, run_serve, short_dir, sim_config
+from tests.service_helpers import REPO, devices_and_engine, run_serve, short_dir, sim_config, write_config
 
 
 class NotifyListener:
@@ -122,10 +122,8 @@ def test_no_pings_while_the_arm_does_not_answer(listener):
 
 def test_service_run_command_under_a_fake_notify_socket_stops_on_sigterm(listener):
     d = short_dir()
-    cfg = d / "svc.yaml"
-    cfg.write_text(
-        (REPO / "configs" / "standin.yaml").read_text()
-        + f"service:\n  control: {{socket: {d / 'control.sock'}, group: root}}\n"
+    cfg = write_config(
+        d / "svc.yaml", service={"control": {"socket": str(d / "control.sock"), "group": "root"}}
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "400000"}
     proc = subprocess.Popen(
