@@ -28,6 +28,7 @@ from onboard.runtime import Devices, Runtime, run_event_loop
 from onboard.standins import StandinEngine
 from policy_runtime.types import ActionChunk, Observation
 from safety.limits import Limits
+from tools import recording_faults
 from tools.envelope_audit import AuditedArm, AuditedBase, EnvelopeAudit
 from tools.fault_rig import FACTORIES, DeviceFactory, Rig
 
@@ -342,6 +343,26 @@ def run_scenarios(factory: DeviceFactory, scenarios: tuple[Scenario, ...] = SCEN
     return [run_scenario(s, factory) for s in scenarios]
 
 
+# Process-level scenarios (recording that survives): the service runs in a child process and the fault hits
+# the process or its disk (tools/recording_faults.py); each returns a row of the same table. --devices does not
+# apply (the child runs configs/standin.yaml); a row with "skipped" passes but is counted apart.
+RECORD_S, QUICK_RECORD_S = 60.0, 6.0
+PROCESS_SCENARIOS: dict[str, Callable[[argparse.Namespace], dict]] = {
+    "SIGKILL while recording": lambda args: recording_faults.sigkill_while_recording(
+        QUICK_RECORD_S if args.quick else RECORD_S
+    ),
+    "disk full while recording": lambda args: recording_faults.disk_full_while_recording(),
+}
+
+
+def run_process_scenarios(args: argparse.Namespace) -> list[dict]:
+    return [run(args) for name, run in PROCESS_SCENARIOS.items() if _chosen(name, args.only)]
+
+
+def _chosen(name: str, only: list[str] | None) -> bool:
+    return not only or any(o.lower() in name.lower() for o in only)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--devices",
@@ -356,6 +377,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="run only scenarios whose name contains one of these",
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"SIGKILL while recording: kill after {QUICK_RECORD_S:g} s instead of {RECORD_S:g} s",
+    )
 
 
 def print_table(rows: list[dict]) -> None:
@@ -364,7 +390,7 @@ def print_table(rows: list[dict]) -> None:
     print("-" * len(header))
     for r in rows:
         det = "-" if r["detected_after_ms"] is None else f"{r['detected_after_ms']:.1f}"
-        result = "PASS" if r["ok"] else "FAIL"
+        result = "SKIP" if r.get("skipped") else "PASS" if r["ok"] else "FAIL"
         print(
             f"{r['scenario']:<34}{det:>12}{r['commands_audited']:>10}{r['out_of_envelope']:>12}  {result:<6}  {r['reaction']}"
         )
@@ -377,15 +403,13 @@ def print_table(rows: list[dict]) -> None:
 
 def main(args: argparse.Namespace):
     logging.getLogger("anchorvla").setLevel(logging.CRITICAL)  # the table says what happened
-    chosen = (
-        SCENARIOS
-        if not args.only
-        else tuple(s for s in SCENARIOS if any(o.lower() in s.name.lower() for o in args.only))
-    )
-    rows = run_scenarios(FACTORIES[args.devices], chosen)
+    chosen = tuple(s for s in SCENARIOS if _chosen(s.name, args.only))
+    rows = run_scenarios(FACTORIES[args.devices], chosen) + run_process_scenarios(args)
     print_table(rows)
     ok = bool(rows) and all(r["ok"] for r in rows)
+    skipped = sum(bool(r.get("skipped")) for r in rows)
     print(
-        f"\n{sum(r['ok'] for r in rows)}/{len(rows)} scenarios passed (detection within {DETECTION_TICKS} ticks, stated reaction, 0 commands outside the envelope)"
+        f"\n{sum(r['ok'] for r in rows) - skipped}/{len(rows) - skipped} scenarios passed (detection within {DETECTION_TICKS} ticks, stated reaction, 0 commands outside the envelope)"
+        + (f"; {skipped} skipped (see their line)" if skipped else "")
     )
     return {"devices": args.devices, "scenarios": rows}, ok
