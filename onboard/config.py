@@ -215,6 +215,18 @@ class ControlEndpointConfig(_Section):
     token_file: Path | None = Field(
         default=None, description="file holding the TCP token (required with tcp_port)"
     )
+    max_clients: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="connections per transport; TCP refuses more, the Unix socket drops its longest-open one",
+    )
+    idle_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="a connection that sends no request this long is closed"
+    )
+    read_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="a request line, once begun, must end within this"
+    )
 
 
 class ServiceConfig(_Section):

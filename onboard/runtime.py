@@ -82,11 +82,14 @@ class Runtime:
         self.slow.new_episode()
         self.fast.new_episode()
 
-    def estop(self, reason: str) -> None:
-        """Latch the operator_estop fault (every command becomes a hold), pause, and run the e-stop sequence now:
-        base StopMove or Damp (safety.stop.estop_base); the fast loop holds the arm."""
+    def estop(self, reason: str):
+        """Pause and latch the operator_estop fault now (every command becomes a hold); returns the e-stop
+        sequence's device part (base StopMove or Damp, safety.stop.estop_base; the fast loop holds the arm). It
+        can block for the step timeout: the control endpoint runs it off the event loop, whose ticks go on."""
         self.pause()
-        self.stops.estop(reason, hold_arm=False)
+        self.safety.report_fault("operator_estop", reason, time.monotonic_ns())
+        self.safety.take_stop_request()  # the returned sequence is the reaction
+        return lambda: self.stops.estop(reason, hold_arm=False, latch=None)
 
     def _start_devices(self) -> None:
         d = self.devices

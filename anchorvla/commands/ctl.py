@@ -9,6 +9,7 @@ from pathlib import Path
 
 from anchorvla.errors import UserError
 from onboard.config import load_config
+from onboard.control_requests import MAX_LINE_BYTES, MAX_TEXT_CHARS
 
 COMMANDS = ("status", "start", "pause", "resume", "stop", "estop", "reset-fault")
 
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the raw reply")
 
 
-def _connect(args: argparse.Namespace) -> tuple[socket.socket, str | None, str]:
+def _connect(args: argparse.Namespace) -> tuple[socket.socket, bytes | None, str]:
     control = load_config(args.config).service.control if args.config else None
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
@@ -40,9 +41,11 @@ def _connect(args: argparse.Namespace) -> tuple[socket.socket, str | None, str]:
         if token_file is None:
             raise UserError("--tcp needs --token-file (the controller only serves TCP with a token)")
         try:
-            token = token_file.read_text().strip()
+            token = token_file.read_bytes().strip()
         except OSError as exc:
             raise UserError(f"--token-file {token_file}: {exc.strerror}") from None
+        if not token or b"\n" in token:
+            raise UserError(f"--token-file {token_file}: expected the token alone on one line")
         sock = socket.create_connection((host, int(port)), timeout=args.timeout)
         return sock, token, f"{host}:{port}"
     path = args.socket or (control.socket if control else None)
@@ -72,18 +75,24 @@ def request(args: argparse.Namespace, payload: dict) -> dict:
         sock, token, where = _connect(args)
     except (TimeoutError, ConnectionRefusedError) as exc:
         raise UserError(f"cannot reach the controller: {exc}") from None
-    if token is not None:
-        payload = {**payload, "token": token}
     with sock, sock.makefile("rwb") as stream:
         try:
+            if token is not None:  # TCP: the token first, alone on its line (checked before any JSON)
+                stream.write(token + b"\n")
             stream.write((json.dumps(payload) + "\n").encode())
             stream.flush()
-            line = stream.readline()
+            line = stream.readline(MAX_LINE_BYTES)
         except (TimeoutError, OSError) as exc:
             raise UserError(f"controller at {where} did not answer: {exc}") from None
     if not line:
         raise UserError(f"controller at {where} closed the connection without a reply")
-    return json.loads(line)
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        raise UserError(f"controller at {where} sent an unreadable reply: {line[:80]!r}")
+    return reply
 
 
 def main(args: argparse.Namespace) -> int:
@@ -95,6 +104,8 @@ def main(args: argparse.Namespace) -> int:
         payload["reason"] = text
     elif text:
         raise UserError(f"'{args.action}' takes no further words (got {text!r})")
+    if len(text) > MAX_TEXT_CHARS:
+        raise UserError(f"the {args.action} text is {len(text)} characters long; at most {MAX_TEXT_CHARS}")
     reply = request(args, payload)
     if args.json:
         print(json.dumps(reply, indent=2))

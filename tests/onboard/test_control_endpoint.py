@@ -9,6 +9,7 @@ import socket
 import time
 
 import pytest
+import yaml
 
 from anchorvla.cli import main as anchorvla
 from tests.service_helpers import SIM, run_serve, short_dir, sim_config, wait_for_socket, wait_for_tcp
@@ -31,6 +32,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def config_file(d, control: dict):
+    """configs/standin.yaml with `service.control` replaced (one `service:` block: a second is refused)."""
+    config = yaml.safe_load(SIM.read_text())
+    config["service"] = {**config.get("service", {}), "control": control}
+    path = d / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def raw_request(sock: socket.socket, payload: dict) -> dict:
@@ -122,7 +132,10 @@ def test_tcp_needs_the_token(capsys, tmp_path):
         seen["status_ok"] = status(capsys, d / "control.sock")
 
     run_serve(config, 6.0, client=client)  # long enough for the client's steps on a loaded machine
-    assert seen["no_token"] == {"ok": False, "error": "refused: missing or wrong token"}
+    assert seen["no_token"] == {
+        "ok": False,
+        "error": "refused: missing or wrong token (the first line on TCP is the token)",
+    }
     assert seen["closed_after"] == b""
     assert seen["wrong"]["ok"] is False
     assert seen["ctl_wrong"] == 2 and "refused: missing or wrong token" in seen["ctl_wrong_err"]
@@ -186,14 +199,7 @@ def test_socket_file_is_group_only(capsys):
 )
 def test_bad_endpoint_config_is_one_clear_line(capsys, control, message):
     d = short_dir()
-    config_path = d / "c.yaml"
-
-    lines = (
-        SIM.read_text()
-        + "service:\n  control:\n"
-        + "".join(f"    {k}: {v}\n" for k, v in {"socket": d / "c.sock", **control}.items())
-    )
-    config_path.write_text(lines)
+    config_path = config_file(d, {"socket": str(d / "c.sock"), **control})
     rc = anchorvla(["service", "run", "--config", str(config_path), "--duration", "1"])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err
@@ -209,10 +215,7 @@ def test_unusable_socket_path_is_one_clear_line(capsys):
     d = short_dir()
     blocker = d / "file"
     blocker.write_text("not a directory")
-    config_path = d / "c.yaml"
-    config_path.write_text(
-        SIM.read_text() + f"service:\n  control: {{socket: {blocker / 'control.sock'}, group: root}}\n"
-    )
+    config_path = config_file(d, {"socket": str(blocker / "control.sock"), "group": "root"})
     rc = anchorvla(["service", "run", "--config", str(config_path), "--duration", "1"])
     err = capsys.readouterr().err
     assert rc == 2 and "cannot listen on service.control.socket" in err and "Traceback" not in err
