@@ -29,6 +29,13 @@ class JointLimit(_Strict):
     max_velocity: float = Field(
         default=2.0, gt=0, le=10.0, description="rad/s; bounds the goal's step per tick"
     )
+    max_step: float = Field(
+        default=0.2,
+        gt=0,
+        le=1.0,
+        description="rad; the goal's step per tick whatever the control rate (max_velocity alone allows "
+        "max_velocity / rate_hz, which grows without bound as the rate falls)",
+    )
     max_acceleration: float = Field(
         default=20.0,
         gt=0,

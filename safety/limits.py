@@ -9,7 +9,8 @@ limiter are the models):
    `max_squeeze` of the measured position, which caps the holding torque of a position servo;
 3. soft position limits (inside the hard ones);
 4. rate limits from the previous goal: speed |step|/dt <= max_velocity, and the speed may grow by at most
-   max_acceleration*dt per tick (braking to a standstill is always allowed, so a hold is never delayed).
+   max_acceleration*dt per tick (braking to a standstill is always allowed, so a hold is never delayed);
+   whatever dt, |step| <= max_step (at a low control rate max_velocity*dt alone could span a joint's range).
 
 Step 4 wins over 2 and 3 when they disagree (the goal then moves toward the allowed range at the rate limit),
 so every goal sent is within the rate limits; it stays within the hard limits because the previous goal is.
@@ -48,6 +49,7 @@ class Limits:
     soft_lo: np.ndarray
     soft_hi: np.ndarray
     max_velocity: np.ndarray
+    max_step: np.ndarray  # rad per tick, whatever the tick's length
     max_acceleration: np.ndarray
     max_relative: np.ndarray  # inf where off
     gripper: int  # index of the gripper joint, -1 when the arm has none
@@ -75,6 +77,7 @@ class Limits:
             soft_lo=lo + margin,
             soft_hi=hi - margin,
             max_velocity=np.array([j.max_velocity for j in js]),
+            max_step=np.array([j.max_step for j in js]),
             max_acceleration=np.array([j.max_acceleration for j in js]),
             max_relative=np.array(
                 [np.inf if j.max_relative_target is None else j.max_relative_target for j in js]
@@ -107,6 +110,11 @@ class Limited:
 
     def as_previous(self, previous: Previous, dt_s: float) -> Previous:
         return Previous(self.arm, (self.arm - previous.arm) / dt_s, self.base)
+
+
+def step_bound(limits: Limits, dt_s: float) -> np.ndarray:
+    """The largest goal step a tick of `dt_s` may take per joint: max_velocity * dt, never above max_step."""
+    return np.minimum(limits.max_velocity * dt_s, limits.max_step)
 
 
 def _changed(before: np.ndarray, after: np.ndarray) -> bool:
@@ -192,10 +200,10 @@ def limit_command(
 
     v_lo, v_hi = _speed_bounds(previous.arm_velocity, limits.max_velocity, limits.max_acceleration, dt_s)
     step = goal - prev
-    stepped = _clip(step, v_lo * dt_s, v_hi * dt_s)
+    step_max = step_bound(limits, dt_s)
+    stepped = _clip(step, np.maximum(v_lo * dt_s, -step_max), np.minimum(v_hi * dt_s, step_max))
     if _changed(step, stepped):
-        vmax_step = limits.max_velocity * dt_s
-        reasons.append(VELOCITY if (np.abs(step) > vmax_step).any() else ACCELERATION)
+        reasons.append(VELOCITY if (np.abs(step) > step_max).any() else ACCELERATION)
         goal = prev + stepped
 
     base = np.asarray(desired_base, dtype=np.float64)

@@ -1,8 +1,8 @@
 """Checks every command as it reaches a device against the configured envelope (the fault scenarios' judge).
 
 The audit sits between the runtime and the devices, so it sees exactly what was sent: each arm goal must be
-finite, inside the soft limits and within one tick's velocity step of the previous goal; each base velocity
-finite and inside the base limits.
+finite, inside the soft limits and within one tick's step of the previous goal (max_velocity * period, never
+above max_step); each base velocity finite and inside the base limits.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from drivers.types import ArmState
-from safety.limits import Limits
+from safety.limits import Limits, step_bound
 
 EPS = 1e-9
 
@@ -34,7 +34,7 @@ class EnvelopeAudit:
             self.violations.append(f"non-finite arm goal {goal}")
         elif np.any(goal < lim.soft_lo - EPS) or np.any(goal > lim.soft_hi + EPS):
             self.violations.append(f"arm goal outside the soft limits {goal}")
-        elif self.goals and np.any(np.abs(goal - self.goals[-1][1]) > lim.max_velocity * self.period_s + EPS):
+        elif self.goals and np.any(np.abs(goal - self.goals[-1][1]) > step_bound(lim, self.period_s) + EPS):
             self.violations.append(f"arm goal step above the rate limit {goal - self.goals[-1][1]}")
         self.goals.append((time.monotonic_ns(), np.array(goal, dtype=np.float64)))
 

@@ -1,5 +1,6 @@
 """Property tests of the envelope: whatever the policy outputs and whatever the state, the command sent is
-inside every limit and its step from the previous command is within the rate limits.
+inside every limit and its step from the previous command is within the rate limits; so for any tick length
+(dt far outside the usual 10..200 ms) and any valid limits, and for the park steps of the exit sequence.
 
 CI runs a few hundred examples per property; the full run (10,000 each) is
 `HYPOTHESIS_PROFILE=full pytest tests/safety/test_safety_properties.py`.
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drivers.types import SO101_JOINTS, ArmState, BaseVelocity, Command
-from safety.config import SafetyConfig
+from safety.config import BaseLimits, JointLimit, SafetyConfig
 from safety.envelope import SafetyLayer
 from safety.limits import Limits, Previous, cap_residual, limit_command
 
@@ -46,6 +47,37 @@ anything = st.one_of(
 fraction = st.floats(0.0, 1.0)
 maybe_measured = st.one_of(st.floats(-4.0, 4.0), st.floats(allow_nan=True, allow_infinity=True))
 dts = st.floats(0.002, 0.2)
+# Tick lengths no configured rate gives (the layer's bounds must not depend on it): microseconds to hours.
+odd_dts = st.one_of(st.floats(1e-6, 0.002), st.floats(0.2, 1e4))
+
+
+@st.composite
+def joint_limits(draw) -> JointLimit:
+    """Any limits the config accepts, far from the defaults."""
+    lo = draw(st.floats(-3.0, 3.0))
+    width = draw(st.floats(0.05, 6.0))
+    return JointLimit(
+        min=lo,
+        max=lo + width,
+        soft_margin=draw(st.floats(0.0, 0.99)) * min(0.5, width / 2),
+        max_velocity=draw(st.floats(0.01, 10.0)),
+        max_step=draw(st.floats(1e-3, 1.0)),
+        max_acceleration=draw(st.floats(0.01, 500.0)),
+        max_relative_target=draw(st.one_of(st.none(), st.floats(1e-3, 3.14))),
+    )
+
+
+@st.composite
+def safety_configs(draw) -> SafetyConfig:
+    base = BaseLimits(
+        max_vx=draw(st.floats(0.01, 3.8)),
+        min_vx=-draw(st.floats(0.01, 2.5)),
+        max_vy=draw(st.floats(0.01, 1.0)),
+        max_wz=draw(st.floats(0.01, 4.0)),
+        max_linear_acceleration=draw(st.floats(0.01, 10.0)),
+        max_angular_acceleration=draw(st.floats(0.01, 20.0)),
+    )
+    return SafetyConfig(joints={n: draw(joint_limits()) for n in SO101_JOINTS}, base=base)
 
 
 def vec(elements, n=N):
@@ -75,6 +107,7 @@ def assert_inside(limits: Limits, arm, base, previous: Previous, dt: float):
     assert np.all(arm >= limits.soft_lo - EPS) and np.all(arm <= limits.soft_hi + EPS)
     step = arm - previous.arm
     assert np.all(np.abs(step) <= limits.max_velocity * dt + EPS)
+    assert np.all(np.abs(step) <= limits.max_step + EPS)  # whatever dt
     lo, hi = speed_bounds(previous.arm_velocity, limits.max_velocity, limits.max_acceleration, dt)
     assert np.all(step >= lo * dt - EPS) and np.all(step <= hi * dt + EPS)
     assert np.all(base >= limits.base_lo - EPS) and np.all(base <= limits.base_hi + EPS)
@@ -111,6 +144,65 @@ def test_any_policy_output_and_state_gives_a_command_inside_the_envelope(data, n
     if np.all(np.isfinite(desired)) and np.all(np.isfinite(desired_base)):
         unchanged = np.array_equal(out.arm, desired) and np.array_equal(out.base, desired_base)
         assert unchanged == (out.reasons == ())
+
+
+@PROFILE
+@given(data=st.data(), config=safety_configs(), dt=st.one_of(odd_dts, dts))
+def test_any_tick_length_and_any_limits_give_a_command_inside_the_envelope(data, config, dt):
+    """A very low control rate (dt of seconds) does not let one tick's step grow with dt: it stays within
+    max_step, so within every joint's range; a very short tick (microseconds) does not divide anything away."""
+    limits = Limits.from_config(config, SO101_JOINTS)
+    previous = data.draw(previous_commands(limits))
+    desired = data.draw(vec(anything))
+    measured = data.draw(st.one_of(st.none(), vec(maybe_measured)))
+    loads = data.draw(st.one_of(st.none(), vec(st.floats(-1.5, 1.5))))
+
+    out = limit_command(desired, data.draw(vec(anything, 3)), measured, loads, previous, dt, limits)
+
+    assert_inside(limits, out.arm, out.base, previous, dt)
+    assert np.all(np.abs(out.arm - previous.arm) <= limits.hard_hi - limits.hard_lo)
+
+
+@PROFILE
+@given(
+    data=st.data(),
+    config=safety_configs(),
+    dt=st.one_of(odd_dts, dts),
+    speed=st.floats(0.01, 2.0),
+    ticks=st.integers(1, 40),
+)
+def test_park_steps_stay_inside_the_envelope_and_never_move_away_from_the_rest_pose(
+    data, config, dt, speed, ticks
+):
+    """SafetyLayer.park (the exit sequence's steps, faulted or not), any limits and tick length: every step
+    passes the envelope and stops the base; with the arm following its goals it moves at most the park speed
+    and closes in on the rest pose (clipped into the soft limits), never overshooting or backing off. (With a
+    measured pose far from the goal, max_relative_target pulls the goal toward the arm faster than the park
+    speed, within the rate limits.)"""
+    layer = SafetyLayer(config, SO101_JOINTS, dt)
+    limits = layer.limits
+    start = limits.soft_lo + data.draw(vec(fraction)) * (limits.soft_hi - limits.soft_lo)
+    layer.seed(ArmState(0, SO101_JOINTS, start, np.zeros(N)))
+    if data.draw(st.booleans()):
+        layer.report_fault("test", "injected", 0)
+    rest = data.draw(vec(st.floats(-4.0, 4.0)))
+    target = np.clip(rest, limits.soft_lo, limits.soft_hi)
+    follows = data.draw(st.booleans())  # else: measured positions are anything, or missing
+    previous = Previous(layer.previous_goal, np.zeros(N), np.zeros(3))
+    for i in range(ticks):
+        measured = previous.arm if follows else data.draw(st.one_of(st.none(), vec(maybe_measured)))
+        arm = None if measured is None else ArmState(i, SO101_JOINTS, measured, np.zeros(N))
+        cmd = layer.park(rest, arm, dt, speed)
+        base = cmd.base.as_array()
+        assert cmd.hold and np.all(base == 0.0)
+        assert_inside(limits, cmd.arm_positions, base, previous, dt)
+        step = cmd.arm_positions - previous.arm
+        if follows:
+            assert np.all(np.abs(step) <= speed * dt + EPS)
+            before, after = np.abs(previous.arm - target), np.abs(cmd.arm_positions - target)
+            assert np.all(after <= before + EPS)
+            assert np.all(np.sign(step) * np.sign(target - previous.arm) >= 0)  # no overshoot, no backing off
+        previous = Previous(cmd.arm_positions, step / dt, base)
 
 
 @PROFILE
@@ -161,7 +253,9 @@ def episode(seed: int, ticks: int):
 
 @PROFILE
 @given(
-    seed=st.integers(0, 2**32 - 1), ticks=st.integers(1, 30), dt=st.sampled_from([1 / 15, 1 / 50, 1 / 100])
+    seed=st.integers(0, 2**32 - 1),
+    ticks=st.integers(1, 30),
+    dt=st.sampled_from([1e-4, 1 / 100, 1 / 50, 1 / 15, 1 / 5, 2.0, 600.0]),
 )
 def test_every_command_the_layer_sends_passes_the_envelope_across_faults_and_holds(seed, ticks, dt):
     start, steps = episode(seed, ticks)
