@@ -1,0 +1,101 @@
+"""Recording that survives (issue 19 B): a SIGKILLed service leaves an episode that reads back (all but the
+last seconds), replays, and is joined at the next start; a full disk (a real tmpfs) stops the recording with one
+warning shown in `ctl status` while control goes on, and the service still stops within TimeoutStopSec; a
+writer that falls behind stops the recording instead of queueing without bound."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from onboard.episode_store import episode_paths, parts_dir, read_episode
+from onboard.recorder import EpisodeRecorder, ResidualTap
+from onboard.runtime import Runtime
+from tests.service_helpers import devices_and_engine, run_serve, short_dir, sim_config
+from tools.recording_faults import ServiceChild, disk_full_while_recording
+from tools.replay import replay
+
+RECORD_S = 6.0
+LOST_S = 2.0
+FPS = 15.0  # configs/standin.yaml
+
+
+def test_a_sigkilled_episode_reads_back_replays_and_is_joined_at_the_next_start():
+    d = short_dir()
+    root = d / "episodes"
+    with ServiceChild(d, root) as child:
+        child.wait_ready()
+        time.sleep(RECORD_S)
+        child.kill()
+    data, events = episode_paths(root, 0)
+    assert not data.exists() and parts_dir(data).is_dir()  # the kill left the parts, nothing joined them
+    (parts_dir(data) / ".000999.parquet.tmp").write_bytes(b"PAR1 a part the kill cut in half")
+
+    meta, frames, event_rows = read_episode(data)
+    assert len(frames) >= (RECORD_S - LOST_S) * FPS
+    assert [r["frame_index"] for r in frames] == list(range(len(frames)))
+    assert any(e["kind"] == "chunk" for e in event_rows)
+    assert read_episode(parts_dir(data))[1] == frames  # named by its parts folder: the same episode
+    report = replay(data)
+    assert report.frames == len(frames) and report.identical, report.as_dict()
+
+    # The next start joins it into the one file and indexes it; no new episode (the service starts idle).
+    config = sim_config(d, recording={"enabled": True, "root": str(root), "images": True})
+    run_serve(config, 1.0)
+    assert data.is_file() and events.is_file()
+    assert not parts_dir(data).exists() and not parts_dir(events).exists()
+    assert pq.read_table(data).to_pylist() == frames
+    lines = [json.loads(x) for x in (root / "meta" / "episodes.jsonl").read_text().splitlines()]
+    assert [(x["episode_index"], x["end_reason"], x["length"]) for x in lines] == [
+        (0, "unfinished", len(frames))
+    ]
+    assert lines[0]["chunks"] == sum(e["kind"] == "chunk" for e in event_rows)
+
+
+def test_a_full_disk_stops_the_recording_with_one_warning_and_control_goes_on():
+    row = disk_full_while_recording()
+    if row.get("skipped"):
+        pytest.skip(row["reaction"])
+    recording = row["recording"]
+    assert recording["state"] == "stopped" and recording["reason"].startswith("disk full"), row
+    assert row["ticks_after_stop_1s"] >= 10, row  # 15 Hz: the fast loop did not stall
+    assert len(row["warnings"]) == 1 and row["errors"] == [], row
+    assert row["exit_code"] == 0 and row["stop_s"] <= row["timeout_stop_s"], row
+
+
+def test_a_writer_that_falls_behind_stops_the_recording_and_counts_the_ticks_lost(caplog):
+    d = short_dir()
+    config = sim_config(d, recording={"enabled": True, "root": str(d / "episodes")})
+    devices, engine = devices_and_engine(config)
+    tap = ResidualTap(engine)
+    runtime = Runtime(config, devices, tap)
+    devices.arm.start()
+    runtime.safety.seed(devices.arm.read_state())
+    recorder = EpisodeRecorder(config, runtime, tap)
+    recorder.queue_limit = 20  # the writer needs far longer per frame than a tick listener per enqueue
+    t_ns = time.monotonic_ns()
+    runtime.fast.tick(t_ns)
+    runtime.stats.lateness_ms.add(0.0)
+    runtime.stats.tick_compute_ms.add(0.0)
+    caplog.set_level(logging.WARNING, logger="anchorvla.recorder")
+    calls = 3000
+    try:
+        recorder.begin("flood")
+        for _ in range(calls):
+            recorder.on_tick(t_ns)
+        status = recorder.status()
+        recorder.close()
+    finally:
+        runtime.slow.close()
+    assert status["state"] == "stopped" and "fell" in status["reason"], status
+    assert not recorder.writer.is_alive()
+    assert len([r for r in caplog.records if r.getMessage() == "recording stopped"]) == 1
+    data, _ = episode_paths(d / "episodes", 0)
+    written = pq.read_table(data).num_rows  # everything accepted before the stop, in one finished file
+    assert 0 < written < calls and status["frames_not_recorded"] == calls - written
+    line = json.loads((d / "episodes" / "meta" / "episodes.jsonl").read_text())
+    assert line["length"] == written and "fell" in line["end_reason"]
