@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("tools.doctor", "list what this machine has and lacks to run the controller, and how to fix it"),
     "anchors": ("tools.anchors", "K-means anchor vocabulary over a dataset's normalised action chunks"),
     "train": ("tools.train", "train the policy (stage 1: LoRA + head, stage 2: residual) into a checkpoint"),
+    "record": ("anchorvla.commands.record", "teleoperated demonstrations (leader arm, gamepad or Go2 remote) into a LeRobot dataset"),
     "sim": ("sim.record", "the emulated robot's tasks: `sim record` scripted-expert episodes into a dataset"),
     "eval": ("sim.eval", "closed-loop evaluation on the emulated robot: success, smoothness, timing, variants"),
     "export": ("tools.export", "export a checkpoint to an ONNX deployment bundle"),

@@ -10,3 +10,8 @@ class UserError(Exception):
 
 class DeviceError(UserError):
     """A device could not be reached or answered wrongly."""
+
+
+class LinkLost(DeviceError):
+    """A device's link itself is gone (adapter unplugged, device node removed): no retry can bring it back in
+    this process. The runtime latches the device's comms fault at once and ends the run."""

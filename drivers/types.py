@@ -90,3 +90,19 @@ class Command:
     base: BaseVelocity = field(default_factory=BaseVelocity)
     hold: bool = False
     gripper_closed: bool = False
+
+
+@dataclass(frozen=True)
+class Sticks:
+    """A hand controller's state (a gamepad or the Go2's wireless remote), as the operator holds it now.
+
+    Axes in [-1, 1], positive right (`lx`, `rx`) and up (`ly`, `ry`); `buttons` names those held down:
+    A B X Y L1 R1 L2 R2 start select up down left right (the Go2 remote's names; gamepads map onto them).
+    """
+
+    t_ns: int
+    lx: float = 0.0
+    ly: float = 0.0
+    rx: float = 0.0
+    ry: float = 0.0
+    buttons: frozenset[str] = frozenset()

@@ -21,7 +21,8 @@ def build_arm(config: Config, world: World | None = None) -> Arm:
     if arm.driver == "standin":
         return StandinArm(tuple(arm.joint_names))
     if arm.driver in ("feetech", "emulated"):
-        return build_so101(arm, world=world if arm.driver == "emulated" else None)
+        world = world if arm.driver == "emulated" else None
+        return build_so101(arm, world=world, period_s=1.0 / config.control.rate_hz)
     raise AssertionError(f"unhandled robot.arm.driver {arm.driver!r}")  # the config validates the choices
 
 
@@ -43,8 +44,9 @@ def _arm_calibration(arm_config):
     )
 
 
-def build_so101(arm_config, world=None):
-    """The SO-101 driver of `robot.arm` (drivers 'feetech' and 'emulated'); imports the servo SDK."""
+def build_so101(arm_config, world=None, period_s: float | None = None):
+    """The SO-101 driver of `robot.arm` (drivers 'feetech' and 'emulated'); imports the servo SDK. `period_s`:
+    the control period, which bounds each bus transaction's retries (drivers/feetech/so101.py)."""
     from drivers.feetech.so101 import SO101Arm
 
     calibration, source = _arm_calibration(arm_config)
@@ -53,6 +55,7 @@ def build_so101(arm_config, world=None):
         health_period_s=arm_config.health_period_s,
         retries=arm_config.retries,
         calibration_path=source,
+        period_s=period_s,
     )
     if arm_config.driver == "emulated":
         from drivers.emulated.so101 import EmulatedSO101Arm
@@ -68,6 +71,51 @@ def build_so101(arm_config, world=None):
             f"robot.arm.ids {arm_config.ids} differ from the ids in {source} ({sorted(calibration_ids)}); make them agree"
         )
     return SO101Arm(arm_config.port, calibration, baudrate=arm_config.baudrate, **common)
+
+
+def build_leader(config: Config):
+    """The leader arm of `teleop.leader` (anchorvla record); the emulated one follows a scripted hand."""
+    from drivers.feetech.calibration import default_calibration, load_calibration
+
+    leader = config.teleop.leader
+    names = tuple(config.robot.arm.joint_names)
+    if leader.driver == "none":
+        raise UserError(
+            "teleop.leader.driver is 'none': set it to 'feetech' (with port and calibration) for an SO-101 leader arm"
+        )
+    if leader.driver == "emulated":
+        from drivers.emulated.so101 import EmulatedSO101Leader, sweeping_hand
+
+        return EmulatedSO101Leader(
+            default_calibration(tuple(leader.ids), names), leader.baudrate, hand=sweeping_hand, joint_names=names
+        )
+    from drivers.feetech.leader import SO101Leader
+
+    if not leader.port or leader.calibration is None:
+        raise UserError(
+            "teleop.leader needs port (its own servo adapter) and calibration (`anchorvla calibrate arm` on the leader)"
+        )
+    return SO101Leader(leader.port, load_calibration(leader.calibration), leader.baudrate, joint_names=names)
+
+
+def build_sticks(config: Config, base: Base | None):
+    """The hand controller of `teleop.base`, or None: a Linux gamepad, or the Go2's wireless remote (read
+    through the base's own DDS connection)."""
+    teleop = config.teleop.base
+    if teleop.driver == "none":
+        return None
+    if teleop.driver == "gamepad":
+        from drivers.gamepad import Gamepad
+
+        if not teleop.device:
+            raise UserError("teleop.base.device: give the gamepad's evdev node (ls /dev/input/by-id/)")
+        return Gamepad(teleop.device)
+    from drivers.unitree.go2 import Go2Base
+    from onboard.teleop import RemoteSticks
+
+    if not isinstance(base, Go2Base):
+        raise UserError("teleop.base.driver 'remote' reads the Go2's remote: robot.base.driver must be 'go2' or 'emulated'")
+    return RemoteSticks(base)
 
 
 def build_base(config: Config, world=None) -> Base | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anchorvla.errors import DeviceError
+from anchorvla.errors import DeviceError, LinkLost
 from drivers.protocols import Arm, Base, Camera
 from drivers.types import ArmState, BaseState, BaseVelocity, Command
 from onboard.config import Config
@@ -114,17 +114,34 @@ class FastLoop:
         self.previous: TickSnapshot | None = None  # the tick before `latest` (the state delta reads it)
         self.last_command: Command | None = None
         self.tick_listeners: list[Callable[[int], None]] = []  # called after each completed tick (watchdog)
+        # Called at the start of each tick with its deadline, before the robot is read (teleoperation pushes the
+        # operator's action for this tick into the schedule there).
+        self.before_tick: list[Callable[[int], None]] = []
         self.paused = False  # operator pause: hold the arm, stop the base (Runtime.pause)
         self.last_decision: TickDecision | None = None
         self.fault_reaction = fault_reaction  # started once when a safety fault latches
         self.gripper = GripperHysteresis()  # AnchorRefine's discrete gripper decision (chunks that carry one)
+        # Called once per device ("arm", "base") whose link is gone for good (LinkLost), with the reason.
+        self.link_lost_listeners: list[Callable[[str, str], None]] = []
+        self.lost_links: dict[str, str] = {}
+        self._failing_cameras: set[str] = set()  # cameras whose latest() raises now (logged once)
+
+    def _comms_failed(self, what: str, exc: DeviceError, tick_ns: int) -> None:
+        """A read or write of `what` raised: the safety layer counts it; a lost link latches at once and the
+        listeners (the runtime ends the run) hear of it once."""
+        self.stats.device_errors += 1
+        lost = isinstance(exc, LinkLost)
+        self.safety.comms_failed(what, str(exc), tick_ns, link_lost=lost)
+        if lost and what not in self.lost_links:
+            self.lost_links[what] = str(exc)
+            for listener in self.link_lost_listeners:
+                listener(what, str(exc))
 
     def _read(self, device, what: str, tick_ns: int):
         try:
             return device.read_state()
         except DeviceError as exc:
-            self.stats.device_errors += 1
-            self.safety.comms_failed(what, str(exc), tick_ns)
+            self._comms_failed(what, exc, tick_ns)
             return None
 
     def _desired(
@@ -172,10 +189,20 @@ class FastLoop:
         self.gripper.reset()
 
     def frames(self) -> dict:
-        """The newest frame of each camera that has one (never blocks)."""
+        """The newest frame of each camera that has one (never blocks). A camera whose `latest()` raises (a
+        driver whose device was unplugged) has none: the safety layer holds while any camera has no frame."""
         frames = {}
         for cam in self.cameras:
-            f = cam.latest()
+            try:
+                f = cam.latest()
+            except Exception as exc:  # noqa: BLE001 - a camera's failure must never stop the control loop
+                if cam.name not in self._failing_cameras:
+                    self._failing_cameras.add(cam.name)
+                    log.warning("camera %s: no frame: %s: %s", cam.name, type(exc).__name__, exc)
+                continue
+            if cam.name in self._failing_cameras:
+                self._failing_cameras.discard(cam.name)
+                log.info("camera %s: delivering again", cam.name)
             if f is not None:
                 frames[cam.name] = f
         return frames
@@ -189,21 +216,21 @@ class FastLoop:
         try:
             self.arm.write_goal(cmd.arm_positions)
         except DeviceError as exc:
-            self.stats.device_errors += 1
-            self.safety.comms_failed("arm", str(exc), tick_ns)
+            self._comms_failed("arm", exc, tick_ns)
         if self.base is not None and not self.safety.faulted:  # after a fault the stop sequence owns the base
             try:
                 self.base.move(cmd.base.vx, cmd.base.vy, cmd.base.wz)
             except DeviceError as exc:
-                self.stats.device_errors += 1
-                self.safety.comms_failed("base", str(exc), tick_ns)
+                self._comms_failed("base", exc, tick_ns)
 
     def tick(self, tick_ns: int) -> None:
         """One control step for the tick whose deadline is `tick_ns`."""
+        for hook in self.before_tick:
+            hook(tick_ns)
         arm = self._read(self.arm, "arm", tick_ns)
         base = self._read(self.base, "base", tick_ns) if self.base is not None else None
         self.previous, self.latest = self.latest, TickSnapshot(tick_ns, arm, base)
-        self.safety.observe(tick_ns, arm, base, self.frames())
+        self.safety.observe(tick_ns, arm, base, self.frames(), tuple(c.name for c in self.cameras))
         planned = self.schedule.action_at(tick_ns, self.period_ns // 2)
         if planned is not None and not self.safety.chunk_fresh(planned.chunk.t_obs_ns, tick_ns):
             planned = None

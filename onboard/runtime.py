@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from anchorvla.errors import UserError
+from anchorvla.errors import DeviceError, UserError
 from drivers.protocols import Arm, Base, Camera
 from onboard.config import Config
 from onboard.loops import build_loops
@@ -34,10 +34,12 @@ class Devices:
 
 
 class Runtime:
-    def __init__(self, config: Config, devices: Devices, engine: PolicyEngine):
+    def __init__(self, config: Config, devices: Devices, engine: PolicyEngine, policy_loop: bool = True):
+        """`policy_loop=False`: the slow loop does not run; another source fills the schedule (teleoperation)."""
         self.config = config
         self.devices = devices
         self.engine = engine
+        self.policy_loop = policy_loop
         loops = build_loops(
             config=config, arm=devices.arm, base=devices.base, cameras=devices.cameras, engine=engine
         )
@@ -49,6 +51,7 @@ class Runtime:
         self.ready_listeners: list = []  # called once the loops start (systemd READY)
         self.stop_listeners: list = []  # called with the reason when the process starts stopping (systemd STOPPING)
         self.remote = attach_remote_buttons(self)  # the Go2 remote's e-stop and pause (onboard/remote.py)
+        self.fast.link_lost_listeners.append(self._link_lost)
 
     def stop(self, reason: str) -> None:
         if not self._stop.is_set():
@@ -91,6 +94,13 @@ class Runtime:
         self.safety.take_stop_request()  # the returned sequence is the reaction
         return lambda: self.stops.estop(reason, hold_arm=False, latch=None)
 
+    def _link_lost(self, device: str, detail: str) -> None:
+        """A device's link is gone (adapter unplugged): its comms fault is latched and the base stopped (the fault
+        reaction); nothing more can be done with it in this process, so the run ends with that reason. Motion
+        cannot resume if the device comes back: the driver does not reopen it and the fault stays latched."""
+        log.error("%s link lost, ending the run: %s", device, detail)
+        self.stop(f"fault:{device}_comms")
+
     def _start_devices(self) -> None:
         d = self.devices
         d.arm.start()
@@ -99,6 +109,31 @@ class Runtime:
             d.base.start()
         for cam in d.cameras:
             cam.start()
+        self._wait_for_first_frames()
+
+    def _wait_for_first_frames(self) -> None:
+        """Every camera's first frame within `safety.staleness.first_frame_s`, else one line (no run starts on a
+        camera that never delivers)."""
+        timeout_s = self.config.safety.staleness.first_frame_s
+        deadline = time.monotonic() + timeout_s
+        waiting = {cam.name: cam for cam in self.devices.cameras}
+        errors: dict[str, str] = {}
+        while waiting:
+            for name, cam in list(waiting.items()):
+                try:
+                    if cam.latest() is not None:
+                        del waiting[name]
+                except Exception as exc:  # noqa: BLE001 - reported in the line below if it lasts
+                    errors[name] = f"{type(exc).__name__}: {exc}"
+            if waiting and time.monotonic() >= deadline:
+                name = next(iter(waiting))
+                why = f" (latest: {errors[name]})" if name in errors else ""
+                raise DeviceError(
+                    f"camera '{name}' delivered no frame within {timeout_s:g} s of starting{why}: check its "
+                    "cable and that no other program holds it (safety.staleness.first_frame_s sets the wait)"
+                )
+            if waiting:
+                time.sleep(0.01)
 
     def safe_stop(self) -> None:
         """Base Move 0 then StopMove, the arm holding (safety/stop.py: each step has a timeout and tolerates a
@@ -141,10 +176,9 @@ class Runtime:
         try:
             await loop.run_in_executor(None, self._start_devices)
             await loop.run_in_executor(None, self.engine.warmup)
-            tasks = [
-                asyncio.ensure_future(self.fast.run(self._stop)),
-                asyncio.ensure_future(self.slow.run(self._stop)),
-            ]
+            tasks = [asyncio.ensure_future(self.fast.run(self._stop))]
+            if self.policy_loop:
+                tasks.append(asyncio.ensure_future(self.slow.run(self._stop)))
             self._loops_running = True
             for listener in self.ready_listeners:
                 listener()
@@ -158,7 +192,8 @@ class Runtime:
                     self.stop("error")
                     raise task.exception()
             self._stop.set()
-            tasks[1].cancel()  # an inference in flight is abandoned; the fast loop ends its tick by itself
+            for task in tasks[1:]:
+                task.cancel()  # an inference in flight is abandoned; the fast loop ends its tick by itself
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             self._loops_running = False
@@ -173,9 +208,11 @@ class Runtime:
             self.engine.close()
         if not self.stats.ended_ns:
             self.stats.ended_ns = time.monotonic_ns()
-        return summary(
+        result = summary(
             self.stats, self.schedule.stale_dropped, self.safety.counters.as_dict(), self.exit_reason
         )
+        result["faults"] = [f"{f.name}: {f.detail}" for f in self.safety.faults]  # latched at the end
+        return result
 
 
 def run_event_loop(coro):

@@ -122,19 +122,28 @@ class StandinBase:
 
 
 class StandinCamera:
-    """A camera whose newest frame is a small gradient image stamped at the frame grid of `fps`."""
+    """A camera whose newest frame is a small gradient image stamped at the frame grid of `fps`.
+
+    Fault injection: `stalled_at_ns` (no new frames after then: `latest()` keeps the last one), `unplugged`
+    (`latest()` raises, as a driver whose device went away), `blank` (`latest()` gives None: no frame yet)."""
 
     def __init__(self, name: str, width: int = 64, height: int = 64, fps: int = 30):
         self.name = name
         self._shape = (height, width, 3)
         self._period_ns = int(1e9 / fps)
         self._t0 = time.monotonic_ns()
-        self.stalled_at_ns: int | None = None  # fault injection: no new frames after this time
+        self.stalled_at_ns: int | None = None
+        self.unplugged = False
+        self.blank = False
 
     def start(self) -> None:
         self._t0 = time.monotonic_ns()
 
     def latest(self) -> Frame | None:
+        if self.unplugged:
+            raise DeviceError(f"stand-in camera {self.name}: device gone")
+        if self.blank:
+            return None
         now = time.monotonic_ns() if self.stalled_at_ns is None else self.stalled_at_ns
         seq = (now - self._t0) // self._period_ns
         image = np.full(self._shape, seq % 256, dtype=np.uint8)

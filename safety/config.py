@@ -145,6 +145,9 @@ class StalenessLimits(_Strict):
     arm_state_s: float = Field(default=0.1, gt=0, le=10)
     base_state_s: float = Field(default=0.1, gt=0, le=10)
     frame_s: float = Field(default=0.12, gt=0, le=10)
+    first_frame_s: float = Field(
+        default=5.0, gt=0, le=60, description="start-up ends with an error when a camera has no frame by then"
+    )
     frame_reaction: Literal["hold", "fault"] = Field(
         default="hold",
         description="stale frames: hold while they last and resume with the stream, or latch a fault",

@@ -118,12 +118,14 @@ class SafetyLayer:
         arm: ArmState | None,
         base: BaseState | None = None,
         frames: dict[str, Frame] | None = None,
+        cameras: tuple[str, ...] = (),
     ) -> None:
-        """Run the health and staleness monitors on what the tick at `now_ns` read."""
+        """Run the health and staleness monitors on what the tick at `now_ns` read. `cameras`: every configured
+        camera's name (one missing from `frames` is stale)."""
         if arm is not None:
             self._remember(arm)
         goal = self._previous.arm if self._previous is not None else None
-        findings = self.monitor.check(now_ns, arm, base, frames or {}, goal)
+        findings = self.monitor.check(now_ns, arm, base, frames or {}, goal, cameras)
         self._update_conditions([f for f in findings if f.level == HOLD], now_ns)
         self._found([f for f in findings if f.level != HOLD], now_ns)
 
@@ -140,9 +142,10 @@ class SafetyLayer:
                 self.counters.holds += 1
                 log.warning("safety hold %s: %s (resumes when it clears)", name, f.detail)
 
-    def comms_failed(self, device: str, detail: str, t_ns: int) -> None:
-        """A read or write of `device` ("arm", "base") raised: faults after a few in a row."""
-        self._found([self.monitor.comms_failed(device, detail)], t_ns)
+    def comms_failed(self, device: str, detail: str, t_ns: int, link_lost: bool = False) -> None:
+        """A read or write of `device` ("arm", "base") raised: faults after a few in a row, or at once when its
+        link is gone (`link_lost`)."""
+        self._found([self.monitor.comms_failed(device, detail, link_lost)], t_ns)
 
     def inference_started(self, t_ns: int) -> None:
         self.monitor.inference_started(t_ns)

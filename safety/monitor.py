@@ -60,9 +60,12 @@ class Monitor:
         self._misses = {"arm": 0, "base": 0}
 
     # --- comms -------------------------------------------------------------------------------------
-    def comms_failed(self, device: str, detail: str) -> Finding:
-        """A read or write of `device` failed: a warning, or a fault after `comms_loss_ticks` in a row."""
+    def comms_failed(self, device: str, detail: str, link_lost: bool = False) -> Finding:
+        """A read or write of `device` failed: a warning, or a fault after `comms_loss_ticks` in a row; a link
+        that is gone (`link_lost`: the adapter unplugged) is a fault at once, as no retry can bring it back."""
         self._misses[device] = self._misses.get(device, 0) + 1
+        if link_lost:
+            return Finding(f"{device}_comms", FAULT, f"{device} link lost: {detail}")
         limit = self.s.base_comms_loss_ticks if device == "base" else self.s.comms_loss_ticks
         level = FAULT if self._misses[device] >= limit else WARN
         return Finding(
@@ -213,9 +216,11 @@ class Monitor:
         base: BaseState | None,
         frames: dict[str, Frame],
         goal: np.ndarray | None,
+        cameras: tuple[str, ...] = (),
     ) -> list[Finding]:
         """Everything seen at the tick `now_ns`. A missing arm/base state (failed read) is reported by the
-        caller through `comms_failed`; here only present states are checked."""
+        caller through `comms_failed`; here only present states are checked. `cameras`: the names of every
+        configured camera; one without a frame in `frames` (unplugged, its driver failing) is stale."""
         out: list[Finding] = []
         if arm is not None:
             stale = self._fresh("arm", arm.t_ns, now_ns, self.s.arm_state_s)
@@ -229,16 +234,26 @@ class Monitor:
                 out.append(stale)
             elif base.error_code:
                 out.append(Finding("base_error", WARN, f"base reports error code {base.error_code}"))
+        camera_level = HOLD if self.s.frame_reaction == "hold" else FAULT
         for name, frame in frames.items():
             age_s = (now_ns - frame.t_ns) / 1e9
             if age_s > self.s.frame_s:
                 out.append(
                     Finding(
                         "camera_stale",
-                        HOLD if self.s.frame_reaction == "hold" else FAULT,
+                        camera_level,
                         f"camera {name}: newest frame is {age_s * 1e3:.0f} ms old (limit {self.s.frame_s * 1e3:.0f} ms)",
                     )
                 )
+        missing = [name for name in cameras if name not in frames]
+        if missing:
+            out.append(
+                Finding(
+                    "camera_stale",
+                    camera_level,
+                    f"camera {', '.join(missing)}: no frame (unplugged, or its driver failing)",
+                )
+            )
         overrun = self._inference(now_ns)
         if overrun is not None:
             out.append(overrun)

@@ -96,6 +96,7 @@ class Go2Emulator:
         self._delayed: list[tuple[float, int, Response_]] = []  # heap of (due monotonic s, seq, reply)
         self._delayed_seq = itertools.count()
         self._remote_keys = 0  # the remote's keys held down (WirelessController_.keys)
+        self._remote_sticks = (0.0, 0.0, 0.0, 0.0)  # lx, ly, rx, ry
 
     # --- life cycle ---
 
@@ -203,14 +204,23 @@ class Go2Emulator:
             return
         self._state_writer.write(sample)
         self.states_published += 1
-        self._remote_writer.write(WirelessController_(keys=self._remote_keys))
+        self._publish_remote()
 
     # --- the wireless remote ---
 
     def press(self, *keys: str) -> None:
         """Hold `keys` down on the remote (names of drivers.unitree.remote.KEY_BITS), published at once."""
         self._remote_keys = keys_mask(*keys)
-        self._remote_writer.write(WirelessController_(keys=self._remote_keys))
+        self._publish_remote()
+
+    def hold_sticks(self, lx: float = 0.0, ly: float = 0.0, rx: float = 0.0, ry: float = 0.0) -> None:
+        """Hold the remote's sticks (-1..1, up and right positive), published at once and with every state."""
+        self._remote_sticks = (lx, ly, rx, ry)
+        self._publish_remote()
+
+    def _publish_remote(self) -> None:
+        lx, ly, rx, ry = self._remote_sticks
+        self._remote_writer.write(WirelessController_(lx=lx, ly=ly, rx=rx, ry=ry, keys=self._remote_keys))
 
     def release(self) -> None:
         """Let go of every key, published at once."""
@@ -278,3 +288,34 @@ class Go2BaseWithEmulator(Go2Base):
             super().stop()
         finally:
             self.emulator.stop()
+
+
+def cruising_sticks(t_s: float) -> tuple[float, float, float, float]:
+    """An operator's remote script for the emulated Go2: forward at half stick, weaving left and right over a
+    10 s cycle (lx, ly, rx, ry)."""
+    return 0.0, 0.5, 0.4 * math.sin(2 * math.pi * t_s / 10.0), 0.0
+
+
+class ScriptedRemote:
+    """Holds the emulated Go2's remote sticks along `script` (t seconds -> lx, ly, rx, ry), 50 times a second."""
+
+    def __init__(self, emulator: Go2Emulator, script=cruising_sticks):
+        self.emulator, self.script = emulator, script
+        self._running = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._running.set()
+        self._thread = threading.Thread(target=self._hold, name="scripted-remote", daemon=True)
+        self._thread.start()
+
+    def _hold(self) -> None:
+        t0 = time.monotonic()
+        while self._running.is_set():
+            self.emulator.hold_sticks(*self.script(time.monotonic() - t0))
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._running.clear()
+        if self._thread is not None:
+            self._thread.join()

@@ -6,6 +6,11 @@ second emulated bus, whose joints a script moves as an operator's hand would (`m
 
 from __future__ import annotations
 
+import math
+import threading
+import time
+from collections.abc import Callable
+
 import numpy as np
 
 from drivers.emulated.servo_bus import ServoBusEmulator
@@ -28,7 +33,7 @@ class _OnEmulatedBus:
 
     def start(self) -> None:
         self.emulator.start()
-        self.bus = FeetechBus(self.emulator.port, self.bus.baudrate, retries=self.bus.retries)
+        self.bus = self.bus.moved_to(self.emulator.port)
         try:
             super().start()
         except BaseException:
@@ -47,9 +52,36 @@ class EmulatedSO101Arm(_OnEmulatedBus, SO101Arm):
 
 
 class EmulatedSO101Leader(_OnEmulatedBus, SO101Leader):
-    def __init__(self, calibration: ArmCalibration, baudrate: int = 1_000_000, **arm_kwargs):
+    """`hand`: an operator's script, the leader's pose (rad) at t seconds since start; while the leader runs, a
+    thread moves the joints along it at 100 Hz. Without one, the joints stay where `move_by_hand` puts them."""
+
+    def __init__(
+        self,
+        calibration: ArmCalibration,
+        baudrate: int = 1_000_000,
+        hand: Callable[[float], np.ndarray] | None = None,
+        **arm_kwargs,
+    ):
         self._attach_emulator(calibration, baudrate, None)
         super().__init__("(emulator not started)", calibration, baudrate=baudrate, **arm_kwargs)
+        self.hand = hand
+        self._moving = threading.Event()
+
+    def start(self) -> None:
+        super().start()
+        if self.hand is not None:
+            self._moving.set()
+            threading.Thread(target=self._follow_hand, name="scripted-hand", daemon=True).start()
+
+    def _follow_hand(self) -> None:
+        t0 = time.monotonic()
+        while self._moving.is_set():
+            self.move_by_hand(self.hand(time.monotonic() - t0))
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._moving.clear()
+        super().stop()
 
     def move_by_hand(self, positions: np.ndarray) -> None:
         """Put the leader's joints at `positions` (rad, layout `joint_names`), as a hand moving the limp arm."""
@@ -58,3 +90,17 @@ class EmulatedSO101Leader(_OnEmulatedBus, SO101Leader):
         with self.emulator.lock:
             for servo_id, t in zip(self.ids, ticks.tolist(), strict=True):
                 servos[servo_id].move_by_hand(t)
+
+
+def sweeping_hand(t_s: float) -> np.ndarray:
+    """An operator's demonstration for the emulated leader: the arm reaches forward and sweeps side to side,
+    opening and closing the gripper, over a 6 s cycle (SO-101 joint order)."""
+    phase = 2 * math.pi * t_s / 6.0
+    return np.array([
+        0.5 * math.sin(phase),  # shoulder_pan
+        0.4 + 0.25 * math.sin(2 * phase),  # shoulder_lift
+        -0.3 + 0.2 * math.cos(phase),  # elbow_flex
+        0.5,  # wrist_flex
+        0.0,  # wrist_roll
+        0.6 + 0.5 * math.sin(phase),  # gripper
+    ])  # fmt: skip

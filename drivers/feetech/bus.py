@@ -17,14 +17,23 @@ Quirks handled here (read in scservo_sdk 1.0.0's source):
   different sizes, so a late answer is skipped; after a retried sync read the line is left to settle.
 - Stale sync-read data: GroupSyncRead keeps the previous answer of a servo that did not answer this time
   and `isAvailable` does not notice. The buffers are emptied before each sync read.
+- Unplugged adapter: pyserial's input flush raises `termios.error` (not an OSError), a read raises OSError
+  or returns nothing although select() said the line was readable, a write raises SerialException. Each
+  becomes `LinkLost`; the port is closed and stays closed (a replugged adapter is not reopened behind the
+  controller's back), and a failed transaction checks that the device node still exists.
+
+Time per transaction: with `time_limit_s` (the runtime gives half the control period) no retry starts that
+could not end, at its worst, inside the limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import select
+import termios
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,42 +41,56 @@ from dataclasses import dataclass
 import scservo_sdk as scs
 import serial
 
-from anchorvla.errors import DeviceError
+from anchorvla.errors import DeviceError, LinkLost
 from drivers.feetech.table import TABLE_SIZE, Register, decode, encode, from_bytes, reg, to_bytes
 
 log = logging.getLogger(__name__)
 
 UDEV_HINT = "deploy/99-anchorvla-so101.rules"
 MODEL = reg("Model_Number")
+LINK_ERRORS = (OSError, serial.SerialException, termios.error)  # what a vanished adapter raises
 
 
 class _BusPort(scs.PortHandler):
     """PortHandler with a timeout sized from the baud rate, a blocking read and an input flush."""
 
-    def __init__(self, port_name: str, latency_ms: float):
+    def __init__(self, port_name: str, latency_ms: float, baudrate: int):
         super().__init__(port_name)
+        self.baudrate = baudrate
         self.latency_ms = latency_ms
         self.return_delay_ms = 0.51  # the servos' Return_Delay; the factory 250 (x 2 us) until configured
         self.replies_expected = 1  # answers the next packet timeout covers (a sync read sets it)
         self.attempt = 0  # retry number: each retry waits twice as long for the latency part
+        self.last_wait = (0, 0.0)  # (answer bytes, Return_Delay ms) the latest try waited for
 
     def clearPort(self):
         self.ser.reset_input_buffer()
 
+    def timeout_ms(self, packet_length: int, delay_ms: float, attempt: int) -> float:
+        """How long try number `attempt` (0: the first) waits for `packet_length` bytes that come after the
+        servos' Return_Delays (`delay_ms` in all). The instruction itself is still on the wire when the timer
+        starts: count a max-size one too."""
+        return 10_000.0 / self.baudrate * (packet_length + 20) + delay_ms + self.latency_ms * 2 ** min(attempt, 2)
+
+    def drain_ms(self, attempt: int) -> float:
+        """The wait for a late answer after a failed try number `attempt` (FeetechBus._drain)."""
+        return self.latency_ms / 2 * 2 ** min(attempt, 2)
+
     def setPacketTimeout(self, packet_length):
         self.packet_start_time = self.getCurrentTime()
-        # The instruction itself is still on the wire when the timer starts: count a max-size one too.
-        self.packet_timeout = (
-            self.tx_time_per_byte * (packet_length + 20)
-            + self.replies_expected * self.return_delay_ms
-            + self.latency_ms * 2 ** min(self.attempt, 2)
-        )
+        self.last_wait = (packet_length, self.replies_expected * self.return_delay_ms)
+        self.packet_timeout = self.timeout_ms(*self.last_wait, self.attempt)
 
     def readPort(self, length):
         remaining_s = max(0.0, (self.packet_timeout - self.getTimeSinceStart()) / 1000.0)
         fd = self.ser.fileno()
         ready, _, _ = select.select([fd], [], [], remaining_s)
-        return os.read(fd, length) if ready else b""
+        if not ready:
+            return b""
+        data = os.read(fd, length)
+        if not data:  # readable yet empty: the line hung up (a USB adapter that was pulled out)
+            raise serial.SerialException("the port reports data to read but returns none")
+        return data
 
 
 @dataclass
@@ -102,7 +125,8 @@ def open_port_error(port: str, exc: BaseException) -> DeviceError:
 class FeetechBus:
     """One serial line of STS servos. A call that gets no good answer is retried `retries` times, and more
     while it is younger than `budget_s` (half a 15 Hz tick by default): a busy host, not only a lost
-    packet, makes an answer late. Its worst case is about budget_s + 20 ms."""
+    packet, makes an answer late. Without `time_limit_s` its worst case is about budget_s + 20 ms; with it,
+    a retry starts only if it would end, at its worst, within `time_limit_s` of the call's start."""
 
     def __init__(
         self,
@@ -111,13 +135,16 @@ class FeetechBus:
         retries: int = 3,
         latency_ms: float = 2.0,
         budget_s: float = 0.03,
+        time_limit_s: float | None = None,
     ):
         self.port_name = port
         self.baudrate = baudrate
         self.retries = retries
         self.budget_s = budget_s  # retries continue past `retries` while a call is younger than this
+        self.time_limit_s = time_limit_s
         self.stats = BusStats()
-        self._port = _BusPort(port, latency_ms)
+        self.lost: str | None = None  # why the link is gone, once it is
+        self._port = _BusPort(port, latency_ms, baudrate)
         self._packets = scs.PacketHandler(0)
         self._read_seq = 0
         self.last_errors: dict[int, int] = {}  # status byte of each servo's latest sync-read answer
@@ -131,8 +158,20 @@ class FeetechBus:
         """Tell the timeouts what Return_Delay the servos were configured with."""
         self._port.return_delay_ms = seconds * 1e3
 
+    def moved_to(self, port: str) -> FeetechBus:
+        """A bus with the same settings on another port (the emulator's pty, known once it starts)."""
+        return FeetechBus(
+            port, self.baudrate, self.retries, self._port.latency_ms, self.budget_s, self.time_limit_s
+        )
+
+    def silent_bus_s(self, retries: int, packet_length: int, delay_ms: float = 0.0) -> float:
+        """The longest a transaction waiting for `packet_length` answer bytes (after `delay_ms` of Return_Delay)
+        takes with `retries` retries when nothing answers: its packet timeouts and the drains between them."""
+        p = self._port
+        ms = sum(p.timeout_ms(packet_length, delay_ms, n) for n in range(retries + 1))
+        return (ms + sum(p.drain_ms(n) for n in range(retries))) / 1e3
+
     def open(self) -> None:
-        self._port.baudrate = self.baudrate
         try:
             ok = self._port.setupPort(self.baudrate)
         except (OSError, serial.SerialException) as exc:
@@ -146,16 +185,30 @@ class FeetechBus:
 
     # -- one transaction with the SDK's busy flag and link errors handled ----------------------------------
     def _call(self, fn: Callable):
+        if self.lost is not None:
+            raise LinkLost(self.lost)
         if not self._port.is_open:
             raise DeviceError(f"serial port {self.port_name} is not open (the arm did not start)")
         try:
             return fn()
-        except (OSError, serial.SerialException) as exc:
-            raise DeviceError(
-                f"serial link {self.port_name} failed: {exc} (adapter unplugged or powered off?)"
-            ) from None
+        except LINK_ERRORS as exc:
+            # termios.error carries (errno, text) without formatting them
+            text = exc.args[1] if isinstance(exc, termios.error) and len(exc.args) == 2 else exc
+            raise self._lose(f"serial link {self.port_name} failed: {text}") from None
         finally:
             self._port.is_using = False
+
+    def _lose(self, what: str) -> LinkLost:
+        """The link is gone: close the port for good and remember why; every later call raises at once."""
+        self.lost = f"{what} (adapter unplugged or powered off?); restart the controller once it is back"
+        with contextlib.suppress(*LINK_ERRORS):
+            self._port.closePort()
+        return LinkLost(self.lost)
+
+    def _check_node(self) -> None:
+        """After a failed transaction: a device node that vanished (the adapter pulled out) is a lost link."""
+        if self.lost is None and not os.path.exists(self.port_name):
+            raise self._lose(f"serial port {self.port_name} is gone")
 
     def _attempts(self, attempt: Callable[[], tuple[int, object]]) -> tuple[int, object, int]:
         """Run `attempt` (returns (sdk_result, value)) until it succeeds or the retries and the time budget are
@@ -174,6 +227,7 @@ class FeetechBus:
             self.stats.retries += 1
             self._drain()
         self.stats.failures += 1
+        self._check_node()
         return result, None, n + 1
 
     def _retry(self, what: str, attempt: Callable[[], tuple[int, object]]):
@@ -183,13 +237,20 @@ class FeetechBus:
             raise DeviceError(f"{what}: {self._packets.getTxRxResult(result)} after {tries} tries")
         return value
 
-    def _may_retry(self, attempts_done: int, t0: float) -> bool:
-        """At least `retries` retries; more while the call is inside its time budget."""
-        return attempts_done < self.retries or time.monotonic() - t0 < self.budget_s
+    def _may_retry(self, n: int, t0: float) -> bool:
+        """After try `n` (0: the first) failed: at least `retries` retries; more while the call is inside its
+        time budget; none that could end past `time_limit_s` (the drain and the next try at their longest)."""
+        elapsed = time.monotonic() - t0
+        if self.time_limit_s is not None:
+            p = self._port
+            worst_ms = p.drain_ms(n) + p.timeout_ms(*p.last_wait, n + 1)
+            if elapsed + worst_ms / 1e3 > self.time_limit_s:
+                return False
+        return n < self.retries or elapsed < self.budget_s
 
     def _drain(self) -> None:
         """After a missing or bad answer: let a late one arrive, then drop it, so it is not taken for the next."""
-        time.sleep(self._port.latency_ms / 2 * 2 ** min(self._port.attempt, 2) / 1000.0)
+        time.sleep(self._port.drain_ms(self._port.attempt) / 1000.0)
         self._call(self._port.clearPort)
 
     def _settle_after_retry(self, attempt: int) -> None:

@@ -104,7 +104,11 @@ class SO101Arm:
         retries: int = 3,
         tuning: ServoTuning | None = None,
         calibration_path: str = "the calibration file",
+        period_s: float | None = None,
     ):
+        """`period_s`: the control period the arm is read and written at; each bus transaction then gets half
+        of it (the tick's read, with its retries, leaves the other half to the write, the base and the envelope)
+        and `retries` is lowered, with a log line, to what fits there on a silent bus."""
         self.calibration = calibration
         self.joint_names = tuple(joint_names) if joint_names else calibration.joint_names
         unknown = [n for n in self.joint_names if n not in calibration.joints]
@@ -115,7 +119,11 @@ class SO101Arm:
         self.ids = tuple(calibration.joints[n].id for n in self.joint_names)
         # Conversions follow `joint_names`; a calibration with the joints in that order does it.
         self._cal = ArmCalibration({n: calibration.joints[n] for n in self.joint_names})
-        self.bus = FeetechBus(port, baudrate, retries=retries)
+        self.bus = FeetechBus(
+            port, baudrate, retries=retries, time_limit_s=None if period_s is None else period_s / 2
+        )
+        if period_s is not None:
+            self._fit_retries()
         self.health_period_s = health_period_s
         self.tuning = tuning or ServoTuning()
         self.calibration_path = calibration_path
@@ -125,6 +133,26 @@ class SO101Arm:
         self._prev: tuple[int, np.ndarray] | None = None
         self._velocities = np.zeros(len(self.ids))
         self._logged_bits = np.zeros(len(self.ids), dtype=np.int64)
+
+    def _fit_retries(self) -> None:
+        """Lower `bus.retries` to what its time limit holds on a silent bus, for the longest per-tick transaction
+        (the health read of every servo; configure() sets Return_Delay 0): one warning when it must."""
+        bus = self.bus
+        answer = len(self.ids) * (6 + _HEALTH_LEN)  # what the SDK waits for in a sync read
+        fit = bus.retries
+        while fit > 0 and bus.silent_bus_s(fit, answer) > bus.time_limit_s:
+            fit -= 1
+        if fit < bus.retries:
+            log.warning(
+                "robot.arm.retries %d cannot fit in half the %.1f ms control period: on a silent bus they take "
+                "%.0f ms; using %d retries (%.0f ms)",
+                bus.retries,
+                2e3 * bus.time_limit_s,
+                1e3 * bus.silent_bus_s(bus.retries, answer),
+                fit,
+                1e3 * bus.silent_bus_s(fit, answer),
+            )
+            bus.retries = fit
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:

@@ -22,11 +22,11 @@ from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 
 from anchorvla.errors import DeviceError
-from drivers.types import BaseState
+from drivers.types import BaseState, Sticks
 from drivers.unitree import sport_api as api
 from drivers.unitree.dds_config import Participant, queue_qos
 from drivers.unitree.idl import SportModeState_, WirelessController_
-from drivers.unitree.remote import TOPIC_REMOTE, RemoteDecoder
+from drivers.unitree.remote import TOPIC_REMOTE, RemoteDecoder, held
 from drivers.unitree.sport_client import SportClient
 
 log = logging.getLogger("anchorvla.go2")
@@ -72,6 +72,7 @@ class Go2Base:
         self._remote_reader: DataReader | None = None
         self._remote = RemoteDecoder()
         self.remote_listeners: list[Callable[[str], None]] = []  # called with each combination pressed
+        self._sticks = Sticks(0)  # the remote as last heard (teleoperation reads it: `remote_sticks`)
         self.client: SportClient | None = None
         self._latest: tuple[int, SportModeState_] | None = None  # (receipt monotonic ns, sample)
 
@@ -190,9 +191,16 @@ class Go2Base:
         for sample in self._remote_reader.take(64):
             if isinstance(sample, InvalidSample):
                 continue
+            self._sticks = Sticks(
+                time.monotonic_ns(), sample.lx, sample.ly, sample.rx, sample.ry, held(int(sample.keys))
+            )
             for press in self._remote.presses(int(sample.keys)):
                 for listener in self.remote_listeners:
                     listener(press)
+
+    def remote_sticks(self) -> Sticks:
+        """The remote's sticks and keys as last heard (centred, nothing held, before the first sample)."""
+        return self._sticks
 
     def read_state(self) -> BaseState:
         self.take_remote()  # before the age check: a press counts even when the state is late

@@ -28,6 +28,11 @@ PAUSE_RESUME = "pause_resume"
 COMBINATIONS: dict[str, tuple[str, ...]] = {ESTOP: ("L2", "B"), PAUSE_RESUME: ("L1", "A")}
 
 
+def held(keys: int) -> frozenset[str]:
+    """The names of the keys down in a `keys` bitfield."""
+    return frozenset(name for name, bit in KEY_BITS.items() if keys >> bit & 1)
+
+
 def describe(combination: str) -> str:
     """'L2+B' for 'estop'."""
     return "+".join(COMBINATIONS[combination])
