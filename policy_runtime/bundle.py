@@ -151,6 +151,17 @@ class SourceCheckpoint(_Model):
     sha256: str
 
 
+class ReferencesEntry(_Model):
+    """Held-out observations and the FP32 torch outputs on them (`anchorvla verify` with torch stores them), so
+    `verify` can check the variants where neither torch nor the checkpoint is (the board). A numpy .npz, read
+    without pickle."""
+
+    file: str
+    sha256: str
+    samples: int
+    source: str = Field(description="where the observations came from (synthetic with a seed, or a dataset)")
+
+
 class Manifest(_Model):
     format_version: int = FORMAT_VERSION
     source_checkpoint: SourceCheckpoint
@@ -158,6 +169,7 @@ class Manifest(_Model):
     graphs: dict[str, GraphEntry] = Field(default_factory=dict, description="file name -> entry")
     variants: dict[str, VariantEntry] = Field(default_factory=dict)
     files: dict[str, str] = Field(default_factory=dict, description="other files (tokenizer) -> sha256")
+    references: ReferencesEntry | None = None
 
     def write(self, directory: Path) -> None:
         text = json.dumps(self.model_dump(mode="json"), indent=2) + "\n"
@@ -209,7 +221,8 @@ def bundle_path(directory: Path, name: str) -> Path:
 
 
 def _manifest_names(manifest: Manifest) -> list[str]:
-    """Every file name the manifest holds (graphs, their external data, variants, other files, tokenizer)."""
+    """Every file name the manifest holds (graphs, their external data, variants, other files, tokenizer,
+    references)."""
     names = [*manifest.graphs, *manifest.files]
     for entry in manifest.graphs.values():
         names += [entry.file, *(ref.file for ref in entry.external_data)]
@@ -217,6 +230,8 @@ def _manifest_names(manifest: Manifest) -> list[str]:
         names += variant.graphs.values()
     if manifest.runtime.tokenizer is not None and manifest.runtime.tokenizer.file is not None:
         names.append(manifest.runtime.tokenizer.file)
+    if manifest.references is not None:
+        names.append(manifest.references.file)
     return names
 
 

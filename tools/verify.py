@@ -1,5 +1,9 @@
 """`anchorvla verify BUNDLE [--data EPISODES]`: every variant of the bundle against the FP32 torch reference.
 
+With torch and the checkpoint (the workstation) the reference is computed on held-out observations and stored in
+the bundle (tools/references.py); without either (the board, after `build-trt`) the stored observations and
+outputs are the reference, so ONNX Runtime and TensorRT variants are verified where they run, without torch.
+
 On held-out observations (never the calibration ones) it measures, per graph fed with the reference's inputs,
 cosine and max abs error (head: also anchor-selection agreement), and end to end (the variant's backbone
 feeding its head): chunk cosine, anchor-selection agreement and the per-channel action error in SI units.
@@ -30,6 +34,7 @@ from policy_runtime.bundle import (
 )
 from tools.bundle_samples import HELD_OUT_SEED, Sample, observation_samples
 from tools.onnx_files import compare
+from tools.references import Reference, load_references, save_references
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,34 +53,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="intra-op threads for torch and ONNX Runtime (0: default)"
     )
+    parser.add_argument(
+        "--reference",
+        choices=["auto", "torch", "stored"],
+        default="auto",
+        help="torch: compute it from the checkpoint (and store it); stored: the bundle's references; "
+        "auto: torch where torch and the checkpoint are, else stored",
+    )
 
 
-class Reference:
+def torch_reference(policy, samples: list[Sample]) -> Reference:
     """FP32 torch outputs on the samples, computed once for all variants."""
+    import torch
 
-    def __init__(self, policy, samples: list[Sample]):
-        import torch
+    ref = Reference()
+    t = torch.from_numpy
+    with torch.no_grad():
+        for s in samples:
+            if s.images is not None:
+                delta = None if s.proprio_delta is None else t(s.proprio_delta)
+                bridge = policy.condition(
+                    t(s.proprio), t(s.images), t(s.input_ids), t(s.attention_mask), delta
+                )
+            else:
+                bridge = policy.condition(t(s.proprio))
+            chunk, index, scores, _cand, context = policy.head.sample(bridge, t(s.proprio), t(s.noise))
+            if policy.gripper_head is not None:
+                ref.gripper.append(policy.gripper_head(context, t(s.proprio), chunk).numpy())
+            planned = chunk[:, 1 % chunk.shape[1]]
+            correction = policy.residual(t(s.proprio), context, planned, torch.tensor([1]))
+            ref.bridge.append(bridge.numpy())
+            ref.head.append((chunk.numpy(), index.numpy(), scores.numpy(), context.numpy()))
+            ref.residual.append((planned.numpy(), correction.numpy()))
+    return ref
 
-        self.bridge, self.head, self.residual = [], [], []
-        self.gripper = []  # the gripper head's logits (AnchorRefine), when the policy has one
-        t = torch.from_numpy
-        with torch.no_grad():
-            for s in samples:
-                if s.images is not None:
-                    delta = None if s.proprio_delta is None else t(s.proprio_delta)
-                    bridge = policy.condition(
-                        t(s.proprio), t(s.images), t(s.input_ids), t(s.attention_mask), delta
-                    )
-                else:
-                    bridge = policy.condition(t(s.proprio))
-                chunk, index, scores, _cand, context = policy.head.sample(bridge, t(s.proprio), t(s.noise))
-                if policy.gripper_head is not None:
-                    self.gripper.append(policy.gripper_head(context, t(s.proprio), chunk).numpy())
-                planned = chunk[:, 1 % chunk.shape[1]]
-                correction = policy.residual(t(s.proprio), context, planned, torch.tensor([1]))
-                self.bridge.append(bridge.numpy())
-                self.head.append((chunk.numpy(), index.numpy(), scores.numpy(), context.numpy()))
-                self.residual.append((planned.numpy(), correction.numpy()))
+
+def reference_choice(choice: str, manifest: Manifest, checkpoint: Path | None) -> tuple[str, str]:
+    """('torch' | 'stored', why) for --reference `choice`."""
+    checkpoint = Path(checkpoint or manifest.source_checkpoint.path)
+    if choice != "auto":
+        return choice, f"--reference {choice}"
+    try:
+        import torch  # noqa: F401
+    except Exception as exc:  # absent, or a broken build (a missing CUDA library raises OSError)
+        return "stored", f"torch cannot be imported here ({type(exc).__name__})"
+    if not (checkpoint / "config.json").is_file():
+        return "stored", f"the checkpoint {checkpoint} is not here"
+    return "torch", f"torch and the checkpoint {checkpoint} are here"
 
 
 def _mean_compare(pairs) -> dict[str, float]:
@@ -151,27 +175,23 @@ def verify_variant(engine, manifest: Manifest, samples: list[Sample], ref: Refer
 
 def verify_bundle(
     bundle: Path,
-    samples: list[Sample],
+    samples: list[Sample] | None,
     checkpoint: Path | None = None,
     variants: list[str] | None = None,
     threads: int = 0,
+    source: str | None = None,
 ) -> Manifest:
-    from policy_runtime.model.checkpoint import load_checkpoint
-
+    """Verify the variants; with `samples` against the torch reference on them (stored in the bundle, `source`
+    says where they came from), with None against the bundle's stored references (no torch)."""
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
-    checkpoint = Path(checkpoint or manifest.source_checkpoint.path)
-    if checkpoint_sha256(checkpoint) != manifest.source_checkpoint.sha256:
-        raise BundleError(
-            f"bundle {bundle} was made from another checkpoint than {checkpoint} "
-            f"(manifest names {manifest.source_checkpoint.path}); verify against its own checkpoint or re-export"
+    if samples is None:
+        samples, ref = load_references(bundle, manifest)
+    else:
+        ref = _torch_reference_of(bundle, manifest, samples, checkpoint, threads)
+        save_references(
+            bundle, manifest, samples, ref, source or f"{len(samples)} observations given to verify"
         )
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    policy, _config = load_checkpoint(checkpoint)
-    ref = Reference(policy, samples)
     names = variants or list(manifest.variants)
     unknown = [n for n in names if n not in manifest.variants]
     if unknown:
@@ -198,6 +218,23 @@ def verify_bundle(
         variant.status = "passed" if passed else "failed"
     manifest.write(bundle)
     return manifest
+
+
+def _torch_reference_of(bundle: Path, manifest: Manifest, samples, checkpoint, threads: int) -> Reference:
+    from policy_runtime.model.checkpoint import load_checkpoint
+
+    checkpoint = Path(checkpoint or manifest.source_checkpoint.path)
+    if checkpoint_sha256(checkpoint) != manifest.source_checkpoint.sha256:
+        raise BundleError(
+            f"bundle {bundle} was made from another checkpoint than {checkpoint} "
+            f"(manifest names {manifest.source_checkpoint.path}); verify against its own checkpoint or re-export"
+        )
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    policy, _config = load_checkpoint(checkpoint)
+    return torch_reference(policy, samples)
 
 
 def print_table(manifest: Manifest, names: list[str]) -> None:
@@ -228,9 +265,20 @@ def print_table(manifest: Manifest, names: list[str]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     manifest = read_manifest(args.bundle)
-    samples, where = observation_samples(manifest.runtime, args.bundle, args.data, args.count, HELD_OUT_SEED)
-    print(f"held-out observations: {where}")
-    manifest = verify_bundle(args.bundle, samples, args.checkpoint, args.variants, args.threads)
+    reference, why = reference_choice(args.reference, manifest, args.checkpoint)
+    samples = where = None
+    if reference == "torch":
+        samples, where = observation_samples(
+            manifest.runtime, args.bundle, args.data, args.count, HELD_OUT_SEED
+        )
+        print(f"reference: FP32 torch ({why}); held-out observations: {where}")
+    else:
+        stored = manifest.references
+        what = f"{stored.samples} held-out observations, {stored.source}" if stored else "none stored"
+        print(f"reference: the FP32 outputs stored in the bundle ({why}); {what}")
+        if args.data is not None:
+            print("note: --data is not used with the stored reference (its observations are fixed)")
+    manifest = verify_bundle(args.bundle, samples, args.checkpoint, args.variants, args.threads, where)
     names = args.variants or list(manifest.variants)
     print_table(manifest, names)
     return 0 if all(manifest.variants[n].status != "failed" for n in names) else 1
