@@ -173,6 +173,22 @@ def build_cameras(config: Config, world: World | None = None) -> list[Camera]:
                     reconnect_after_s=cam.reconnect_after_s if cam.driver == "realsense" else None,
                 )
             )
+        elif cam.driver == "uvc":
+            from drivers.uvc import UVCCamera, device_for_serial
+
+            if not (cam.device or cam.serial):
+                raise UserError(f"{where}: driver 'uvc' needs serial (see `ls /dev/v4l/by-id/`) or device")
+            device = cam.device or device_for_serial(cam.serial)
+            cameras.append(
+                UVCCamera(
+                    cam.name,
+                    device,
+                    width=cam.width,
+                    height=cam.height,
+                    fps=cam.fps,
+                    reconnect_after_s=cam.reconnect_after_s,
+                )
+            )
         elif cam.driver == "synthetic":
             from drivers.emulated.cameras import SyntheticCamera
 
