@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import math
 import os
 import re
 import shutil
@@ -31,7 +32,7 @@ from anchorvla.commands.install_files import (
     standin_parts,
 )
 from anchorvla.errors import UserError
-from onboard.config import load_config
+from onboard.config import Config, load_config
 from onboard.devices import build_arm, build_base, build_cameras, build_engine
 from onboard.journal import configure_logging
 from onboard.runtime import Devices, run_event_loop
@@ -161,6 +162,13 @@ def _warn_protected_prefix(prefix: Path, unit: str) -> None:
         )
 
 
+def stop_timeout_s(config: Config) -> int:
+    """The unit's TimeoutStopSec: the longest exit sequence (base Move 0 and StopMove, a park of up to
+    safety.stop.park_timeout_s, then the torque release or a hold) plus 10 s to close devices and the recording."""
+    stop = config.safety.stop
+    return math.ceil(stop.park_timeout_s + 4 * stop.step_timeout_s) + 10
+
+
 def _install(args: argparse.Namespace) -> int:
     config = load_config(args.config)  # refuse to install a config the controller would refuse
     _check_installable(config, args.allow_emulated)
@@ -179,6 +187,7 @@ def _install(args: argparse.Namespace) -> int:
         "@CONFIG@": "/etc/anchorvla/onboard.yaml",
         "@USER@": args.user,
         "@ARM_SERIAL@": serial,
+        "@TIMEOUT_STOP_S@": str(stop_timeout_s(config)),
     }
 
     def fill(text: str) -> str:

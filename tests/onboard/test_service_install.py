@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import configparser
 import logging
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
+import yaml
 
 from anchorvla.cli import main as anchorvla
 from onboard.config import load_config
@@ -229,3 +232,73 @@ def test_sysusers_entry_creates_the_service_user_in_its_groups(tmp_path):
     }
     assert passwd.startswith("anchorvla:x:") and ":/var/lib/anchorvla:" in passwd
     assert all("anchorvla" in groups[g] for g in ("dialout", "video", "render")) and "anchorvla" in groups
+
+
+def install_unit(tmp_path, config=SIM) -> Path:
+    prefix = tmp_path / "prefix"
+    (prefix / ".venv/bin").mkdir(parents=True, exist_ok=True)
+    exe = prefix / ".venv/bin/anchorvla"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    root = tmp_path / "root"
+    args = ["--allow-emulated", "--config", str(config), "--root", str(root), "--arm-serial", "A1"]
+    assert anchorvla(["service", "install", *args, "--prefix", str(prefix), "--force"]) == 0
+    return root / "etc/systemd/system/anchorvla-onboard.service"
+
+
+def test_installed_unit_is_hardened_and_keeps_what_the_robot_needs(tmp_path, capsys):
+    text = install_unit(tmp_path).read_text()
+    svc = unit_sections(text)["Service"]
+    for key in (
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "ProtectClock",
+        "ProtectHostname",
+        "RestrictNamespaces",
+        "LockPersonality",
+        "RestrictSUIDSGID",
+    ):
+        assert svc[key] == "yes", key
+    assert svc["SystemCallFilter"] == "@system-service" and svc["SystemCallArchitectures"] == "native"
+    assert svc["SystemCallErrorNumber"] == "EPERM" and svc["UMask"] == "0027"
+    assert svc["RestartPreventExitStatus"] == "2" and int(svc["LimitNOFILE"]) >= 1024
+    # The fast loop's SCHED_FIFO: RestrictRealtime would refuse it.
+    assert "RestrictRealtime" not in svc and svc["CapabilityBoundingSet"] == "CAP_SYS_NICE"
+    assert int(svc["LimitRTPRIO"]) >= 90 and svc["DevicePolicy"] == "closed"
+    allowed = [
+        line.split("=", 1)[1].split()[0] for line in text.splitlines() if line.startswith("DeviceAllow=")
+    ]
+    for node in (
+        "/dev/so101",
+        "char-ttyUSB",
+        "char-video4linux",
+        "char-usb_device",
+        "/dev/nvmap",
+        "/dev/nvhost-gpu",
+    ):
+        assert node in allowed, node
+
+
+def test_stop_timeout_leaves_room_for_the_configured_park(tmp_path, capsys):
+    default = unit_sections(install_unit(tmp_path).read_text())["Service"]
+    assert int(default["TimeoutStopSec"]) >= load_config(SIM).safety.stop.park_timeout_s + 10
+    settings = yaml.safe_load(SIM.read_text())
+    settings["safety"] = {"stop": {"park_timeout_s": 45, "step_timeout_s": 1.0, "on_exit": "park_release"}}
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(yaml.safe_dump(settings))
+    assert unit_sections(install_unit(tmp_path, slow).read_text())["Service"]["TimeoutStopSec"] == "59"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_systemd_analyze_security_rates_the_unit_3_or_better(tmp_path, capsys):
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(install_unit(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = re.search(r"Overall exposure level for \S+: ([\d.]+)", done.stdout)
+    assert found, done.stdout + done.stderr
+    assert float(found.group(1)) <= 3.0, done.stdout
