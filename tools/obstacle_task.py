@@ -132,7 +132,7 @@ def render(
 
 
 def write_demo_dataset(root, episodes: int = 40, seed: int = 0, image_size: int = 32):
-    """A small recorded dataset of this task in the training format: two cameras (a fixed top-down view and a
+    """A small recorded dataset of this task (a LeRobotDataset): two cameras (a fixed top-down view and a
     view that follows the robot), three instructions (either route, left only, right only)."""
     from policy_runtime.dataset import EpisodeRecord, write_dataset
 
@@ -145,7 +145,9 @@ def write_demo_dataset(root, episodes: int = 40, seed: int = 0, image_size: int 
         front = np.stack([render(s, image_size) for s in ep.states])
         follow = np.stack([render(s, image_size, centre=(s[0], s[1]), half_width=0.8) for s in ep.states])
         records.append(EpisodeRecord(ep.states, ep.actions, task, {"front": front, "follow": follow}))
-    return write_dataset(root, records, 1 / DT_S, list(ACTION_LAYOUT), list(PROPRIO_LAYOUT))
+    return write_dataset(
+        root, records, 1 / DT_S, list(ACTION_LAYOUT), list(PROPRIO_LAYOUT), robot_type="obstacle_task_point"
+    )
 
 
 if __name__ == "__main__":
