@@ -10,6 +10,7 @@ STOPPING=1 when the safe stop begins. A stuck fast loop sends no pings and syste
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -21,6 +22,15 @@ from onboard.runtime import Devices, Runtime
 from policy_runtime.engines.base import PolicyEngine
 
 log = logging.getLogger("anchorvla.service")
+STOP_MARGIN_S = 10  # beyond the exit sequence: closing the devices and the recording
+
+
+def unit_stop_timeout_s(config: Config) -> int:
+    """The unit's TimeoutStopSec for `config` (what `service install` writes): the longest exit sequence (base
+    Move 0 and StopMove, a park of up to safety.stop.park_timeout_s, then the torque release or a hold, each
+    step up to step_timeout_s) plus STOP_MARGIN_S, so systemd's SIGKILL never cuts a park short."""
+    stop = config.safety.stop
+    return math.ceil(stop.park_timeout_s + 4 * stop.step_timeout_s) + STOP_MARGIN_S
 
 
 class Notifier:

@@ -8,14 +8,13 @@ whole process or its disk.
 - Disk full while recording: the recording root is a 256 kB tmpfs (mounting needs root; skipped with a line
   saying so otherwise). Passes when `ctl status` shows the recording stopped with "disk full", the fast loop
   goes on ticking with no fault latched, the log has exactly one warning about it and no error, and SIGTERM
-  ends the child with exit 0 within the unit's TimeoutStopSec (deploy/anchorvla-onboard.service).
+  ends the child with exit 0 within the unit's TimeoutStopSec (as `service install` writes it for the config).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -27,26 +26,15 @@ from pathlib import Path
 
 import yaml
 
+from onboard.config import load_config
 from onboard.episode_store import episode_paths, parts_dir, read_episode
+from onboard.service import unit_stop_timeout_s
 from tools.replay import replay
 
 REPO = Path(__file__).resolve().parents[1]
 STANDIN = REPO / "configs" / "standin.yaml"
-UNIT = REPO / "deploy" / "anchorvla-onboard.service"
 LOST_S = 2.0  # the most a killed recording may lose (issue 19)
 DISK_SIZE = "256k"  # fills in a few seconds (parts carry ~20 kB of footer and metadata each)
-
-
-def timeout_stop_s(unit: Path = UNIT) -> float:
-    """The unit's TimeoutStopSec in seconds (forms used in units: 10, 10s, 1min, 1min 30s, 500ms)."""
-    match = re.search(r"^TimeoutStopSec=(.+)$", unit.read_text(), re.MULTILINE)
-    if match is None:
-        return 90.0  # systemd's DefaultTimeoutStopSec
-    scale = {"": 1.0, "s": 1.0, "sec": 1.0, "ms": 1e-3, "m": 60.0, "min": 60.0}
-    total = 0.0
-    for number, unit_name in re.findall(r"([\d.]+)\s*([a-z]*)", match[1]):
-        total += float(number) * scale[unit_name]
-    return total
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -230,7 +218,7 @@ def disk_full_while_recording() -> dict:
         return _row(
             name, expected, True, f"SKIPPED: cannot mount a tmpfs here ({refused}; needs root)", skipped=True
         )
-    limit_s = timeout_stop_s()
+    limit_s = unit_stop_timeout_s(load_config(STANDIN))  # the child's safety.stop is STANDIN's
     try:
         with ServiceChild(workdir, disk / "episodes") as child:
             child.wait_ready()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import math
 import os
 import re
 import shutil
@@ -32,11 +31,11 @@ from anchorvla.commands.install_files import (
     standin_parts,
 )
 from anchorvla.errors import UserError
-from onboard.config import Config, load_config
+from onboard.config import load_config
 from onboard.devices import build_arm, build_base, build_cameras, build_engine
 from onboard.journal import configure_logging
 from onboard.runtime import Devices, run_event_loop
-from onboard.service import serve
+from onboard.service import serve, unit_stop_timeout_s
 from onboard.startup_check import check_policy_inputs
 from onboard.telemetry import format_summary, write_summary
 from policy_runtime.bundle import open_bundle
@@ -162,13 +161,6 @@ def _warn_protected_prefix(prefix: Path, unit: str) -> None:
         )
 
 
-def stop_timeout_s(config: Config) -> int:
-    """The unit's TimeoutStopSec: the longest exit sequence (base Move 0 and StopMove, a park of up to
-    safety.stop.park_timeout_s, then the torque release or a hold) plus 10 s to close devices and the recording."""
-    stop = config.safety.stop
-    return math.ceil(stop.park_timeout_s + 4 * stop.step_timeout_s) + 10
-
-
 def _install(args: argparse.Namespace) -> int:
     config = load_config(args.config)  # refuse to install a config the controller would refuse
     _check_installable(config, args.allow_emulated)
@@ -187,7 +179,7 @@ def _install(args: argparse.Namespace) -> int:
         "@CONFIG@": "/etc/anchorvla/onboard.yaml",
         "@USER@": args.user,
         "@ARM_SERIAL@": serial,
-        "@TIMEOUT_STOP_S@": str(stop_timeout_s(config)),
+        "@TIMEOUT_STOP_S@": str(unit_stop_timeout_s(config)),
     }
 
     def fill(text: str) -> str:
