@@ -5,6 +5,11 @@ less well), with the detail found and, where not ok, the fix. With `--config` th
 config (a feetech arm needs the servo SDK and its port, an ONNX engine needs onnxruntime, ...); without,
 they assume the real robot (configs for the Jetson: feetech arm, Go2 base, RealSense cameras, TensorRT).
 `--root` looks for the installed files under another directory (as `service install --root` wrote them).
+
+Every import is guarded (a broken numpy or onnxruntime is one line, tools/doctor_checks.py), numpy, pydantic and
+PyYAML first: without them no config can be read, and the doctor says so instead of failing. For the robot it
+also listens for the Go2's state, pings the servos, compares the calibration with their EEPROM, checks the bundle
+variant the engine would run, the power mode and brltty (tools/doctor_robot.py); `--offline` skips the probes.
 """
 
 from __future__ import annotations
@@ -12,47 +17,40 @@ from __future__ import annotations
 import argparse
 import grp
 import importlib
-import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
 import pwd
 import resource
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from onboard.config import Config, load_config
+from anchorvla.errors import UserError
+from tools.doctor_checks import Check, import_check, version
+
+if TYPE_CHECKING:
+    from onboard.config import Config
 
 JETSON_GUIDE = "deploy/JETSON.md"
+_package = import_check
+# What reading a config needs: checked before anything else imports them.
+CORE = (
+    ("numpy", "numpy", "numpy", "pip install numpy"),
+    ("pydantic", "pydantic", "pydantic", "pip install pydantic"),
+    ("pyyaml", "yaml", "PyYAML", "pip install pyyaml"),
+)
 
 
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # ok | missing | optional
-    detail: str
-    fix: str = ""
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _package(name: str, module: str, dist: str, needed: bool, fix: str) -> Check:
-    if importlib.util.find_spec(module) is None:
-        return Check(
-            name, "missing" if needed else "optional", f"python module '{module}' not importable", fix
-        )
-    return Check(name, "ok", f"{dist} {_version(dist) or '(version unknown)'}")
+def check_core() -> list[Check]:
+    return [import_check(name, module, dist, True, fix) for name, module, dist, fix in CORE]
 
 
 def _robot_config() -> Config:
     """What the checks assume without --config: the real robot on a Jetson."""
+    from onboard.config import Config
+
     return Config.model_validate(
         {
             "robot": {
@@ -109,9 +107,6 @@ def check_packages(config: Config) -> list[Check]:
     engine = config.policy.engine
     guide = f"see {JETSON_GUIDE}"
     checks = [
-        _package("numpy", "numpy", "numpy", True, "pip install numpy"),
-        _package("pydantic", "pydantic", "pydantic", True, "pip install pydantic"),
-        _package("pyyaml", "yaml", "PyYAML", True, "pip install pyyaml"),
         _package("uvloop", "uvloop", "uvloop", False, "pip install uvloop (tighter loop timers)"),
         _package(
             "servo SDK",
@@ -136,6 +131,13 @@ def check_packages(config: Config) -> list[Check]:
             "pyrealsense2",
             any(c.driver in ("realsense", "bag") for c in cams),
             f"build librealsense with Python bindings on the Jetson, {guide}",
+        ),
+        _package(
+            "PyAV",
+            "av",
+            "av",
+            any(c.driver == "uvc" for c in cams),
+            "pip install 'anchorvla-onboard[robot]' (UVC cameras)",
         ),
         _package(
             "pyarrow",
@@ -168,13 +170,15 @@ def check_packages(config: Config) -> list[Check]:
 
 def _onnxruntime_check(engine: str) -> Check:
     needed = engine in ("onnxruntime", "tensorrt")
-    if importlib.util.find_spec("onnxruntime") is None:
-        return Check(
-            "onnxruntime",
-            "missing" if needed else "optional",
-            "not installed",
-            f"NVIDIA's onnxruntime-gpu wheel for JetPack, see {JETSON_GUIDE}",
-        )
+    imported = _package(
+        "onnxruntime",
+        "onnxruntime",
+        "onnxruntime",
+        needed,
+        f"NVIDIA's onnxruntime-gpu wheel for JetPack, see {JETSON_GUIDE}",
+    )
+    if imported.status != "ok":
+        return imported
     import onnxruntime
 
     providers = onnxruntime.get_available_providers()
@@ -192,23 +196,21 @@ def _onnxruntime_check(engine: str) -> Check:
 
 def _torch_check(engine: str) -> Check:
     needed = engine == "torch"
-    version = _version("torch")
-    if version is None:
-        return Check(
-            "torch",
-            "missing" if needed else "optional",
-            "not installed",
-            f"NVIDIA's torch wheel for JetPack, see {JETSON_GUIDE}",
-        )
+    imported = _package(
+        "torch", "torch", "torch", needed, f"NVIDIA's torch wheel for JetPack, see {JETSON_GUIDE}"
+    )
+    if imported.status != "ok":
+        return imported
     torch = importlib.import_module("torch")
+    installed = version("torch")
     if torch.cuda.is_available():
         return Check(
-            "torch", "ok", f"torch {version}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}"
+            "torch", "ok", f"torch {installed}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}"
         )
     return Check(
         "torch CUDA",
         "missing" if needed else "optional",
-        f"torch {version} without CUDA",
+        f"torch {installed} without CUDA",
         f"NVIDIA's torch wheel for JetPack (not PyPI's), see {JETSON_GUIDE}",
     )
 
@@ -265,10 +267,12 @@ def check_devices(config: Config) -> list[Check]:
     wanted = [c for c in config.robot.cameras if c.driver == "realsense"]
     if wanted:
         count = None
-        if importlib.util.find_spec("pyrealsense2") is not None:
+        try:
             import pyrealsense2
 
             count = len(pyrealsense2.context().query_devices())
+        except Exception:  # absent or broken: its package line says which
+            pass
         if count is not None and count >= len(wanted):
             checks.append(Check("RealSense cameras", "ok", f"{count} connected, {len(wanted)} configured"))
         else:
@@ -392,8 +396,17 @@ def check_system(config: Config, root: Path) -> list[Check]:
     return checks
 
 
-def run_checks(config: Config, root: Path) -> list[Check]:
-    return [*check_platform(), *check_packages(config), *check_devices(config), *check_system(config, root)]
+def run_checks(config: Config, root: Path, offline: bool = False) -> list[Check]:
+    from tools.doctor_robot import robot_checks
+
+    return [
+        *check_platform(),
+        *check_core(),
+        *check_packages(config),
+        *check_devices(config),
+        *robot_checks(config, root, offline),
+        *check_system(config, root),
+    ]
 
 
 def format_checks(checks: list[Check]) -> str:
@@ -422,13 +435,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--root", type=Path, default=Path("/"), help="look for the installed files under this directory"
     )
+    parser.add_argument(
+        "--offline", action="store_true", help="do not listen for the Go2 or ping the servos (probes nothing)"
+    )
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
     parser.add_argument("--strict", action="store_true", help="exit 1 when anything needed is missing")
 
 
 def main(args: argparse.Namespace) -> int:
-    config = load_config(args.config) if args.config else _robot_config()
-    checks = run_checks(config, args.root)
+    core = check_core()
+    if any(c.status != "ok" for c in core):  # no config can be read: say what to fix first
+        checks = [*check_platform(), *core]
+        checks.append(
+            Check("config", "missing", "not read: it needs numpy, pydantic and PyYAML", "fix the lines above")
+        )
+    else:
+        from onboard.config import load_config
+
+        try:
+            config = load_config(args.config) if args.config else _robot_config()
+        except UserError:
+            raise
+        except Exception as exc:  # a package the config pulls in is broken: one line
+            raise UserError(f"cannot read the config: {type(exc).__name__}: {exc}") from None
+        checks = run_checks(config, args.root, args.offline)
     if args.json:
         print(json.dumps([asdict(c) for c in checks], indent=2))
     else:
