@@ -28,7 +28,7 @@ from onboard.runtime import Devices, Runtime, run_event_loop
 from onboard.standins import StandinEngine
 from policy_runtime.types import ActionChunk, Observation
 from safety.limits import Limits
-from tools import recording_faults
+from tools import config_faults, control_flood, recording_faults
 from tools.envelope_audit import AuditedArm, AuditedBase, EnvelopeAudit
 from tools.fault_rig import FACTORIES, DeviceFactory, Rig
 
@@ -352,6 +352,9 @@ PROCESS_SCENARIOS: dict[str, Callable[[argparse.Namespace], dict]] = {
         QUICK_RECORD_S if args.quick else RECORD_S
     ),
     "disk full while recording": lambda args: recording_faults.disk_full_while_recording(),
+    # Operator control and config files (tools/control_flood.py, tools/config_faults.py).
+    "control flood": lambda args: control_flood.control_flood(),
+    "config errors": lambda args: config_faults.config_errors(),
 }
 
 

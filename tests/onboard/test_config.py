@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from onboard.config import ConfigError, load_config
+from tools.config_faults import BAD_CONFIGS, refusal_problem, run_bad_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -151,40 +152,10 @@ def test_a_utf8_bom_is_accepted(tmp_path):
     assert load_config(p).policy.instruction == "café"
 
 
-BAD_CONFIGS = {
-    "typo": ("control:\n  rate_hx: 15\n", "control.rate_hx: unknown key"),
-    "duplicate section": (SAFETY + "safety:\n  nonfinite_chunks: 3\n", "key 'safety' is given twice"),
-    "infinite limit": (
-        "safety:\n  joints:\n    elbow_flex: {min: -.inf, max: .inf}\n",
-        "safety.joints.elbow_flex.min: must be a finite number",
-    ),
-    "NaN rest pose": (
-        "safety:\n  stop:\n    rest_pose: {elbow_flex: .nan}\n",
-        "safety.stop.rest_pose.elbow_flex: must be a finite number",
-    ),
-    "empty": ("", "the file has no sections"),
-    "not UTF-8": (b"policy:\n  instruction: \xff\xfe\n", "line 2: not UTF-8 text"),
-    "rate too low": ("control:\n  rate_hz: 1\n", "control.rate_hz: at least 5 Hz"),
-}
-
-
 @pytest.mark.parametrize("command", [("run",), ("service", "run")], ids=["run", "service-run"])
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
-def test_cli_one_line_exit_2(tmp_path, cli, command, case):
-    text, fragment = BAD_CONFIGS[case]
-    path = tmp_path / "c.yaml"
-    path.write_bytes(text if isinstance(text, bytes) else text.encode())
-    result = cli(*command, "--config", str(path), "--duration", "1")
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0].startswith(f"anchorvla: error: {path}") and fragment in lines[0]
-    assert result.stdout == ""
-
-
-def test_cli_missing_file_exit_2(tmp_path, cli):
-    result = cli("run", "--config", str(tmp_path / "missing.yaml"))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"anchorvla: error: config file not found: {tmp_path / 'missing.yaml'} (pass --config with a YAML file, e.g. configs/sim.yaml)"
-    ]
+def test_cli_one_line_exit_2(command, case):
+    """Each bad file `bench faults` runs (tools/config_faults.py), through both commands that load a config."""
+    content, fragment = BAD_CONFIGS[case]
+    path, done = run_bad_config(content, command)
+    assert refusal_problem(path, fragment, done) is None, done.stderr
