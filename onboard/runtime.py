@@ -86,12 +86,15 @@ class Runtime:
         self.fast.new_episode()
 
     def estop(self, reason: str):
-        """Pause and latch the operator_estop fault now (every command becomes a hold); returns the e-stop
-        sequence's device part (base StopMove or Damp, safety.stop.estop_base; the fast loop holds the arm). It
-        can block for the step timeout: the control endpoint runs it off the event loop, whose ticks go on."""
+        """Pause and latch the operator_estop fault now (every command becomes a hold), write the arm's hold goal
+        and base Move 0 at once (safety.stop.hold_now: the calls of a tick, on this thread, not one tick later);
+        returns the e-stop sequence's device part (base StopMove or Damp, safety.stop.estop_base; the fast loop
+        holds the arm). That part can block for the step timeout: the control endpoint runs it off the event
+        loop, whose ticks go on."""
         self.pause()
         self.safety.report_fault("operator_estop", reason, time.monotonic_ns())
         self.safety.take_stop_request()  # the returned sequence is the reaction
+        self.stops.hold_now()
         return lambda: self.stops.estop(reason, hold_arm=False, latch=None)
 
     def _link_lost(self, device: str, detail: str) -> None:

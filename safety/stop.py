@@ -8,6 +8,7 @@ bypasses the envelope.
 - safe stop: base Move(0, 0, 0), then StopMove (it stays standing); the arm holds its measured pose; the
   gripper keeps its grip at the capped torque.
 - e-stop: latch the `operator_estop` fault (unless it reacts to a fault); base StopMove or Damp (configurable; Damp lets the body sag); arm holds.
+  Its first moment (`hold_now`) runs on the caller's thread at once: the arm's hold goal and base Move 0.
 - park-and-release: the arm moves slowly to the rest pose, then torque is released. If the arm stops
   answering or does not reach the pose in time, torque stays on and the arm holds (releasing it elsewhere
   would drop it).
@@ -54,30 +55,32 @@ class StopReport:
         )
 
 
+def call_now(name: str, call: Callable[[], object]) -> StepResult:
+    """Run one device call on this thread; a failure is reported, never raised."""
+    t0 = time.monotonic()
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - any failure of the call is reported, never raised
+        log.warning("stop step %s failed: %s", name, exc)
+        return StepResult(name, False, (time.monotonic() - t0) * 1e3, str(exc))
+    return StepResult(name, True, (time.monotonic() - t0) * 1e3)
+
+
 def run_step(name: str, call: Callable[[], object], timeout_s: float) -> StepResult:
     """Run one device call in a daemon thread; give up waiting after `timeout_s` (the call may go on)."""
-    outcome: dict[str, BaseException | None] = {}
-
-    def target() -> None:
-        try:
-            call()
-            outcome["error"] = None
-        except BaseException as exc:  # noqa: BLE001 - any failure of the call is reported, never raised
-            outcome["error"] = exc
-
+    outcome: list[StepResult] = []
     t0 = time.monotonic()
-    worker = threading.Thread(target=target, name=f"stop-{name}", daemon=True)
+    worker = threading.Thread(
+        target=lambda: outcome.append(call_now(name, call)), name=f"stop-{name}", daemon=True
+    )
     worker.start()
     worker.join(timeout_s)
-    elapsed = (time.monotonic() - t0) * 1e3
-    if "error" not in outcome:
+    if not outcome:
         log.warning("stop step %s: no answer within %.0f ms", name, timeout_s * 1e3)
-        return StepResult(name, False, elapsed, f"timed out after {timeout_s * 1e3:.0f} ms")
-    error = outcome["error"]
-    if error is not None:
-        log.warning("stop step %s failed: %s", name, error)
-        return StepResult(name, False, elapsed, str(error))
-    return StepResult(name, True, elapsed)
+        return StepResult(
+            name, False, (time.monotonic() - t0) * 1e3, f"timed out after {timeout_s * 1e3:.0f} ms"
+        )
+    return outcome[0]
 
 
 class StopSequences:
@@ -103,11 +106,28 @@ class StopSequences:
         self.reports: list[StopReport] = []
         self._reaction: threading.Thread | None = None
 
+    def _hold_goal(self) -> np.ndarray:
+        """The arm's hold goal for now, through the envelope (one tick's step toward the hold pose)."""
+        return self.safety.filter(
+            self.safety.hold(None, time.monotonic_ns()), None, self.period_s
+        ).arm_positions
+
     def _arm_hold(self) -> StepResult:
-        cmd = self.safety.filter(self.safety.hold(None, time.monotonic_ns()), None, self.period_s)
-        return run_step(
-            "arm_hold", lambda: self.arm.write_goal(cmd.arm_positions), self.config.step_timeout_s
-        )
+        goal = self._hold_goal()
+        return run_step("arm_hold", lambda: self.arm.write_goal(goal), self.config.step_timeout_s)
+
+    def hold_now(self) -> StopReport:
+        """The e-stop's first moment, on the caller's thread without waiting for the next tick: the arm's hold goal
+        and base Move 0. Call it where the fast loop writes (the event-loop thread, between ticks or inside one: one
+        writer per bus). Each is the one call a tick makes (a goal is one SYNC_WRITE, a Move has no reply), so it
+        returns as fast as a tick's; a failure is logged and the next tick tries again. Only after a fault latched
+        (every later command is a hold)."""
+        if not self.safety.faulted:
+            raise RuntimeError("hold_now() without a latched fault: the next tick would move on")
+        steps = [call_now("arm_hold", lambda: self.arm.write_goal(self._hold_goal()))]
+        if self.base is not None:
+            steps.append(call_now("base_move_zero", lambda: self.base.move(0.0, 0.0, 0.0)))
+        return self._finish("hold_now", steps)
 
     def _finish(self, name: str, steps: list[StepResult]) -> StopReport:
         report = StopReport(name, tuple(steps))

@@ -13,17 +13,21 @@ pty servo emulator, the real Go2 client against the emulated Go2 on DDS over loo
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import random
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from anchorvla.errors import UserError
+from anchorvla.errors import DeviceError, UserError
 from onboard.config import Config
+from onboard.control import Operator, Peer
 from onboard.runtime import Devices, Runtime, run_event_loop
 from onboard.standins import StandinEngine
 from policy_runtime.types import ActionChunk, Observation
@@ -210,6 +214,20 @@ SCENARIOS: tuple[Scenario, ...] = (
         onset=_slow_onset,
     ),
     Scenario(
+        "adapter unplugged",
+        "arm_comms fault at once (link lost); base Move 0 + StopMove; the run ends (fault:arm_comms)",
+        "arm_comms",
+        lambda ctx: ctx.rig.faults.adapter_unplugged(),
+        reaction=lambda ctx: _unplugged_reaction(ctx),
+    ),
+    Scenario(
+        "camera unplugged",
+        "camera_stale hold while it is gone (latest() raises): arm holds, base Move 0 (no latch)",
+        "camera_stale",
+        lambda ctx: ctx.rig.faults.camera_unplugged(ctx.rig.devices.cameras[0].name),
+        reaction=lambda ctx: _held_while_stale(ctx),
+    ),
+    Scenario(
         "SIGTERM mid-motion",
         "loops end; Move 0 + StopMove; arm holds measured pose",
         None,
@@ -228,6 +246,21 @@ def _held_while_stale(ctx: Context) -> tuple[bool, str]:
         return False, "base not held at zero velocity"
     ok_arm, arm_text = _arm_held(ctx)
     return ok_arm, f"base Move 0 each tick; {arm_text}; no fault latched"
+
+
+def _unplugged_reaction(ctx: Context) -> tuple[bool, str]:
+    """The link is gone: nothing reaches the arm any more (the servos keep their last goal); the base is stopped
+    and the run ends by itself with the fault as its reason."""
+    ok_base, base_text = _base_stopped(ctx)
+    fault = next((f for f in ctx.runtime.safety.faults if f.name == "arm_comms"), None)
+    lost = fault is not None and "link lost" in fault.detail
+    ended = ctx.runtime.exit_reason == "fault:arm_comms"
+    return (
+        ok_base and lost and ended,
+        f"{base_text}; run ended: {ctx.runtime.exit_reason}; arm link lost (keeps its last goal)"
+        if lost
+        else f"{base_text}; arm_comms latched without a lost link",
+    )
 
 
 def _base_silent_reaction(ctx: Context) -> tuple[bool, str]:
@@ -267,8 +300,8 @@ def scenario_config() -> Config:
     )
 
 
-def run_scenario(scenario: Scenario, factory: DeviceFactory, config: Config | None = None) -> dict:
-    config = config or scenario_config()
+def controller(factory: DeviceFactory, config: Config) -> Context:
+    """The Runtime on the factory's devices, every arm goal and base velocity audited, the scenario policy."""
     period_s = 1.0 / config.control.rate_hz
     rig = factory(config)
     joints = tuple(config.robot.arm.joint_names)
@@ -286,8 +319,12 @@ def run_scenario(scenario: Scenario, factory: DeviceFactory, config: Config | No
         period_s=s.period_s,
         base_speed=s.base_speed,
     )
-    runtime = Runtime(config, devices, engine)
-    ctx = Context(rig, runtime, engine, audit, period_s)
+    return Context(rig, Runtime(config, devices, engine), engine, audit, period_s)
+
+
+def run_scenario(scenario: Scenario, factory: DeviceFactory, config: Config | None = None) -> dict:
+    ctx = controller(factory, config or scenario_config())
+    runtime, audit, period_s = ctx.runtime, ctx.audit, ctx.period_s
     ticks: dict = {"n": 0, "latched_at": None}
 
     def on_tick(_deadline_ns: int) -> None:
@@ -341,6 +378,141 @@ def run_scenario(scenario: Scenario, factory: DeviceFactory, config: Config | No
 
 def run_scenarios(factory: DeviceFactory, scenarios: tuple[Scenario, ...] = SCENARIOS) -> list[dict]:
     return [run_scenario(s, factory) for s in scenarios]
+
+
+def _row(ctx: Context, name: str, expected: str, detected_ms: float | None, reaction: str, ok: bool) -> dict:
+    """A table row for a scenario with its own runner, from its context after the run."""
+    a, r = ctx.audit, ctx.runtime
+    return {
+        "scenario": name,
+        "expected": expected,
+        "detected_after_ms": None if detected_ms is None else round(detected_ms, 1),
+        "reaction": reaction,
+        "out_of_envelope": len(a.violations),
+        "violations": a.violations[:3],
+        "faults": sorted(f.name for f in r.safety.faults),
+        "commands_audited": len(a.goals) + len(a.moves),
+        "ticks": r.stats.ticks,
+        "overruns": r.stats.overruns,
+        "ok": bool(ok and not a.violations),
+    }
+
+
+FIRST_FRAME_WAIT_S = 1.0
+START_UP_S = 10.0  # the arm's and base's own start-up on top of that wait, at the most
+
+
+def run_camera_never_delivers(factory: DeviceFactory) -> dict:
+    """A camera that gives no frame from the start: start-up must end with one line naming it, within the first
+    frame wait (plus the devices' own start-up), before any tick; nothing moves."""
+    config = scenario_config()
+    staleness = config.safety.staleness.model_copy(update={"first_frame_s": FIRST_FRAME_WAIT_S})
+    config = config.model_copy(update={"safety": config.safety.model_copy(update={"staleness": staleness})})
+    ctx = controller(factory, config)
+    camera = ctx.rig.devices.cameras[0]
+    camera.blank = True
+    t0 = time.monotonic()
+    try:
+        run_event_loop(ctx.runtime.run(60.0))
+        error = None
+    except DeviceError as exc:
+        error = str(exc)
+    elapsed_ms = (time.monotonic() - t0) * 1e3
+    moved = [v for _, v in ctx.audit.moves if any(v)]
+    ok = (
+        error is not None
+        and "\n" not in error
+        and f"camera '{camera.name}'" in error
+        and elapsed_ms <= (FIRST_FRAME_WAIT_S + START_UP_S) * 1e3
+        and ctx.runtime.stats.ticks == 0
+        and not moved
+    )
+    return _row(
+        ctx,
+        "camera never delivers",
+        f"start-up ends with one line within the {FIRST_FRAME_WAIT_S:g} s first-frame wait; no tick, no motion",
+        elapsed_ms,
+        f"one line: {error}" if error else f"started without the camera ({ctx.runtime.stats.ticks} ticks)",
+        ok,
+    )
+
+
+ESTOP_TRIALS = 50
+ESTOP_EVERY_TICKS = 4  # e-stop, measure two ticks later, reset and start, next e-stop two ticks after that
+
+
+def run_estop_latency(factory: DeviceFactory, trials: int = ESTOP_TRIALS) -> dict:
+    """Operator e-stops (onboard.control's Operator, as `anchorvla ctl estop` applies them) at random moments of
+    the tick, mid-motion: the latency from the command to Move 0 on the base's wire (the emulated Go2's DDS
+    reader; the stand-in's call) and to the arm's hold goal, whichever comes last; p99 over the trials against
+    one control period. Between trials: reset-fault and start, as an operator would."""
+    ctx = controller(factory, scenario_config())
+    runtime, audit, period_ns = ctx.runtime, ctx.audit, round(ctx.period_s * 1e9)
+    operator, peer = Operator(runtime), Peer("bench faults")
+    rng = random.Random(0)
+    latencies_ms: list[float] = []
+    problems: list[str] = []
+    trial: dict = {"fire_at": INJECT_TICK, "t0": None, "tick": 0}
+
+    def estop() -> None:
+        trial["t0"], trial["tick"] = time.monotonic_ns(), runtime.stats.ticks
+        _, device_part = operator.begin("estop", {"reason": "bench"}, peer)
+        # the base's StopMove, off the event loop as the control endpoint runs it
+        threading.Thread(target=device_part, name="estop-devices", daemon=True).start()
+
+    def measure(t0: int) -> None:
+        # The last Move received is the e-stop's Move 0 (one writer, in order; the fast loop sends none once
+        # latched): an earlier one can be the tick's own Move still in flight at t0.
+        moves = ctx.rig.faults.wire_moves(t0)
+        goals = [t for t, _ in audit.goals if t >= t0]
+        if not moves or not goals:
+            problems.append(f"no {'Move' if not moves else 'arm goal'} after an e-stop")
+        else:
+            latencies_ms.append((max(moves[-1], goals[0]) - t0) / 1e6)
+        if any(any(v) for t, v in audit.moves if t >= t0):
+            problems.append("a base velocity other than 0 after an e-stop")
+
+    def on_tick(_deadline_ns: int) -> None:
+        n = runtime.stats.ticks
+        if n == trial["fire_at"]:
+            trial["fire_at"] = None
+            asyncio.get_running_loop().call_later(rng.uniform(0.0, period_ns / 1e9), estop)
+        elif trial["t0"] is not None and n >= trial["tick"] + 2:
+            measure(trial["t0"])
+            trial["t0"], trial["fire_at"] = None, n + ESTOP_EVERY_TICKS - 2
+            if len(latencies_ms) + len(problems) >= trials:
+                runtime.stop("trials done")
+            operator.apply("reset-fault", {}, peer)
+            operator.apply("start", {}, peer)
+
+    runtime.fast.tick_listeners.append(on_tick)
+    run_event_loop(runtime.run(duration_s=(INJECT_TICK + (trials + 5) * ESTOP_EVERY_TICKS) * ctx.period_s))
+    lat = np.array(latencies_ms) if latencies_ms else np.array([np.inf])
+    p50, p99, worst = np.percentile(lat, 50), np.percentile(lat, 99), lat.max()
+    period_ms = period_ns / 1e6
+    ok = len(latencies_ms) == trials and not problems and p99 <= period_ms
+    row = _row(
+        ctx,
+        "operator e-stop latency",
+        f"Move 0 on the base's wire and the arm's hold goal, p99 <= one tick ({period_ms:.1f} ms), {trials} trials",
+        p99,
+        f"p50 {p50:.2f} / p99 {p99:.2f} / max {worst:.2f} ms over {len(latencies_ms)} e-stops"
+        + (f"; {problems[0]}" if problems else ""),
+        ok,
+    )
+    row["estop_latency_ms"] = {"p50": round(p50, 3), "p99": round(p99, 3), "max": round(worst, 3)}
+    return row
+
+
+# Scenarios with their own runner on the chosen devices (--devices); each returns a row of the same table.
+DEVICE_RUN_SCENARIOS: dict[str, Callable[[DeviceFactory], dict]] = {
+    "camera never delivers": run_camera_never_delivers,
+    "operator e-stop latency": run_estop_latency,
+}
+
+
+def run_device_scenarios(factory: DeviceFactory, only: list[str] | None) -> list[dict]:
+    return [run(factory) for name, run in DEVICE_RUN_SCENARIOS.items() if _chosen(name, only)]
 
 
 # Process-level scenarios (recording that survives): the service runs in a child process and the fault hits
@@ -407,7 +579,12 @@ def print_table(rows: list[dict]) -> None:
 def main(args: argparse.Namespace):
     logging.getLogger("anchorvla").setLevel(logging.CRITICAL)  # the table says what happened
     chosen = tuple(s for s in SCENARIOS if _chosen(s.name, args.only))
-    rows = run_scenarios(FACTORIES[args.devices], chosen) + run_process_scenarios(args)
+    factory = FACTORIES[args.devices]
+    rows = (
+        run_scenarios(factory, chosen)
+        + run_device_scenarios(factory, args.only)
+        + run_process_scenarios(args)
+    )
     print_table(rows)
     ok = bool(rows) and all(r["ok"] for r in rows)
     skipped = sum(bool(r.get("skipped")) for r in rows)

@@ -6,9 +6,11 @@ A rig is the devices a scenario runs the Runtime against, plus a `FaultInjector`
 servo bus, DDS Go2) implements the same injector over the emulated world.
 
 The stand-in wrappers model what the real links do: a silent servo bus raises on read/write ("no status
-packet"); servo health fields come from the (emulated) control table; a Go2 that stops answering leaves its
-last state in the DDS reader (it goes stale, nothing raises), drops Move silently (noreply), and a sport RPC
-such as StopMove blocks for its whole timeout before failing with 3104.
+packet"); an unplugged servo adapter raises LinkLost (the emulated rig closes the pty itself); servo health
+fields come from the (emulated) control table; a Go2 that stops answering leaves its last state in the DDS
+reader (it goes stale, nothing raises), drops Move silently (noreply), and a sport RPC such as StopMove blocks
+for its whole timeout before failing with 3104. `wire_moves` says when Move requests reached the base: the
+emulated Go2's DDS reader, or the stand-in's own call.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from typing import Protocol
 
 import numpy as np
 
-from anchorvla.errors import DeviceError
+from anchorvla.errors import DeviceError, LinkLost
 from drivers.types import ArmState, BaseState
+from drivers.unitree import sport_api as api
 from onboard.config import Config
 from onboard.runtime import Devices
 from onboard.standins import StandinArm, StandinBase, StandinCamera
@@ -46,6 +49,15 @@ class FaultInjector(Protocol):
     def camera_stall(self, camera: str) -> None:
         """The camera delivers no new frames."""
 
+    def adapter_unplugged(self) -> None:
+        """The servo adapter is pulled out."""
+
+    def camera_unplugged(self, camera: str) -> None:
+        """The camera's device goes away: its driver's latest() raises."""
+
+    def wire_moves(self, since_ns: int) -> list[int]:
+        """When Move requests reached the base (its side of the link), at or after `since_ns`."""
+
 
 @dataclass
 class Rig:
@@ -68,12 +80,18 @@ class FaultyStandinArm:
         self.extra_load = np.zeros(n)
         self.error_bits = np.zeros(n, dtype=np.int64)
         self.frozen: dict[int, float] = {}
+        self.unplugged = False
         self._goal: np.ndarray | None = None
 
     def start(self) -> None:
         self.inner.start()
 
+    def _link(self) -> None:
+        if self.unplugged:
+            raise LinkLost("stand-in arm: serial link failed: adapter unplugged")
+
     def read_state(self) -> ArmState:
+        self._link()
         s = self.inner.read_state()
         pos, vel = s.positions.copy(), s.velocities.copy()
         for i, p in self.frozen.items():
@@ -93,10 +111,12 @@ class FaultyStandinArm:
         )
 
     def write_goal(self, positions: np.ndarray) -> None:
+        self._link()
         self.inner.write_goal(positions)
         self._goal = np.asarray(positions, dtype=np.float64).copy()
 
     def release_torque(self) -> None:
+        self._link()
         self.inner.release_torque()
 
     def stop(self) -> None:
@@ -110,6 +130,7 @@ class FaultyStandinBase:
         self.inner = inner
         self.rpc_timeout_s = rpc_timeout_s
         self.silent = False
+        self.move_times: list[int] = []  # when each Move that went through was taken
         self._last: BaseState | None = None
 
     def start(self) -> None:
@@ -123,6 +144,7 @@ class FaultyStandinBase:
 
     def move(self, vx: float, vy: float, wz: float) -> None:
         if not self.silent:  # Move is sent with noreply: a lost one raises nothing
+            self.move_times.append(time.monotonic_ns())
             self.inner.move(vx, vy, wz)
 
     def _rpc(self, call: Callable[[], None], name: str) -> None:
@@ -170,6 +192,15 @@ class StandinFaults:
     def camera_stall(self, camera: str) -> None:
         self.cameras[camera].stalled_at_ns = time.monotonic_ns()
 
+    def adapter_unplugged(self) -> None:
+        self.arm.unplugged = True
+
+    def camera_unplugged(self, camera: str) -> None:
+        self.cameras[camera].unplugged = True
+
+    def wire_moves(self, since_ns: int) -> list[int]:
+        return [t for t in self.base.move_times if t >= since_ns]
+
 
 def standin_rig(config: Config) -> Rig:
     """The in-memory stand-ins with fault injection."""
@@ -212,6 +243,16 @@ class EmulatedFaults:
 
     def camera_stall(self, camera: str) -> None:
         self.cameras[camera].stalled_at_ns = time.monotonic_ns()
+
+    def adapter_unplugged(self) -> None:
+        self.arm.emulator.close()  # the pty goes: the driver's next flush, read or write fails with EIO
+
+    def camera_unplugged(self, camera: str) -> None:
+        self.cameras[camera].unplugged = True
+
+    def wire_moves(self, since_ns: int) -> list[int]:
+        received = list(self.base.emulator.received)
+        return [r.received_ns for r in received if r.api_id == api.MOVE and r.received_ns >= since_ns]
 
 
 _domain = {"next": 180}

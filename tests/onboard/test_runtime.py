@@ -112,3 +112,37 @@ def test_sigterm_mid_run_safe_stop_exit_0(tmp_path):
         "exit_reason",
     ):
         assert key in data
+
+
+def test_estop_holds_the_arm_and_sends_move_zero_before_returning_then_its_device_part_stops_the_base():
+    """Between two ticks: the e-stop latches, writes the arm's hold goal and base Move 0 at once (not at the
+    next tick), and hands back the StopMove for the caller to run off the event loop."""
+    import asyncio
+
+    runtime, arm, base, _ = make_runtime(compute_ms=5, amplitude=0.3, base_speed=0.3)
+    seen: dict = {}
+
+    def estop_between_ticks() -> None:
+        goals, moves, ticks = len(arm.goals_written), len(base.moves), runtime.stats.ticks
+        device_part = runtime.estop("test")
+        seen["ticks_unchanged"] = runtime.stats.ticks == ticks
+        seen["new_goal"] = len(arm.goals_written) == goals + 1
+        seen["move_zero"] = base.moves[moves:] == [(0.0, 0.0, 0.0)]
+        seen["stop_moves_before"] = base.stop_moves
+        device_part()
+        seen["stop_moves_after"] = base.stop_moves
+        seen["moves_at_estop"] = len(base.moves)
+
+    def on_tick(_deadline_ns: int) -> None:
+        if runtime.stats.ticks == 20:
+            assert any(m[0] > 0 for m in base.moves)  # under way
+            asyncio.get_running_loop().call_later(runtime.fast.period_ns / 2e9, estop_between_ticks)
+        elif runtime.stats.ticks == 30:
+            runtime.stop("test over")
+
+    runtime.fast.tick_listeners.append(on_tick)
+    result = run_event_loop(runtime.run(5.0))
+    assert seen["ticks_unchanged"] and seen["new_goal"] and seen["move_zero"], seen
+    assert seen["stop_moves_after"] == seen["stop_moves_before"] + 1
+    assert [f.split(":")[0] for f in result["faults"]] == ["operator_estop"]
+    assert all(m == (0.0, 0.0, 0.0) for m in base.moves[seen["moves_at_estop"] - 1 :])

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from anchorvla.errors import DeviceError, UserError
-from onboard.devices import build_so101
 from drivers.types import SO101_JOINTS
 from onboard.config import ArmConfig
+from onboard.devices import build_so101
 from onboard.standins import StandinArm, StandinBase
 from safety.config import SafetyConfig, StopConfig
 from safety.envelope import SafetyLayer
@@ -162,3 +162,19 @@ def test_park_and_release_on_the_so101_driver_over_the_emulated_servo_bus():
         assert elbow == pytest.approx(0.2, abs=cfg.park_tolerance)
     finally:
         arm.stop()
+
+
+def test_hold_now_writes_the_hold_goal_and_move_zero_on_the_callers_thread_only_once_latched():
+    arm, base, layer, stops = rig(start=np.full(N, 0.3))
+    base.move(0.4, 0.0, 0.2)
+    with pytest.raises(RuntimeError, match="without a latched fault"):
+        stops.hold_now()
+    assert not arm.goals_written
+    layer.report_fault("operator_estop", "test", 0)
+    report = stops.hold_now()
+    assert report.ok and [s.name for s in report.steps] == ["arm_hold", "base_move_zero"]
+    np.testing.assert_allclose(arm.goals_written[-1], 0.3)  # the measured pose: it stops there
+    assert base.moves[-1] == (0.0, 0.0, 0.0) and base.stop_moves == 0  # StopMove is the caller's device part
+    arm.silent = True
+    report = stops.hold_now()  # a silent arm: reported, the Move 0 still goes out
+    assert not report.steps[0].ok and report.steps[1].ok
