@@ -5,16 +5,16 @@ The listeners run on the event-loop thread and only enqueue references to what a
 each (onboard/episode_store.py), so the fast loop never waits on the disk and a killed process loses at most
 the last part. An episode begins at operator `start` (or at ready when the service starts running) and ends at
 `stop`, `estop`, shutdown, or `recording.max_episode_s` (then recording pauses until the next start: a cut
-episode would not replay exactly); its parts are then joined into one file. After each episode the oldest
-episodes are deleted while the dataset is above `recording.max_total_mb`. Episodes a previous process left
-as parts are joined when the writer starts.
+episode would not replay exactly). A joiner thread then joins its parts into one file, indexes it and deletes
+the oldest episodes while the dataset is above `recording.max_total_mb`; it first joins the episodes an earlier
+process left as parts. Joining (it copies the episode: seconds for one with images) never holds up the writer.
 
 Failures stop the recording, never the controller: a write that fails (a full disk: ENOSPC) ends the episode
 with what is on disk, one warning, and `status()` (shown by `anchorvla ctl status`) says "stopped" and why
 until the next `start` tries again. The queue to the writer is bounded at QUEUE_S of ticks: a writer that
 falls that far behind (a disk too slow) stops the recording the same way (stop-recording, not drop-oldest:
 an episode with holes would not replay), and `frames_not_recorded` counts the ticks lost since the stop.
-At shutdown the writer gets CLOSE_S to finish; an episode it could not join by then stays as parts.
+At shutdown the writer and the joiner get CLOSE_S to finish; an episode not joined by then stays as parts.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import math
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,8 +45,10 @@ from policy_runtime.types import BASE_CHANNELS, ActionChunk, Observation, arm_ch
 log = logging.getLogger("anchorvla.recorder")
 EVENTS_PER_GROUP = 20  # chunk events (with images) per row group of a finished file
 QUEUE_S = 20.0  # how far (in ticks of data) the writer may fall behind before the recording stops
-CLOSE_S = 2.0  # at shutdown, the writer's time to finish before it is told to stop where it is
-ABORT_S = 1.0  # then, its time to reach a stopping point (between two items or two parts)
+CLOSE_S = (
+    2.0  # at shutdown, the writer's and joiner's time to finish before they are told to stop where they are
+)
+ABORT_S = 1.0  # then, their time to reach a stopping point (between two items or two parts)
 _QUIT = object()
 
 
@@ -100,9 +103,71 @@ def failure_reason(exc: Exception, root) -> str:
     return f"recording failed: {type(exc).__name__}: {exc}"
 
 
+class _Joiner(threading.Thread):
+    """Joins each ended episode's parts into its files, indexes it (meta/episodes.jsonl) and applies the size cap;
+    before that, joins the episodes an earlier process left unfinished. A failure leaves the parts (readable,
+    joined at the next start) and is logged once per episode."""
+
+    def __init__(self, root, group_rows: dict[str, int], max_total_bytes: int, unfinished: list[int], abort):
+        super().__init__(name="episode-joiner", daemon=True)
+        self.root, self.group_rows, self.max_total_bytes = root, group_rows, max_total_bytes
+        self.unfinished, self.abort = unfinished, abort
+        self.jobs: queue.Queue = queue.Queue()  # (episode index, task, summary) or _QUIT
+
+    def run(self) -> None:
+        for index in self.unfinished:
+            try:
+                line = store.recover(self.root, index, self.group_rows, self.abort)
+            except store.Aborted:
+                return
+            except Exception as exc:
+                self._not_joined(index, exc)
+                continue
+            if line is not None:
+                event(log, logging.INFO, "unfinished episode joined", episode=index, frames=line["length"])
+        while not self.abort.is_set():
+            job = self.jobs.get()
+            if job is _QUIT:
+                return
+            self._join(*job)
+
+    def _not_joined(self, index: int, exc: Exception) -> None:
+        event(
+            log,
+            logging.WARNING,
+            "episode left as parts: joined at the next start",
+            episode=index,
+            reason="shutdown" if isinstance(exc, store.Aborted) else failure_reason(exc, self.root),
+        )
+
+    def _join(self, index: int, task: str, summary: dict) -> None:
+        try:
+            for final, table in zip(episode_paths(self.root, index), store.TABLES, strict=True):
+                store.join_parts(final, self.group_rows[table], self.abort)
+            line = store.finish(self.root, index, task, summary)
+            event(
+                log,
+                logging.INFO,
+                "episode recorded",
+                episode=index,
+                frames=line["length"],
+                bytes=line["bytes"],
+                reason=summary["end_reason"],
+            )
+            for deleted in store.rotate(self.root, self.max_total_bytes, keep=index):
+                event(
+                    log,
+                    logging.WARNING,
+                    "episode deleted: dataset over recording.max_total_mb",
+                    episode=deleted,
+                )
+        except Exception as exc:  # Aborted included
+            self._not_joined(index, exc)
+
+
 class _Writer(threading.Thread):
-    """Owns the files of the open episode; fed through a queue (bounded by the recorder, not here, so the
-    control items beginning and ending episodes always get through)."""
+    """Owns the part files of the open episode; fed through a queue (bounded by the recorder, not here, so the
+    control items beginning and ending episodes always get through); hands ended episodes to the joiner."""
 
     def __init__(
         self,
@@ -111,24 +176,20 @@ class _Writer(threading.Thread):
         channels: tuple[str, ...],
         images: bool,
         frames_per_part: int,
-        frames_per_group: int,
-        max_total_bytes: int,
+        joiner: _Joiner,
     ):
         super().__init__(name="episode-writer", daemon=True)
         self.root, self.channels, self.images = root, channels, images
-        self.frames_per_part, self.max_total_bytes = frames_per_part, max_total_bytes
-        self.group_rows = {"data": frames_per_group, "events": EVENTS_PER_GROUP}
+        self.frames_per_part, self.joiner, self.abort = frames_per_part, joiner, joiner.abort
         self.frame_schema = FRAME_SCHEMA.with_metadata(metadata)
         self.event_schema = EVENT_SCHEMA.with_metadata(metadata)
         self.queue: queue.Queue = queue.Queue()
-        self.abort = threading.Event()  # set at shutdown when CLOSE_S has passed
         # (episode, reason) of the latest episode whose writing failed; read by the recorder's thread
         self.failure: tuple[int, str] | None = None
         self.lost = 0  # frames of that episode that reached the writer but not the disk
         self._open: _Episode | None = None
 
     def run(self) -> None:
-        self._recover()
         while not self.abort.is_set():
             item = self.queue.get()
             if item is _QUIT:
@@ -144,25 +205,6 @@ class _Writer(threading.Thread):
                     "episode's last part not written",
                     error=failure_reason(exc, self.root),
                 )
-
-    def _recover(self) -> None:
-        store.remove_temporaries(self.root)
-        for index in store.unfinished(self.root):
-            try:
-                line = store.recover(self.root, index, self.group_rows, self.abort)
-            except store.Aborted:
-                return
-            except Exception as exc:
-                event(
-                    log,
-                    logging.WARNING,
-                    "unfinished episode not joined",
-                    episode=index,
-                    error=failure_reason(exc, self.root),
-                )
-                continue
-            if line is not None:
-                event(log, logging.INFO, "unfinished episode joined", episode=index, frames=line["length"])
 
     def _handle(self, item) -> None:
         if isinstance(item, _Begin):
@@ -185,14 +227,9 @@ class _Writer(threading.Thread):
             elif isinstance(item, _End):
                 self._write_part(episode, last=True)
                 self._open = None
-                self._finish(episode, item.reason)
-        except store.Aborted:
-            event(
-                log,
-                logging.WARNING,
-                "episode left as parts at shutdown: joined at the next start",
-                episode=episode.rows.index,
-            )
+                rows = episode.rows
+                summary = {"length": rows.frames, "chunks": rows.chunks, "end_reason": item.reason}
+                self.joiner.jobs.put((rows.index, rows.task, summary))
         except Exception as exc:  # recording must never take the controller down
             self._open = None
             self.lost += len(episode.frames)
@@ -215,27 +252,6 @@ class _Writer(threading.Thread):
             episode.events = []
         episode.parts += 1
 
-    def _finish(self, episode: _Episode, reason: str) -> None:
-        index = episode.rows.index
-        for final in episode_paths(self.root, index):
-            table = "data" if final.parent.name == "data" else "events"
-            store.join_parts(final, self.group_rows[table], self.abort)
-        summary = {"length": episode.rows.frames, "chunks": episode.rows.chunks, "end_reason": reason}
-        line = store.finish(self.root, index, episode.rows.task, summary)
-        event(
-            log,
-            logging.INFO,
-            "episode recorded",
-            episode=index,
-            frames=line["length"],
-            bytes=line["bytes"],
-            reason=reason,
-        )
-        for deleted in store.rotate(self.root, self.max_total_bytes, keep=index):
-            event(
-                log, logging.WARNING, "episode deleted: dataset over recording.max_total_mb", episode=deleted
-            )
-
 
 class EpisodeRecorder:
     def __init__(self, config: Config, runtime: Runtime, tap: ResidualTap):
@@ -255,15 +271,23 @@ class EpisodeRecorder:
                 f"recording.root {rec.root}: {exc.strerror} (the unit's StateDirectory= provides "
                 "/var/lib/anchorvla; elsewhere set recording.root to a writable directory)"
             ) from None
+        store.remove_temporaries(rec.root)
+        self.joiner = _Joiner(
+            rec.root,
+            {"data": rec.flush_every, "events": EVENTS_PER_GROUP},
+            int(rec.max_total_mb * 1e6),
+            unfinished=store.unfinished(rec.root),  # listed before the writer adds a folder of parts
+            abort=threading.Event(),  # set at shutdown once CLOSE_S has passed
+        )
         self.writer = _Writer(
             rec.root,
             self._metadata(),
             tuple(runtime.engine.channels),
             rec.images,
             frames_per_part=max(1, math.floor(PART_S * rate)),
-            frames_per_group=rec.flush_every,
-            max_total_bytes=int(rec.max_total_mb * 1e6),
+            joiner=self.joiner,
         )
+        self.joiner.start()
         self.writer.start()
         self.episode_index: int | None = None
         self._next_index = store.next_index(rec.root)
@@ -350,14 +374,19 @@ class EpisodeRecorder:
         self.episode_index = None
 
     def close(self) -> None:
-        """End the episode and give the writer CLOSE_S to finish; an episode it has not joined by then stays
-        as parts (readable, joined at the next start)."""
+        """End the episode and give the writer and the joiner CLOSE_S to finish; an episode not joined by then
+        stays as parts (readable, joined at the next start)."""
         self.end("shutdown")
+        deadline = time.monotonic() + CLOSE_S
         self.writer.queue.put(_QUIT)
         self.writer.join(timeout=CLOSE_S)
-        if self.writer.is_alive():
-            self.writer.abort.set()
-            self.writer.join(timeout=ABORT_S)
+        self.joiner.jobs.put(_QUIT)  # after the writer's last job, unless the writer is still busy
+        self.joiner.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self.writer.is_alive() or self.joiner.is_alive():
+            self.joiner.abort.set()
+            deadline = time.monotonic() + ABORT_S
+            for thread in (self.writer, self.joiner):
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
             if self.writer.is_alive():
                 event(log, logging.WARNING, "episode writer still busy at exit: its current part is lost")
 

@@ -1,7 +1,8 @@
 """Recording that survives (issue 19 B): a SIGKILLed service leaves an episode that reads back (all but the
 last seconds), replays, and is joined at the next start; a full disk (a real tmpfs) stops the recording with one
 warning shown in `ctl status` while control goes on, and the service still stops within TimeoutStopSec; a
-writer that falls behind stops the recording instead of queueing without bound."""
+writer that falls behind stops the recording instead of queueing without bound; past the stop deadline the
+writer keeps its buffered rows as a last part."""
 
 from __future__ import annotations
 
@@ -67,20 +68,27 @@ def test_a_full_disk_stops_the_recording_with_one_warning_and_control_goes_on():
     assert row["exit_code"] == 0 and row["stop_s"] <= row["timeout_stop_s"], row
 
 
-def test_a_writer_that_falls_behind_stops_the_recording_and_counts_the_ticks_lost(caplog):
+def _recorder_of_one_tick(root):
+    """A recorder on the stand-in runtime after one fast-loop tick, driven by calling its tick listener."""
     d = short_dir()
-    config = sim_config(d, recording={"enabled": True, "root": str(d / "episodes")})
+    config = sim_config(d, recording={"enabled": True, "root": str(root)})
     devices, engine = devices_and_engine(config)
     tap = ResidualTap(engine)
     runtime = Runtime(config, devices, tap)
     devices.arm.start()
     runtime.safety.seed(devices.arm.read_state())
     recorder = EpisodeRecorder(config, runtime, tap)
-    recorder.queue_limit = 20  # the writer needs far longer per frame than a tick listener per enqueue
     t_ns = time.monotonic_ns()
     runtime.fast.tick(t_ns)
     runtime.stats.lateness_ms.add(0.0)
     runtime.stats.tick_compute_ms.add(0.0)
+    return runtime, recorder, t_ns
+
+
+def test_a_writer_that_falls_behind_stops_the_recording_and_counts_the_ticks_lost(caplog):
+    root = short_dir() / "episodes"
+    runtime, recorder, t_ns = _recorder_of_one_tick(root)
+    recorder.queue_limit = 20  # the writer needs far longer per frame than a tick listener per enqueue
     caplog.set_level(logging.WARNING, logger="anchorvla.recorder")
     calls = 3000
     try:
@@ -94,8 +102,34 @@ def test_a_writer_that_falls_behind_stops_the_recording_and_counts_the_ticks_los
     assert status["state"] == "stopped" and "fell" in status["reason"], status
     assert not recorder.writer.is_alive()
     assert len([r for r in caplog.records if r.getMessage() == "recording stopped"]) == 1
-    data, _ = episode_paths(d / "episodes", 0)
+    data, _ = episode_paths(root, 0)
     written = pq.read_table(data).num_rows  # everything accepted before the stop, in one finished file
     assert 0 < written < calls and status["frames_not_recorded"] == calls - written
-    line = json.loads((d / "episodes" / "meta" / "episodes.jsonl").read_text())
+    line = json.loads((root / "meta" / "episodes.jsonl").read_text())
     assert line["length"] == written and "fell" in line["end_reason"]
+
+
+def test_past_the_stop_deadline_the_buffered_rows_become_a_part_and_the_next_start_joins_them():
+    root = short_dir() / "episodes"
+    runtime, recorder, t_ns = _recorder_of_one_tick(root)
+    frames = 100  # 6 full parts of 15 and 10 rows buffered
+    try:
+        recorder.begin("deadline")
+        for _ in range(frames):
+            recorder.on_tick(t_ns)
+        while recorder.writer.queue.qsize():
+            time.sleep(0.01)
+        recorder.joiner.abort.set()  # what close() does once CLOSE_S has passed
+        recorder.close()
+    finally:
+        runtime.slow.close()
+    data, _ = episode_paths(root, 0)
+    assert not data.exists() and len(read_episode(data)[1]) == frames
+    runtime, recorder, _ = _recorder_of_one_tick(root)  # the next start
+    try:
+        recorder.close()
+    finally:
+        runtime.slow.close()
+    assert pq.read_table(data).num_rows == frames and not parts_dir(data).exists()
+    line = json.loads((root / "meta" / "episodes.jsonl").read_text())
+    assert (line["episode_index"], line["end_reason"], line["length"]) == (0, "unfinished", frames)
