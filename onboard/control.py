@@ -412,6 +412,6 @@ def _read_token(config: ControlEndpointConfig) -> bytes:
         raise UserError(
             f"service.control.token_file {path}: the token must be one word of at least 16 printable ASCII characters"
         )
-    if path.stat().st_mode & 0o077:
-        event(log, logging.WARNING, "the control token file is readable by others: chmod 600 it", path=path)
+    if path.stat().st_mode & 0o007:  # the group may read it: `service install` gives it to the service's group
+        event(log, logging.WARNING, "the control token file is open to every user: chmod o-rwx it", path=path)
     return token

@@ -343,3 +343,24 @@ def test_config_bounds_the_limits(tmp_path):
     path.write_text("service:\n  control:\n    max_clients: 0\n")
     with pytest.raises(ConfigError, match="service.control.max_clients"):
         load_config(path)
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o600, False), (0o640, False), (0o644, True)])
+def test_a_token_open_to_every_user_is_warned_about(tmp_path, caplog, mode, warned):
+    from onboard.control import ControlEndpoint
+
+    config = tcp_config(short_dir(), free_port(), tmp_path)
+    (tmp_path / "token").chmod(mode)  # 0640: what `service install` gives the service's group
+    with caplog.at_level(logging.WARNING, logger="anchorvla.control"):
+        ControlEndpoint(config.service.control, operator=None)
+    assert any("open to every user" in r.getMessage() for r in caplog.records) == warned
+
+
+def test_a_token_that_is_not_one_ascii_word_is_one_clear_line(tmp_path):
+    from anchorvla.errors import UserError
+    from onboard.control import ControlEndpoint
+
+    config = tcp_config(short_dir(), free_port(), tmp_path)
+    (tmp_path / "token").write_bytes("sécret token with spaces\n".encode())
+    with pytest.raises(UserError, match="one word of at least 16 printable ASCII characters"):
+        ControlEndpoint(config.service.control, operator=None)
