@@ -168,3 +168,27 @@ def test_a_camera_whose_driver_raises_at_start_up_is_named_with_its_error():
         DeviceError, match=r"camera 'wrist' delivered no frame .*DeviceError: stand-in camera wrist"
     ):
         run_event_loop(runtime.run(10.0))
+
+
+def test_a_realsense_stream_that_stops_mid_run_holds_the_arm_and_stops_the_base(tmp_path, caplog):
+    """A played-back RealSense whose recording ends (its frames stop, as when the camera is pulled out; latest()
+    keeps the last frame): a camera_stale hold with one log line, base Move 0 every tick, no latched fault."""
+    pytest.importorskip("pyrealsense2", reason="needs pyrealsense2 and libusb-1.0")
+    from drivers.realsense import RealSenseCamera
+    from tests.realsense_helpers import numbered_images, record_together
+
+    path = tmp_path / "wrist.db3"
+    record_together({path: dict(images=numbered_images(15), fps=30)})  # 0.5 s of frames
+    cfg = Config.model_validate({"robot": {"cameras": [{"name": "wrist"}]}})
+    base, camera = RecordingBase(), RealSenseCamera("wrist", path=path, fps=30)
+    runtime = Runtime(cfg, Devices(StandinArm(SO101_JOINTS), base, [camera]), engine())
+    with caplog.at_level(logging.WARNING, logger="anchorvla"):
+        result = run_event_loop(runtime.run(2.0))
+    assert result["exit_reason"] == "duration" and not result["faults"]
+    assert result["safety"]["holds"] >= 1
+    stale_from = camera.latest().t_ns + int(cfg.safety.staleness.frame_s * 1e9) + 2 * PERIOD_NS
+    after = [args for t, name, args in base.calls if name == "move" and t > stale_from]
+    assert len(after) >= 5 and all(args == (0.0, 0.0, 0.0) for args in after)
+    assert any(
+        "safety hold camera_stale: camera wrist: newest frame is" in r.getMessage() for r in caplog.records
+    )

@@ -6,6 +6,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from anchorvla.errors import DeviceError, UserError
 from drivers.types import SO101_JOINTS
@@ -178,3 +180,48 @@ def test_hold_now_writes_the_hold_goal_and_move_zero_on_the_callers_thread_only_
     arm.silent = True
     report = stops.hold_now()  # a silent arm: reported, the Move 0 still goes out
     assert not report.steps[0].ok and report.steps[1].ok
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    where=st.lists(st.floats(0.0, 1.0), min_size=N, max_size=N),
+    offset=st.lists(st.floats(-0.15, 0.15), min_size=N, max_size=N),
+    speed=st.floats(0.5, 2.0),
+    silent_after=st.one_of(st.none(), st.integers(0, 10)),
+)
+def test_park_and_release_whatever_the_pose_speed_and_silence(where, offset, speed, silent_after):
+    """StopSequences.park_and_release as a property: every goal it writes passes the envelope's audit at the park
+    period; torque is released exactly when the report says the arm reached the rest pose (then it is there),
+    and an arm that goes silent part-way keeps its torque."""
+    from tools.envelope_audit import EnvelopeAudit
+
+    limits = SafetyLayer(SafetyConfig(), SO101_JOINTS).limits
+    lo, hi = np.maximum(limits.soft_lo, -0.6), np.minimum(limits.soft_hi, 0.6)
+    start = lo + np.array(where) * (hi - lo)
+    rest = np.clip(start + np.array(offset), lo, hi)
+    cfg = StopConfig(
+        on_exit="park_release",
+        rest_pose=dict(zip(SO101_JOINTS, rest.tolist(), strict=True)),
+        park_speed=speed,
+        park_timeout_s=2.0,
+    )
+    arm, _, layer, stops = rig(cfg, start=start, period_s=0.01)
+    audit = EnvelopeAudit(layer.limits, 0.01)
+    audit.check_goal(layer.previous_goal)
+    write = arm.write_goal
+
+    def audited(goal):
+        if silent_after is not None and len(audit.goals) > silent_after:
+            arm.silent = True
+        audit.check_goal(goal)
+        write(goal)
+
+    arm.write_goal = audited
+    report = stops.park_and_release()
+    assert not audit.violations, audit.violations[:2]
+    released = not arm.torque_enabled
+    assert released == report.ok
+    if released:
+        np.testing.assert_allclose(arm.read_state().positions, rest, atol=cfg.park_tolerance + 1e-6)
+    if silent_after is not None and silent_after + 1 < len(audit.goals):
+        assert not released
