@@ -192,3 +192,58 @@ def test_a_realsense_stream_that_stops_mid_run_holds_the_arm_and_stops_the_base(
     assert any(
         "safety hold camera_stale: camera wrist: newest frame is" in r.getMessage() for r in caplog.records
     )
+
+
+def test_anchorvla_run_exits_1_with_the_reason_and_no_traceback_when_the_adapter_is_pulled(tmp_path):
+    """Two processes, as on the robot: `anchorvla emulate servos` behind a stable name (the udev rule's /dev/so101)
+    and `anchorvla run` on it with the feetech driver. Ending the emulator takes the pty away mid-run."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from drivers.feetech.calibration import default_calibration, save_calibration
+    from tests.conftest import REPO
+
+    cal, link, summary = tmp_path / "so101.json", tmp_path / "so101", tmp_path / "summary.json"
+    save_calibration(cal, default_calibration())
+    (tmp_path / "robot.yaml").write_text(
+        f"robot:\n  arm: {{driver: feetech, port: {link}, calibration: {cal}}}\n"
+        "policy:\n  standin: {compute_ms: 10}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cli = [sys.executable, "-m", "anchorvla.cli"]
+    bus = subprocess.Popen(
+        [*cli, "emulate", "servos", "--link", str(link), "--calibration", str(cal)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    controller = None
+    try:
+        deadline = time.monotonic() + 30
+        while not link.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        controller = subprocess.Popen(
+            [*cli, "run", "--config", str(tmp_path / "robot.yaml"), "--summary", str(summary)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(4.0)  # started and running
+        assert controller.poll() is None
+        bus.send_signal(signal.SIGTERM)  # the adapter is pulled out
+        out, err = controller.communicate(timeout=30)
+    finally:
+        for proc in (controller, bus):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert controller.returncode == 1, err
+    assert "Traceback" not in err and "arm link lost, ending the run" in err
+    data = json.loads(summary.read_text())
+    assert data["exit_reason"] == "fault:arm_comms" and data["ticks"] > 10
+    assert any(f.startswith("arm_comms: arm link lost") for f in data["faults"])
+    assert "fault:arm_comms" in out
