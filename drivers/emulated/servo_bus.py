@@ -48,6 +48,10 @@ def _wait_until(deadline: float) -> None:
 class ServoBusEmulator:
     """N servos behind one pty. Use as a context manager, or `start()` / `close()`.
 
+    `close()` while a client has the port open is the adapter pulled out: the pty goes and the client's next
+    flush, read or write fails (EIO, or an empty read). `start()` again is the replug: a new pty, the same servos
+    in the state they were in, and the `link` (a stable name, as the udev rule's /dev/so101) pointing at it.
+
     `world` + `calibration`: after every instruction the joints' positions (rad, through the calibration)
     are written into the world, so cameras and the simulator see the arm move.
     """
