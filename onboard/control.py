@@ -29,6 +29,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ log = logging.getLogger("anchorvla.control")
 MOTION_COMMANDS = ("start", "pause", "resume", "stop", "estop", "reset-fault")
 COMMANDS = ("status", *MOTION_COMMANDS)
 WRITE_TIMEOUT_S = 2.0  # a client that does not read its reply is dropped after this
+REFUSAL_LOG_EVERY_S = 10.0  # a flood of refused clients is one journal line per kind this often, with a count
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ class ControlEndpoint:
             self._token_digest = hashlib.sha256(_read_token(config)).digest()
         self._servers: list[asyncio.AbstractServer] = []
         self._sessions: dict[str, list[_Session]] = {"unix": [], "tcp": []}
+        self._refusals: dict[str, tuple[float, int]] = {}  # kind -> (when last logged, refused since)
         self._motion_lock = asyncio.Lock()  # one motion command at a time (estop never waits for it)
         # Device calls of stop/estop; two workers, so an estop never queues behind a stop's stuck StopMove.
         self._device_calls = ThreadPoolExecutor(max_workers=2, thread_name_prefix="control-stop")
@@ -306,7 +309,7 @@ class ControlEndpoint:
                     refusal = "missing or wrong token (the first line on TCP is the token)"
             if busy or refusal:
                 reason = busy or refusal
-                event(log, logging.WARNING, "control client refused", peer=peer.description, reason=reason)
+                self._log_limited(logging.WARNING, "control client refused", peer, reason)
                 await self._reply(writer, {"ok": False, "error": f"refused: {reason}"})
                 return
             while (line := await self._read_line(reader)) is not None:
@@ -317,7 +320,7 @@ class ControlEndpoint:
                 if not keep_open:
                     return
         except _Closing as closing:
-            event(log, logging.INFO, "control connection closed", peer=peer.description, reason=str(closing))
+            self._log_limited(logging.INFO, "control connection closed", peer, str(closing))
             with contextlib.suppress(ConnectionError, TimeoutError):
                 await self._reply(writer, {"ok": False, "error": str(closing)})
         except (ConnectionError, TimeoutError):
@@ -332,6 +335,19 @@ class ControlEndpoint:
                 await asyncio.wait_for(writer.wait_closed(), WRITE_TIMEOUT_S)
             except (ConnectionError, TimeoutError):
                 writer.transport.abort()
+
+    def _log_limited(self, level: int, message: str, peer: Peer, reason: str) -> None:
+        """One journal line per kind of refusal or closing every REFUSAL_LOG_EVERY_S, counting those between
+        (a flood of clients must not flood the journal too)."""
+        kind = f"{message}: {reason.split(':')[0]}"
+        now = time.monotonic()
+        last, count = self._refusals.get(kind, (-REFUSAL_LOG_EVERY_S, 0))
+        if now - last < REFUSAL_LOG_EVERY_S:
+            self._refusals[kind] = (last, count + 1)
+            return
+        self._refusals[kind] = (now, 0)
+        fields = {"same_since_last": count} if count else {}
+        event(log, level, message, peer=peer.description, reason=reason, **fields)
 
     async def _read_line(self, reader: asyncio.StreamReader) -> bytes | None:
         """The next line; None at the end of the stream. Raises _Closing when the client idles too long, takes
@@ -412,6 +428,8 @@ def _read_token(config: ControlEndpointConfig) -> bytes:
         raise UserError(
             f"service.control.token_file {path}: the token must be one word of at least 16 printable ASCII characters"
         )
-    if path.stat().st_mode & 0o007:  # the group may read it: `service install` gives it to the service's group
+    if (
+        path.stat().st_mode & 0o007
+    ):  # the group may read it: `service install` gives it to the service's group
         event(log, logging.WARNING, "the control token file is open to every user: chmod o-rwx it", path=path)
     return token

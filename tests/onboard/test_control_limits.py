@@ -74,7 +74,7 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_a_tcp_flood_leaves_the_unix_estop_served(tmp_path):
+def test_a_tcp_flood_leaves_the_unix_estop_served(tmp_path, caplog):
     d = short_dir()
     port = free_port()
     config = tcp_config(d, port, tmp_path, max_clients=4)
@@ -98,13 +98,16 @@ def test_a_tcp_flood_leaves_the_unix_estop_served(tmp_path):
         for s in [*flood, *idle_unix]:
             s.close()
 
-    run_serve(config, 4.0, client=client)
+    with caplog.at_level(logging.INFO, logger="anchorvla.control"):
+        run_serve(config, 4.0, client=client)
     refusal = b'{"ok": false, "error": "refused: busy: 4 tcp control connections are open (service.control.max_clients)"}'
     assert seen["refused"] == [[refusal]] * 36
     assert seen["fd_growth"] <= 40 + 4 + 2  # two spare for the runtime's own files meanwhile
     assert seen["estop"] == {"ok": True, "state": "estopped"}
     assert seen["dropped"] == []  # closed without a word: it had sent nothing
     assert seen["status"]["faults"] == ["operator_estop: flood test"]
+    # 36 refusals of one kind within 10 s: one journal line, not 36.
+    assert len([r for r in caplog.records if r.getMessage() == "control client refused"]) == 1
 
 
 def test_idle_and_slow_clients_are_closed(caplog):
