@@ -122,15 +122,26 @@ def vector_stats(values: np.ndarray) -> dict[str, np.ndarray]:
 
 def image_stats(frames: np.ndarray, samples: int = 100) -> dict[str, np.ndarray]:
     """(T, H, W, 3) uint8 -> per colour channel stats in [0, 1], shape (3, 1, 1), over up to `samples` frames
-    evenly spread (large images subsampled to about 150 px, as LeRobot does)."""
+    evenly spread (large images subsampled to about 150 px, as LeRobot does); exact, from each channel's
+    histogram of its 256 values (quantiles: the lowest value whose cumulative share reaches q)."""
     picks = np.unique(np.round(np.linspace(0, len(frames) - 1, min(samples, len(frames)))).astype(int))
     step = max(1, max(frames.shape[1:3]) // 150) if max(frames.shape[1:3]) >= 300 else 1
-    pixels = np.asarray(frames[picks, ::step, ::step], np.float64).reshape(-1, 3) / 255.0
-    stats = vector_stats(pixels)
-    return {
-        k: v if k == "count" else v.reshape(3, 1, 1)
-        for k, v in dict(stats, count=np.array([len(picks)])).items()
+    pixels = np.asarray(frames[picks, ::step, ::step], np.uint8).reshape(-1, 3)
+    counts = np.stack([np.bincount(pixels[:, c], minlength=256) for c in range(3)]).astype(np.float64)
+    values = np.arange(256) / 255.0
+    share = counts / len(pixels)
+    mean = share @ values
+    stats = {
+        "min": values[np.argmax(counts > 0, axis=1)],
+        "max": values[255 - np.argmax(counts[:, ::-1] > 0, axis=1)],
+        "mean": mean,
+        "std": np.sqrt(np.maximum(share @ values**2 - mean**2, 0.0)),
     }
+    cumulative = np.cumsum(share, axis=1)
+    for q in QUANTILES:
+        stats[f"q{round(q * 100):02d}"] = values[np.argmax(cumulative >= q - 1e-12, axis=1)]
+    out = {k: v.reshape(3, 1, 1) for k, v in stats.items()}
+    return {**out, "count": np.array([len(picks)])}
 
 
 def aggregate_stats(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

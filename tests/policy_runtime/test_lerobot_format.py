@@ -199,3 +199,33 @@ def test_the_writer_appends_to_its_dataset_in_new_files_and_refuses_another_layo
     shutil.rmtree(tmp_path / "videos")
     with pytest.raises(UserError, match="video .* is missing"):
         load_dataset(tmp_path, 2).images(np.array([0]))
+
+
+def test_files_roll_over_at_their_size_caps_and_the_stats_are_the_datas(tmp_path):
+    episodes = _episodes((5, 4, 6))
+    with DatasetWriter(tmp_path, 15, ACTIONS, PROPRIO, ["front", "wrist"]) as writer:
+        writer.info.update(
+            data_files_size_in_mb=1e-6, video_files_size_in_mb=1e-6
+        )  # every episode a new file
+        for episode in episodes:
+            writer.add_episode(episode)
+    assert len(list((tmp_path / "data/chunk-000").glob("file-*.parquet"))) == 3
+    assert len(list((tmp_path / "videos/observation.images.wrist/chunk-000").glob("file-*.mp4"))) == 3
+    data = load_dataset(tmp_path, 2)
+    for e, episode in enumerate(episodes):
+        rows = np.flatnonzero(data.episode == e)
+        assert np.abs(data.images(rows)[:, 1].astype(int) - episode.images["wrist"]).mean() < 2
+    stats = json.loads((tmp_path / "meta/stats.json").read_text())
+    states = np.concatenate([e.states for e in episodes]).astype(np.float32)
+    np.testing.assert_allclose(stats["observation.state"]["mean"], states.mean(0), atol=1e-6)
+    np.testing.assert_allclose(stats["observation.state"]["std"], states.std(0), atol=1e-6)
+    np.testing.assert_allclose(stats["observation.state"]["max"], states.max(0), atol=1e-6)
+    assert stats["observation.state"]["count"] == [15] and stats["index"]["max"] == [14]
+    pixels = np.concatenate([e.images["front"] for e in episodes]).reshape(-1, 3) / 255
+    np.testing.assert_allclose(np.ravel(stats["observation.images.front"]["mean"]), pixels.mean(0), atol=1e-9)
+    # Quantiles aggregate as LeRobot's do: the episodes' own, weighted by their frame counts.
+    medians = [
+        np.quantile(e.images["front"].reshape(-1, 3) / 255, 0.5, 0, method="inverted_cdf") for e in episodes
+    ]
+    expected = np.average(medians, axis=0, weights=[len(e.actions) for e in episodes])
+    np.testing.assert_allclose(np.ravel(stats["observation.images.front"]["q50"]), expected, atol=1e-9)
