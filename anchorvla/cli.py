@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "anchors": ("tools.anchors", "K-means anchor vocabulary over a dataset's normalised action chunks"),
     "train": ("tools.train", "train the policy (stage 1: LoRA + head, stage 2: residual) into a checkpoint"),
     "record": ("anchorvla.commands.record", "teleoperated demonstrations (leader arm, gamepad or Go2 remote) into a LeRobot dataset"),
+    "view": ("tools.view", "open one episode of a dataset in rerun (images, state, actions; the liveview extra)"),
     "sim": ("sim.record", "the emulated robot's tasks: `sim record` scripted-expert episodes into a dataset"),
     "eval": ("sim.eval", "closed-loop evaluation on the emulated robot: success, smoothness, timing, variants"),
     "export": ("tools.export", "export a checkpoint to an ONNX deployment bundle"),
