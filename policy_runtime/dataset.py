@@ -11,8 +11,8 @@ A sample is frame k of an episode: its proprio, its state delta (proprio k minus
 image, its episode's frame 0 of each camera), the action chunk k..k+H-1 (past the
 episode's end the last action repeats) and the proprio at each of those steps (clamped at the last frame), which
 stage 2 (the residual) sees. Normalization: actions to [-1, 1] per channel by the dataset's min/max, proprio to
-zero mean and unit variance, the state delta by its std. Images are decoded from the videos an episode at a time
-when a sample first needs them, and kept up to a memory budget.
+zero mean and unit variance, the state delta by its std. Images come from the videos when a sample needs them
+(`EpisodeFrames`: whole episodes kept where the dataset fits a memory budget, else frame by frame).
 """
 
 from __future__ import annotations
@@ -50,29 +50,44 @@ def write_dataset(
 
 
 class EpisodeFrames:
-    """Each (episode, camera)'s frames, decoded from its video on first use; the least recently used episodes
-    are dropped past `budget` bytes."""
+    """The frames of each (episode, camera), from the videos. Where all of them decoded fit in `budget` bytes, an
+    episode is decoded whole on its first use and kept; otherwise each frame is decoded when asked for, after a
+    seek to the keyframe before it (LeRobot's encoder and ours put one every 2 frames), so a large dataset
+    trains in little memory."""
 
-    def __init__(self, videos: dict[tuple[int, str], tuple[Path, float]], lengths: dict[int, int], fps: float,
-                 budget: int = FRAME_CACHE_BYTES):  # fmt: skip
-        self.videos, self.lengths, self.fps, self.budget = videos, lengths, fps, budget
-        self.cache: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
+    def __init__(
+        self, videos: dict[tuple[int, str], tuple[Path, float]], lengths: dict[int, int], fps: float,
+        shapes: dict[str, tuple[int, int]], budget: int | None = None,
+    ):  # fmt: skip
+        self.videos, self.lengths, self.fps = videos, lengths, fps
+        total = sum(lengths.values()) * sum(3 * h * w for h, w in shapes.values())
+        self.whole_episodes = total <= (FRAME_CACHE_BYTES if budget is None else budget)
+        self.episodes: dict[tuple[int, str], np.ndarray] = {}
+        self.readers: OrderedDict[Path, object] = OrderedDict()  # open video.Reader, the most recent last
 
-    def get(self, episode: int, camera: str) -> np.ndarray:
+    def frame(self, episode: int, camera: str, k: int) -> np.ndarray:
         from policy_runtime import video
 
         key = (episode, camera)
-        if key in self.cache:
-            self.cache.move_to_end(key)
-            return self.cache[key]
-        path, start = self.videos[key]
-        if not path.is_file():
-            raise UserError(f"dataset video {path} is missing (episode {episode}, camera {camera})")
-        frames = video.decode(path, start, self.lengths[episode], self.fps)
-        self.cache[key] = frames
-        while len(self.cache) > 1 and sum(f.nbytes for f in self.cache.values()) > self.budget:
-            self.cache.popitem(last=False)
-        return frames
+        if key not in self.episodes:
+            path, start = self.videos[key]
+            if not path.is_file():
+                raise UserError(f"dataset video {path} is missing (episode {episode}, camera {camera})")
+            if not self.whole_episodes:
+                return self._reader(path).frames(start + k / self.fps, 1, self.fps)[0]
+            self.episodes[key] = video.decode(path, start, self.lengths[episode], self.fps)
+        return self.episodes[key][k]
+
+    def _reader(self, path: Path, keep_open: int = 8):
+        from policy_runtime import video
+
+        if path in self.readers:
+            self.readers.move_to_end(path)
+        else:
+            self.readers[path] = video.Reader(path)
+            if len(self.readers) > keep_open:
+                self.readers.popitem(last=False)[1].close()
+        return self.readers[path]
 
 
 @dataclass
@@ -139,7 +154,7 @@ class ChunkDataset:
     def _frame(self, episode: int, camera: str, k: int) -> np.ndarray:
         if self._frames is None:
             raise ValueError(f"dataset {self.root} was loaded without images (with_images=False)")
-        return self._frames.get(episode, camera)[k]
+        return self._frames.frame(episode, camera, k)
 
 
 def load_dataset(
@@ -171,7 +186,7 @@ def load_dataset(
     first = np.r_[True, episodes[1:] != episodes[:-1]]  # first frame of each episode (sorted rows)
     delta = state_delta(states, states[np.where(first, np.arange(n), np.arange(n) - 1)], proprio_layout)
     lengths = {e: ends[e] - starts[e] for e in starts}
-    frame_source = EpisodeFrames(raw.videos, lengths, raw.fps) if with_images else None
+    frame_source = EpisodeFrames(raw.videos, lengths, raw.fps, raw.shapes) if with_images else None
     low, high = actions.min(0), actions.max(0)
     high = np.where(high - low < 1e-6, low + 1e-6, high)
     return ChunkDataset(

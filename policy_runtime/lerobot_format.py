@@ -234,6 +234,12 @@ class RawDataset:
     videos: dict[tuple[int, str], tuple[Path, float]]  # (episode, camera) -> (mp4, start in seconds)
 
     @property
+    def shapes(self) -> dict[str, tuple[int, int]]:
+        """(height, width) of each camera's images."""
+        features = self.info["features"]
+        return {c: tuple(features[IMAGE_PREFIX + c]["shape"][:2]) for c in self.cameras}
+
+    @property
     def fps(self) -> float:
         return float(self.info["fps"])
 

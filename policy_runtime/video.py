@@ -84,20 +84,40 @@ def append(segment: Path, target: Path, fps: int) -> None:
     segment.unlink()
 
 
-def decode(path: Path, start_s: float, count: int, fps: float) -> np.ndarray:
-    """(count, H, W, 3) uint8 RGB: the `count` frames from the one shown at `start_s` seconds on."""
-    import av
+class Reader:
+    """An open video file for repeated reads: each `frames` call seeks to the keyframe at or before its start."""
 
-    frames = []
-    with av.open(str(path)) as src:
-        stream = src.streams.video[0]
-        stream.thread_type = "AUTO"
-        if start_s > 0:  # to the keyframe at or before start_s
-            src.seek(int(Fraction(start_s).limit_denominator(1_000_000) / stream.time_base), stream=stream)
-        for frame in src.decode(stream):
+    def __init__(self, path: Path):
+        import av
+
+        self.path = path
+        self.container = av.open(str(path))
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+
+    def frames(self, start_s: float, count: int, fps: float) -> np.ndarray:
+        """(count, H, W, 3) uint8 RGB: the `count` frames from the one shown at `start_s` seconds on."""
+        target = Fraction(start_s).limit_denominator(1_000_000) / self.stream.time_base
+        self.container.seek(int(target), stream=self.stream)
+        frames = []
+        for frame in self.container.decode(self.stream):
             if frame.time is not None and frame.time < start_s - 0.5 / fps:
                 continue
             frames.append(frame.to_ndarray(format="rgb24"))
             if len(frames) == count:
                 return np.stack(frames)
-    raise UserError(f"{path}: {len(frames)} frames from {start_s:.3f} s on, the dataset says {count}")
+        raise UserError(
+            f"{self.path}: {len(frames)} frames from {start_s:.3f} s on, the dataset says {count}"
+        )
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def decode(path: Path, start_s: float, count: int, fps: float) -> np.ndarray:
+    """`Reader(path).frames(start_s, count, fps)`, the file closed after."""
+    reader = Reader(path)
+    try:
+        return reader.frames(start_s, count, fps)
+    finally:
+        reader.close()

@@ -229,3 +229,16 @@ def test_files_roll_over_at_their_size_caps_and_the_stats_are_the_datas(tmp_path
     ]
     expected = np.average(medians, axis=0, weights=[len(e.actions) for e in episodes])
     np.testing.assert_allclose(np.ravel(stats["observation.images.front"]["q50"]), expected, atol=1e-9)
+
+
+def test_a_dataset_too_large_to_keep_decoded_reads_frame_by_frame_the_same_frames(tmp_path, monkeypatch):
+    from policy_runtime import dataset
+
+    root = write_dataset(tmp_path, _episodes(), 15, ACTIONS, PROPRIO)
+    whole = load_dataset(root, 2)
+    monkeypatch.setattr(dataset, "FRAME_CACHE_BYTES", 0)
+    by_frame = load_dataset(root, 2)
+    assert whole._frames.whole_episodes and not by_frame._frames.whole_episodes
+    picks = np.random.default_rng(0).permutation(len(whole))  # out of order: every read seeks
+    assert np.array_equal(by_frame.images(picks), whole.images(picks))
+    assert not by_frame._frames.episodes and len(by_frame._frames.readers) == 2  # one file per camera
