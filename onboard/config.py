@@ -252,7 +252,8 @@ class RecordingConfig(_Section):
     enabled: bool = False
     root: Path = Field(default=Path("/var/lib/anchorvla/episodes"), description="dataset directory")
     images: bool = Field(
-        default=False, description="also store the camera images of each chunk's observation"
+        default=False,
+        description="also store camera images: each tick's (video, dataset/) and each chunk's (replay log)",
     )
     max_episode_s: float = Field(
         default=600.0, gt=0, description="recording of an episode stops after this long, until the next start"

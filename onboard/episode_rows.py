@@ -25,6 +25,7 @@ class TickRecord(NamedTuple):
     residual: np.ndarray | None  # the correction this tick applied (ResidualTap)
     lateness_ms: float
     compute_ms: float
+    frames: dict | None = None  # camera name -> the Frame this tick saw (recording.images), for the video
 
 
 class ChunkRecord(NamedTuple):

@@ -1,6 +1,17 @@
-"""The recorded episode format, in one place (the training dataset loader reads the same columns).
+"""The recorded episode format, in one place.
 
-LeRobot-style layout under the recording root:
+Under the recording root, two things, each for its own use:
+  dataset/                       for training: a LeRobotDataset v3 (policy_runtime/lerobot_format.py) that every
+                                 episode is added to once joined (onboard/episode_dataset.py): observation.state,
+                                 action, the task, and with `recording.images` each camera's frame of every tick
+                                 as MP4 video. `anchorvla train --dataset <root>/dataset` and LeRobot read it.
+  data/, events/, meta/          for `anchorvla replay`: the detailed per-tick log below (float64 decisions, the
+                                 chunks with their observation's images, operator events), which no trainer reads.
+  video/episode_NNNNNN.parts/    transient: the episode's per-tick frames, one MP4 per camera per part file
+                                 (<camera>/000000.mp4, ...), until the episode is in dataset/; the folder (empty
+                                 without images) marks an episode not yet added, which the next start adds.
+
+The replay log's layout:
   data/episode_NNNNNN.parquet    a finished episode: one row per fast-loop tick (frame)
   events/episode_NNNNNN.parquet  its chunks and operator commands, in the order they happened
   meta/episodes.jsonl            one line per finished episode (index, task, length, chunks, end_reason, bytes)
@@ -9,16 +20,17 @@ While an episode is written, and after a crash cut it short, it is a folder of p
 will be:
   data/episode_NNNNNN.parts/000000.parquet, 000001.parquet, ...    (events/ alike)
 each part a complete parquet file (same schema and metadata) holding at most PART_S of frames and the events
-of the same stretch. A part is written as a hidden `.NNNNNN.parquet.tmp`, fsynced and renamed, so every part
+of the same stretch (its video parts are written before it, so rows on disk always have their frames). A part is written as a hidden `.NNNNNN.parquet.tmp`, fsynced and renamed, so every part
 present is readable: a SIGKILL, watchdog abort or power cut loses at most the last PART_S (plus what the
 writer had not reached). When the episode ends its parts are joined into the one file (written hidden, then
 renamed) and the folder is removed; an episode left as parts (the process died, or the disk filled) is joined
 when the recorder next starts (end_reason "unfinished"), and `read_episode` reads either form meanwhile.
 Reading the parts in name order with any parquet reader gives the same rows as the joined file.
 
-Frame columns. The LeRobot ones: episode_index, frame_index, timestamp (s since the episode's first frame,
-float32), task, `observation.state` (float32: arm joint positions in rad then base body velocity vx, vy, wz)
-and `action` (float32: the command sent, in the policy's channel order, names in the file metadata).
+Frame columns. Those the dataset is made from: episode_index, frame_index, timestamp (s since the episode's
+first frame, float32), task, `observation.state` (float32: arm joint positions in rad then base body velocity
+vx, vy, wz; names in `anchorvla.state_names`) and `action` (float32: the command sent, in the policy's channel
+order, names in `anchorvla.channels`).
 The rest is exact float64 so `anchorvla replay` can re-run the schedule, residual and safety and compare
 bit for bit: measured arm/base state, the planned action and its chunk, the residual, the desired and the
 sent command, the faults latched at filtering, the pause flag, and timing.

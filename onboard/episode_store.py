@@ -16,8 +16,11 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from policy_runtime import video
 
 TABLES = ("data", "events")
 PARTS_SUFFIX = ".parts"
@@ -51,9 +54,10 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _write_durably(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(temporary)` then fsync and rename to `path`; the temporary is removed if anything fails."""
-    tmp = path.with_name(f".{path.name}.tmp")
+def _write_durably(path: Path, write: Callable[[Path], None], tmp_suffix: str = "") -> None:
+    """`write(temporary)` then fsync and rename to `path`; the temporary is removed if anything fails.
+    `tmp_suffix` ends the temporary's name (FFmpeg picks the container from it)."""
+    tmp = path.with_name(f".{path.name}.tmp{tmp_suffix}")
     try:
         write(tmp)
         _fsync(tmp)
@@ -73,6 +77,42 @@ def write_part(final: Path, number: int, table: pa.Table) -> None:
     _write_durably(
         folder / f"{number:06d}.parquet", lambda tmp: pq.write_table(table, tmp, compression="zstd")
     )
+
+
+def video_parts_dir(root: Path, index: int) -> Path:
+    """Episode `index`'s per-tick video parts (one folder per camera); while it exists the episode is still to
+    be added to the LeRobot dataset, even with no camera in it (onboard/episode_dataset.py)."""
+    return root / "video" / f"episode_{index:06d}{PARTS_SUFFIX}"
+
+
+def begin_video_parts(root: Path, index: int) -> None:
+    folder = video_parts_dir(root, index)
+    folder.mkdir(parents=True, exist_ok=True)
+    _fsync(folder.parent)
+
+
+def write_video_part(root: Path, index: int, number: int, camera: str, frames: np.ndarray, fps: int) -> None:
+    """Part `number` of episode `index`'s video of `camera`: (T, H, W, 3) uint8 frames, one per tick, as MP4."""
+    folder = video_parts_dir(root, index) / camera
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        _fsync(folder.parent)
+    _write_durably(
+        folder / f"{number:06d}.mp4", lambda tmp: video.encode(frames, tmp, fps), tmp_suffix=".mp4"
+    )
+
+
+def video_part_files(root: Path, index: int) -> dict[str, list[Path]]:
+    """Each camera's complete video parts of episode `index`, in order."""
+    folder = video_parts_dir(root, index)
+    cameras = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return {cam.name: sorted(cam.glob("[0-9]*.mp4")) for cam in cameras}
+
+
+def not_in_dataset(root: Path) -> list[int]:
+    """Episodes still to be added to the LeRobot dataset (the process ended before it was done)."""
+    found = (_EPISODE_NAME.fullmatch(p.name) for p in (root / "video").glob(f"episode_*{PARTS_SUFFIX}"))
+    return sorted(int(m[1]) for m in found if m is not None)
 
 
 def join_parts(final: Path, group_rows: int, abort: threading.Event) -> int:
@@ -151,7 +191,8 @@ def _indexes(root: Path, suffix: str) -> set[int]:
 
 
 def next_index(root: Path) -> int:
-    return max(_indexes(root, ".parquet") | _indexes(root, PARTS_SUFFIX), default=-1) + 1
+    used = _indexes(root, ".parquet") | _indexes(root, PARTS_SUFFIX) | set(not_in_dataset(root))
+    return max(used, default=-1) + 1
 
 
 def unfinished(root: Path) -> list[int]:

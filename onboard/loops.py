@@ -112,6 +112,7 @@ class FastLoop:
         self.next_deadline_ns = 0
         self.latest: TickSnapshot | None = None
         self.previous: TickSnapshot | None = None  # the tick before `latest` (the state delta reads it)
+        self.latest_frames: dict = {}  # camera name -> the Frame the latest tick saw (the recorder keeps them)
         self.last_command: Command | None = None
         self.tick_listeners: list[Callable[[int], None]] = []  # called after each completed tick (watchdog)
         # Called at the start of each tick with its deadline, before the robot is read (teleoperation pushes the
@@ -230,7 +231,8 @@ class FastLoop:
         arm = self._read(self.arm, "arm", tick_ns)
         base = self._read(self.base, "base", tick_ns) if self.base is not None else None
         self.previous, self.latest = self.latest, TickSnapshot(tick_ns, arm, base)
-        self.safety.observe(tick_ns, arm, base, self.frames(), tuple(c.name for c in self.cameras))
+        self.latest_frames = self.frames()
+        self.safety.observe(tick_ns, arm, base, self.latest_frames, tuple(c.name for c in self.cameras))
         planned = self.schedule.action_at(tick_ns, self.period_ns // 2)
         if planned is not None and not self.safety.chunk_fresh(planned.chunk.t_obs_ns, tick_ns):
             planned = None

@@ -6,8 +6,11 @@ each (onboard/episode_store.py), so the fast loop never waits on the disk and a 
 the last part. An episode begins at operator `start` (or at ready when the service starts running) and ends at
 `stop`, `estop`, shutdown, or `recording.max_episode_s` (then recording pauses until the next start: a cut
 episode would not replay exactly). A joiner thread then joins its parts into one file, indexes it and deletes
-the oldest episodes while the dataset is above `recording.max_total_mb`; it first joins the episodes an earlier
-process left as parts. Joining (it copies the episode: seconds for one with images) never holds up the writer.
+the oldest episodes while the replay log is above `recording.max_total_mb`, and adds the episode to the LeRobot
+dataset for training (onboard/episode_dataset.py); it first joins and adds the episodes an earlier process left.
+Joining and adding (the episode's video is decoded and encoded again: seconds per minute of episode) never hold
+up the writer. With `recording.images` the tick listener also enqueues the frames the tick saw (references);
+the writer encodes them as each part's video (a tick without a camera's frame repeats the one before).
 
 Failures stop the recording, never the controller: a write that fails (a full disk: ENOSPC) ends the episode
 with what is on disk, one warning, and `status()` (shown by `anchorvla ctl status`) says "stopped" and why
@@ -35,6 +38,7 @@ import pyarrow as pa
 from anchorvla.errors import UserError
 from onboard import episode_store as store
 from onboard.config import Config
+from onboard.episode_dataset import EpisodeDataset
 from onboard.episode_rows import ChunkRecord, EpisodeRows, OperatorRecord, TickRecord
 from onboard.episode_schema import EVENT_SCHEMA, FORMAT_VERSION, FRAME_SCHEMA, PART_S
 from onboard.episode_store import episode_paths, read_episode  # noqa: F401 (read_episode: imported from here too)
@@ -87,10 +91,13 @@ class _End:
 class _Episode:
     """The episode the writer has open: its rows and what is not in a part yet."""
 
-    def __init__(self, rows: EpisodeRows):
+    def __init__(self, rows: EpisodeRows, cameras: dict[str, tuple[int, int, int]]):
         self.rows = rows
         self.frames: list[dict] = []
         self.events: list[dict] = []
+        self.images: dict[str, list] = {name: [] for name in cameras}  # per tick: the camera's Frame or None
+        # the image a tick without a frame of that camera repeats (black before the first)
+        self.last_image = {name: np.zeros(shape, np.uint8) for name, shape in cameras.items()}
         self.parts = 0
 
 
@@ -108,10 +115,19 @@ class _Joiner(threading.Thread):
     before that, joins the episodes an earlier process left unfinished. A failure leaves the parts (readable,
     joined at the next start) and is logged once per episode."""
 
-    def __init__(self, root, group_rows: dict[str, int], max_total_bytes: int, unfinished: list[int], abort):
+    def __init__(
+        self,
+        root,
+        group_rows: dict[str, int],
+        max_total_bytes: int,
+        unfinished: list[int],
+        not_in_dataset: list[int],
+        abort,
+    ):
         super().__init__(name="episode-joiner", daemon=True)
         self.root, self.group_rows, self.max_total_bytes = root, group_rows, max_total_bytes
-        self.unfinished, self.abort = unfinished, abort
+        self.unfinished, self.not_in_dataset, self.abort = unfinished, not_in_dataset, abort
+        self.dataset = EpisodeDataset(root)
         self.jobs: queue.Queue = queue.Queue()  # (episode index, task, summary) or _QUIT
 
     def run(self) -> None:
@@ -125,6 +141,10 @@ class _Joiner(threading.Thread):
                 continue
             if line is not None:
                 event(log, logging.INFO, "unfinished episode joined", episode=index, frames=line["length"])
+        for index in self.not_in_dataset:
+            if self.abort.is_set():
+                return
+            self._to_dataset(index)
         while not self.abort.is_set():
             job = self.jobs.get()
             if job is _QUIT:
@@ -140,6 +160,20 @@ class _Joiner(threading.Thread):
             reason="shutdown" if isinstance(exc, store.Aborted) else failure_reason(exc, self.root),
         )
 
+    def _to_dataset(self, index: int) -> None:
+        """Add the joined episode to the LeRobot dataset; a failure is one warning (the replay log keeps it)."""
+        try:
+            added = self.dataset.add(index)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, UserError) else failure_reason(exc, self.dataset.path)
+            retry = "" if isinstance(exc, UserError) else ": tried again at the next start"
+            event(
+                log, logging.WARNING, f"episode not added to the dataset{retry}", episode=index, reason=reason
+            )
+            return
+        if added is not None:
+            event(log, logging.INFO, "episode added to the dataset", episode=index, dataset_episode=added)
+
     def _join(self, index: int, task: str, summary: dict) -> None:
         try:
             for final, table in zip(episode_paths(self.root, index), store.TABLES, strict=True):
@@ -154,6 +188,7 @@ class _Joiner(threading.Thread):
                 bytes=line["bytes"],
                 reason=summary["end_reason"],
             )
+            self._to_dataset(index)
             for deleted in store.rotate(self.root, self.max_total_bytes, keep=index):
                 event(
                     log,
@@ -174,12 +209,14 @@ class _Writer(threading.Thread):
         root,
         metadata: dict[str, str],
         channels: tuple[str, ...],
-        images: bool,
+        cameras: dict[str, tuple[int, int, int]],
+        fps: int,
         frames_per_part: int,
         joiner: _Joiner,
     ):
         super().__init__(name="episode-writer", daemon=True)
-        self.root, self.channels, self.images = root, channels, images
+        self.root, self.channels, self.cameras, self.fps = root, channels, cameras, fps
+        self.images = bool(cameras)
         self.frames_per_part, self.joiner, self.abort = frames_per_part, joiner, joiner.abort
         self.frame_schema = FRAME_SCHEMA.with_metadata(metadata)
         self.event_schema = EVENT_SCHEMA.with_metadata(metadata)
@@ -209,7 +246,11 @@ class _Writer(threading.Thread):
     def _handle(self, item) -> None:
         if isinstance(item, _Begin):
             rows = EpisodeRows(item.index, item.task, self.channels, item.previous_arm, self.images)
-            self._open, self.lost = _Episode(rows), 0
+            self._open, self.lost = _Episode(rows, self.cameras), 0
+            try:
+                store.begin_video_parts(self.root, item.index)
+            except Exception as exc:
+                self._failed(self._open, exc)
             return
         episode = self._open
         if episode is None:  # the rest of an episode whose writing failed
@@ -218,6 +259,8 @@ class _Writer(threading.Thread):
         try:
             if isinstance(item, TickRecord):
                 episode.frames.append(episode.rows.frame(item))
+                for name, images in episode.images.items():
+                    images.append(item.frames.get(name))
                 if len(episode.frames) >= self.frames_per_part:
                     self._write_part(episode)
             elif isinstance(item, ChunkRecord):
@@ -231,15 +274,32 @@ class _Writer(threading.Thread):
                 summary = {"length": rows.frames, "chunks": rows.chunks, "end_reason": item.reason}
                 self.joiner.jobs.put((rows.index, rows.task, summary))
         except Exception as exc:  # recording must never take the controller down
-            self._open = None
-            self.lost += len(episode.frames)
-            self.failure = (episode.rows.index, failure_reason(exc, self.root))
-            event(
-                log, logging.WARNING, "recording stopped", episode=episode.rows.index, reason=self.failure[1]
-            )
+            self._failed(episode, exc)
+
+    def _failed(self, episode: _Episode, exc: Exception) -> None:
+        self._open = None
+        self.lost += len(episode.frames)
+        self.failure = (episode.rows.index, failure_reason(exc, self.root))
+        event(log, logging.WARNING, "recording stopped", episode=episode.rows.index, reason=self.failure[1])
+
+    def _video(self, episode: _Episode, name: str) -> np.ndarray:
+        """The part's frames of camera `name`, one per tick: a tick without a frame (or with one of another
+        size than configured) repeats the camera's image before it."""
+        images, last = [], episode.last_image[name]
+        for frame in episode.images[name]:
+            if frame is not None and frame.image.shape == last.shape:
+                last = frame.image
+            images.append(last)
+        episode.last_image[name] = last
+        return np.stack(images)
 
     def _write_part(self, episode: _Episode, last: bool = False) -> None:
         data, events = episode_paths(self.root, episode.rows.index)
+        if episode.frames:  # the video first: a part's rows on disk always have their frames
+            for name in self.cameras:
+                frames = self._video(episode, name)
+                store.write_video_part(self.root, episode.rows.index, episode.parts, name, frames, self.fps)
+                episode.images[name] = []
         if episode.frames or (last and episode.parts == 0):  # an empty episode still gets its (empty) file
             store.write_part(
                 data, episode.parts, pa.Table.from_pylist(episode.frames, schema=self.frame_schema)
@@ -272,18 +332,29 @@ class EpisodeRecorder:
                 "/var/lib/anchorvla; elsewhere set recording.root to a writable directory)"
             ) from None
         store.remove_temporaries(rec.root)
+        cameras = {c.name: (c.height, c.width, 3) for c in config.robot.cameras} if rec.images else {}
+        odd = [f"{n} {w}x{h}" for n, (h, w, _) in cameras.items() if h % 2 or w % 2]
+        if odd:
+            raise UserError(
+                f"recording.images: camera {', '.join(odd)}: the episode video (H.264) needs even widths and "
+                "heights (set the camera's width/height, or recording.images: false)"
+            )
+        self.images = bool(cameras)
         self.joiner = _Joiner(
             rec.root,
             {"data": rec.flush_every, "events": EVENTS_PER_GROUP},
             int(rec.max_total_mb * 1e6),
-            unfinished=store.unfinished(rec.root),  # listed before the writer adds a folder of parts
+            # both listed before the writer adds a folder of parts
+            unfinished=store.unfinished(rec.root),
+            not_in_dataset=store.not_in_dataset(rec.root),
             abort=threading.Event(),  # set at shutdown once CLOSE_S has passed
         )
         self.writer = _Writer(
             rec.root,
             self._metadata(),
             tuple(runtime.engine.channels),
-            rec.images,
+            cameras,
+            round(rate),
             frames_per_part=max(1, math.floor(PART_S * rate)),
             joiner=self.joiner,
         )
@@ -423,6 +494,7 @@ class EpisodeRecorder:
             residual,
             stats.lateness_ms.recent(1)[0],
             stats.tick_compute_ms.recent(1)[0],
+            fast.latest_frames if self.images else None,
         )
         if not self._put(record):
             self._unrecorded += 1

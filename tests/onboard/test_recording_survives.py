@@ -1,5 +1,5 @@
 """Recording that survives (issue 19 B): a SIGKILLed service leaves an episode that reads back (all but the
-last seconds), replays, and is joined at the next start; a full disk (a real tmpfs) stops the recording with one
+last seconds), replays, and is joined at the next start (and added to the LeRobot dataset); a full disk (a real tmpfs) stops the recording with one
 warning shown in `ctl status` while control goes on, and the service still stops within TimeoutStopSec; a
 writer that falls behind stops the recording instead of queueing without bound; past the stop deadline the
 writer keeps its buffered rows as a last part."""
@@ -10,12 +10,16 @@ import json
 import logging
 import time
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from onboard.episode_store import episode_paths, parts_dir, read_episode
+from onboard.episode_dataset import DATASET_DIR
+from onboard.episode_store import episode_paths, not_in_dataset, parts_dir, read_episode
 from onboard.recorder import EpisodeRecorder, ResidualTap
 from onboard.runtime import Runtime
+from policy_runtime.dataset import load_dataset
+from tests.onboard.test_recording_dataset import wait_until_in_dataset
 from tests.service_helpers import devices_and_engine, run_serve, short_dir, sim_config
 from tools.recording_faults import ServiceChild, disk_full_while_recording
 from tools.replay import replay
@@ -55,6 +59,14 @@ def test_a_sigkilled_episode_reads_back_replays_and_is_joined_at_the_next_start(
         (0, "unfinished", len(frames))
     ]
     assert lines[0]["chunks"] == sum(e["kind"] == "chunk" for e in event_rows)
+
+    # ... and adds it to the LeRobot dataset: its rows up to the kill, each with both cameras' frames.
+    wait_until_in_dataset(root)
+    assert not_in_dataset(root) == []
+    dataset = load_dataset(root / DATASET_DIR, horizon=1)
+    assert len(dataset) == len(frames) and set(dataset.tasks) == {frames[0]["task"]}
+    assert np.allclose(dataset.proprio, [r["observation.state"] for r in frames], atol=1e-6)
+    assert dataset.images(np.array([0, len(frames) - 1])).shape == (2, 2, 224, 224, 3)
 
 
 def test_a_full_disk_stops_the_recording_with_one_warning_and_control_goes_on():
