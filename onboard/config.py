@@ -135,6 +135,11 @@ class PolicyConfig(_Section):
         default=5, ge=1, le=1000, description="actions of a chunk served (the paper's H)"
     )
     blending: BlendingConfig = Field(default_factory=BlendingConfig)
+    roll_forward: bool = Field(
+        default=False,
+        description="infer from the state the queued actions will have reached when the chunk starts to run, one "
+        "latency ahead (VLASH), instead of the state measured now",
+    )
     late_chunks: Literal["drop", "shift"] = Field(
         default="drop",
         description="a chunk arriving with fewer than execute_horizon fresh actions: serve what is left on time "

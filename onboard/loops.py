@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -290,6 +291,7 @@ class SlowLoop:
         start_margin_ticks: float,
         instruction: str,
         worker_priority: int = 0,
+        roll_forward: bool = False,
     ):
         self.fast, self.engine, self.schedule, self.safety, self.stats = fast, engine, schedule, safety, stats
         self.period_ns = fast.period_ns
@@ -303,6 +305,7 @@ class SlowLoop:
         )
         self.chunk_listeners: list[Callable[[Observation, ActionChunk], None]] = []  # recording, live view
         self.anchor_frames: dict = {}
+        self.roll_forward = roll_forward
 
     def new_episode(self) -> None:
         """The next observation's frames become the episode's anchor frames (AnchorVLA4D)."""
@@ -339,12 +342,29 @@ class SlowLoop:
             previous_arm=prev.arm if prev else None, previous_base=prev.base if prev else None,
         )  # fmt: skip
 
+    def rolled_forward(self, obs: Observation) -> Observation:
+        """VLASH's rolled-forward state: the observation as of when its chunk will start to run (one latency
+        estimate ahead, on the tick grid), its arm at the positions the plan queued for then; the images stay
+        as they are. Without a plan reaching that far it is returned unchanged."""
+        ahead = math.ceil(self.latency_estimate_ns() / self.period_ns) * self.period_ns
+        planned = self.schedule.planned_at(obs.t_ns + ahead, self.period_ns // 2)
+        if ahead == 0 or planned is None:
+            return obs
+        arm_idx = self.fast.mapper.arm_idx
+        positions = np.where(arm_idx >= 0, planned.action[np.maximum(arm_idx, 0)], obs.arm.positions)
+        arm = dataclasses.replace(obs.arm, t_ns=obs.t_ns + ahead, positions=positions)
+        return dataclasses.replace(
+            obs, t_ns=obs.t_ns + ahead, arm=arm, previous_arm=obs.arm, previous_base=obs.base
+        )
+
     def begin(self, now_ns: int) -> Observation | None:
         """The observation for an inference starting at `now_ns`, marked started in the safety layer; None when
         there is nothing to infer from, a fault is latched or the operator paused."""
         obs = self.observe()
         if obs is None or self.safety.faulted or self.fast.inputs().paused:
             return None
+        if self.roll_forward:
+            obs = self.rolled_forward(obs)
         self.safety.inference_started(now_ns)
         return obs
 
@@ -445,6 +465,6 @@ def build_loops(
     slow = SlowLoop(
         fast=fast, engine=engine, schedule=schedule, safety=safety, stats=stats,
         max_frame_age_s=c.max_frame_age_s, start_margin_ticks=c.start_margin_ticks, instruction=instruction,
-        worker_priority=max(0, config.service.realtime_priority - 1),
+        worker_priority=max(0, config.service.realtime_priority - 1), roll_forward=p.roll_forward,
     )  # fmt: skip
     return Loops(schedule, safety, stats, fast, slow, stops)

@@ -113,6 +113,10 @@ class ChunkSchedule:
         self._plan = [p for p in self._plan if p.t_ns >= tick_ns - tolerance_ns]
         return self._nearest(self._plan, tick_ns, tolerance_ns)
 
+    def planned_at(self, t_ns: int, tolerance_ns: int) -> PlannedAction | None:
+        """The action planned for `t_ns` (nearest within tolerance), forgetting nothing."""
+        return self._nearest(self._plan, t_ns, tolerance_ns)
+
     def clear(self) -> None:
         self._plan = []
 
