@@ -1,7 +1,8 @@
 """`anchorvla export CHECKPOINT OUT`: the checkpoint as three ONNX graphs plus manifest.json.
 
 - backbone.onnx: images + instruction tokens -> bridge features (the Mamba backbone also takes proprio and the
-  state delta; without a VLM backbone: proprio -> state tokens);
+  state delta; without a VLM backbone: proprio -> state tokens); the layer-wise bridge is one (1, layers, N, C)
+  tensor, the head's blocks each reading their layer;
 - head.onnx: bridge + proprio + noise -> chunk, anchor index, scores, residual context (and, with AnchorRefine's
   gripper head, its per-step open/close logits): the whole truncated denoising loop over all anchors and the
   scoring in one graph, so one engine call makes one chunk;
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -90,21 +90,15 @@ def runtime_spec(config, out: Path, margin: float | None = None) -> RuntimeSpec:
 
 
 def _bundle_tokenizer(name: str, length: int, out: Path) -> TokenizerSpec:
+    """The checkpoint's tokenizer as the bundle's tokenizer.json (its pad token saved in it), read onboard with
+    `tokenizers` alone."""
+    from policy_runtime.model.tokenizer import TOKENIZER_FILE, build_tokenizer
+
     if name == "bytes":
         return TokenizerSpec(kind="bytes", length=length)
-    source = Path(name) / "tokenizer.json"
-    if not source.is_file():
-        raise UserError(
-            f"backbone.tokenizer {name} has no tokenizer.json; the bundle needs it to tokenize onboard"
-        )
-    from tokenizers import Tokenizer
-
-    shutil.copyfile(source, out / "tokenizer.json")
-    tok = Tokenizer.from_file(str(source))
-    pad_id = next(
-        (tok.token_to_id(t) for t in ("<|endoftext|>", "<pad>", "[PAD]") if tok.token_to_id(t) is not None), 0
-    )
-    return TokenizerSpec(kind="tokenizers", length=length, file="tokenizer.json", pad_id=pad_id)
+    tokenizer = build_tokenizer(name)
+    tokenizer.save(out / TOKENIZER_FILE)
+    return TokenizerSpec(kind="tokenizers", length=length, file=TOKENIZER_FILE, pad_id=tokenizer.pad_id)
 
 
 def _graph_modules(policy):

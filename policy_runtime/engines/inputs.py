@@ -105,21 +105,11 @@ class InputBuilder:
 
 
 def make_tokenizer(spec: RuntimeSpec, bundle_dir: Path):
+    """The bundle's instruction tokenizer as `text -> (ids, mask)`, each (1, length): numpy and `tokenizers` only,
+    the same class training and the torch engine tokenize with."""
+    from policy_runtime.model.tokenizer import ByteTokenizer, LocalTokenizer  # numpy and tokenizers only
+
     tok = spec.tokenizer
     assert tok is not None
-    if tok.kind == "bytes":
-        from policy_runtime.model.tokenizer import ByteTokenizer  # numpy only
-
-        byte_tokenizer = ByteTokenizer()
-        return lambda text: byte_tokenizer.encode([text], tok.length)
-    from tokenizers import Tokenizer  # light, no torch
-
-    tokenizer = Tokenizer.from_file(str(bundle_dir / tok.file))
-    tokenizer.enable_padding(length=tok.length, pad_id=tok.pad_id)
-    tokenizer.enable_truncation(max_length=tok.length)
-
-    def encode(text: str) -> tuple[np.ndarray, np.ndarray]:
-        enc = tokenizer.encode(text)
-        return np.asarray([enc.ids], np.int64), np.asarray([enc.attention_mask], np.int64)
-
-    return encode
+    tokenizer = ByteTokenizer() if tok.kind == "bytes" else LocalTokenizer(bundle_dir / tok.file, tok.pad_id)
+    return lambda text: tokenizer.encode([text], tok.length)

@@ -15,7 +15,6 @@ import torch
 
 from anchorvla.errors import UserError
 from policy_runtime.model.checkpoint import load_checkpoint
-from policy_runtime.model.tokenizer import build_tokenizer
 from policy_runtime.preprocess import ProprioLayout, preprocess_frames
 from policy_runtime.types import ActionChunk, GripperPlan, Observation
 
@@ -44,8 +43,7 @@ class TorchEngine:
         self._p_mean = np.asarray(norm.proprio_mean)
         self._p_std = np.asarray(norm.proprio_std)
         self._delta_std = None if norm.proprio_delta_std is None else np.asarray(norm.proprio_delta_std)
-        arch = self.config.architecture
-        self._tokenizer = build_tokenizer(arch.backbone.tokenizer) if arch.backbone is not None else None
+        self._tokenizer = self.policy.tokenizer  # the checkpoint's own, checked against its LM
         self._generator = torch.Generator().manual_seed(seed)
         self._lock = threading.Lock()
 

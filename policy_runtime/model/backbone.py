@@ -1,9 +1,10 @@
 """The VLA backbone: SigLIP vision tower + projector + Qwen2 causal LM with LoRA and learnable ActionQuery tokens.
 
 Token order: [vision tokens of every image | instruction tokens | ActionQuery tokens]. The bridge features are
-the hidden states of `bridge_layers` at the vision and query positions, concatenated along the token axis:
-(B, len(bridge_layers) * (num_images * patches + num_queries), llm_hidden). The vision tower and the LM are frozen;
-LoRA adapters, the projector and the queries train.
+the hidden states of `bridge_layers` at the vision and query positions (N = num_images * patches + num_queries
+tokens per layer): with `bridge` 'concat' concatenated along the token axis, (B, len(bridge_layers) * N,
+llm_hidden); with 'layers' (VLA-Adapter) stacked, (B, len(bridge_layers), N, llm_hidden), one layer per head block.
+The vision tower and the LM are frozen; LoRA adapters, the projector and the queries train.
 """
 
 from __future__ import annotations
@@ -16,37 +17,54 @@ from torch import nn
 from anchorvla.errors import UserError
 from policy_runtime.model.config import BackboneConfig
 
+# Keys of a transformers config that are not the architecture (saved with the checkpoint's tower sizes).
+_NOT_SIZES = ("transformers_version", "architectures", "dtype", "torch_dtype", "model_type", "_name_or_path")
+
 
 def load_towers(config: BackboneConfig, lm_config_class=None, lm_class=None) -> tuple[nn.Module, nn.Module]:
     """The vision tower and the language model (Qwen2 unless other transformers classes are given), frozen, the LM
-    with LoRA adapters on `lora_targets`: random weights from the config's sizes, or `pretrained_dir`'s local
-    `vision/` and `llm/` checkpoints (never the hub)."""
-    vision, llm = _pretrained_or_random(config, lm_config_class, lm_class)
+    with LoRA adapters on `lora_targets`: random weights from the config's sizes, or the local Hugging Face
+    directories `vision_path` / `llm_path` (never the hub)."""
     from peft import LoraConfig, inject_adapter_in_model
+    from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisionModel
 
+    vision = _tower(SiglipVisionModel, SiglipVisionConfig, config.vision, config.vision_path, "vision_path")
+    llm = _tower(
+        lm_class or Qwen2Model, lm_config_class or Qwen2Config, config.llm, config.llm_path, "llm_path"
+    )
     for p in [*vision.parameters(), *llm.parameters()]:
         p.requires_grad_(False)
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules=config.lora_targets)
     return vision, inject_adapter_in_model(lora, llm)
 
 
-def _pretrained_or_random(config: BackboneConfig, lm_config_class, lm_class) -> tuple[nn.Module, nn.Module]:
-    from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisionModel
+def _tower(model_class, config_class, sizes: dict, path: str | None, field: str) -> nn.Module:
+    if path is None:
+        return model_class(config_class(**sizes))
+    directory = Path(path)
+    if not (directory / "config.json").is_file():
+        raise UserError(
+            f"backbone.{field} {directory}: no config.json there (a local Hugging Face model directory, e.g. "
+            "from `huggingface-cli download ... --local-dir DIR`)"
+        )
+    from transformers.utils import logging as hf_logging
 
-    lm_config_class, lm_class = lm_config_class or Qwen2Config, lm_class or Qwen2Model
-    if config.pretrained_dir is None:
-        vision = SiglipVisionModel(SiglipVisionConfig(**config.vision))
-        llm = lm_class(lm_config_class(**config.llm))
-        return vision, llm
-    root = Path(config.pretrained_dir)
-    for part in ("vision", "llm"):
-        if not (root / part).is_dir():
-            raise UserError(
-                f"backbone.pretrained_dir {root} has no {part}/ directory (a transformers checkpoint)"
-            )
-    vision = SiglipVisionModel.from_pretrained(root / "vision", local_files_only=True)
-    llm = lm_class.from_pretrained(root / "llm", local_files_only=True)
-    return vision, llm
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # a SigLIP checkpoint's text tower is left out by design: no report of it
+    hf_logging.disable_progress_bar()
+    try:
+        return model_class.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"backbone.{field} {directory}: {str(exc).splitlines()[0]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def tower_sizes(tower: nn.Module) -> dict:
+    """The transformers config kwargs that rebuild `tower`'s architecture (what a checkpoint saves)."""
+    return {k: v for k, v in tower.config.to_diff_dict().items() if k not in _NOT_SIZES}
 
 
 class VLABackbone(nn.Module):
@@ -54,6 +72,12 @@ class VLABackbone(nn.Module):
         super().__init__()
         self.config = config
         self.vision, self.llm = load_towers(config)
+        depth = int(self.llm.config.num_hidden_layers)
+        bad = [layer for layer in config.bridge_layers if not -depth - 1 <= layer <= depth]
+        if bad:
+            raise UserError(
+                f"backbone.bridge_layers {bad}: the LM has {depth} layers (0 is the embeddings, -1 the last layer)"
+            )
         hidden = self.llm.config.hidden_size
         vision_hidden = self.vision.config.hidden_size
         self.projector = nn.Sequential(nn.Linear(vision_hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
@@ -78,8 +102,8 @@ class VLABackbone(nn.Module):
         ones_q = torch.ones(b, nq, dtype=attention_mask.dtype, device=attention_mask.device)
         mask = torch.cat([ones_v, attention_mask, ones_q], dim=1)
         out = self.llm(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True, use_cache=False)
-        bridge = []
-        for layer in self.config.bridge_layers:
-            h = out.hidden_states[layer]
-            bridge.append(torch.cat([h[:, :nv], h[:, -nq:]], dim=1))
-        return torch.cat(bridge, dim=1)
+        bridge = [
+            torch.cat([out.hidden_states[layer][:, :nv], out.hidden_states[layer][:, -nq:]], dim=1)
+            for layer in self.config.bridge_layers
+        ]
+        return torch.stack(bridge, dim=1) if self.config.bridge == "layers" else torch.cat(bridge, dim=1)

@@ -1,6 +1,8 @@
 """The checkpoint directory: `config.json` (CheckpointConfig), `model.safetensors` (backbone incl. LoRA, head incl.
-the anchors buffer) and `residual.safetensors` (the residual module). Weights load through safetensors only,
-never unpickled."""
+the anchors buffer), `residual.safetensors` (the residual module) and, for a Hugging Face tokenizer,
+`tokenizer.json`. Weights load through safetensors only, never unpickled. A checkpoint trained from local
+pretrained towers is self-contained: it holds their sizes and weights, so loading it never reads those
+directories."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ from pathlib import Path
 import torch
 
 from anchorvla.errors import UserError
+from policy_runtime.model.backbone import tower_sizes
 from policy_runtime.model.config import CheckpointConfig
 from policy_runtime.model.policy import AnchorVLAPolicy
+from policy_runtime.model.tokenizer import TOKENIZER_FILE, LocalTokenizer
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -36,8 +40,26 @@ def save_checkpoint(directory: Path, policy: AnchorVLAPolicy, config: Checkpoint
     main, residual = _split_state(policy)
     save_file(main, str(directory / MODEL_FILE), metadata={"format": "pt"})
     save_file(residual, str(directory / RESIDUAL_FILE), metadata={"format": "pt"})
-    config.write(directory / CONFIG_FILE)
+    _self_contained(directory, policy, config).write(directory / CONFIG_FILE)
     return directory
+
+
+def _self_contained(directory: Path, policy: AnchorVLAPolicy, config: CheckpointConfig) -> CheckpointConfig:
+    """`config` with the sizes of towers loaded from local directories and the tokenizer as the checkpoint's own
+    tokenizer.json (written here); the directories stay in it as provenance, unread by `load_checkpoint`."""
+    bb = config.architecture.backbone
+    if bb is None or policy.backbone is None:
+        return config
+    update = {}
+    if bb.vision_path is not None:
+        update["vision"] = tower_sizes(policy.backbone.vision)
+    if bb.llm_path is not None:
+        update["llm"] = tower_sizes(policy.backbone.llm)
+    if isinstance(policy.tokenizer, LocalTokenizer):
+        policy.tokenizer.save(directory / TOKENIZER_FILE)
+        update["tokenizer"] = TOKENIZER_FILE
+    arch = config.architecture.model_copy(update={"backbone": bb.model_copy(update=update)})
+    return config.model_copy(update={"architecture": arch})
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -59,14 +81,20 @@ def _first_problem(exc: RuntimeError) -> str:
 
 def load_checkpoint(directory: Path, with_residual: bool = True) -> tuple[AnchorVLAPolicy, CheckpointConfig]:
     """Build the policy from config.json and load its weights (eval mode). A missing residual file is an error
-    only when `with_residual`."""
+    only when `with_residual`. The returned config names the tokenizer by a path that resolves from anywhere
+    (a relative one is the checkpoint's own file)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"checkpoint directory {directory} not found")
     config = CheckpointConfig.read(directory / CONFIG_FILE)
     arch = config.architecture
-    if arch.backbone is not None and arch.backbone.pretrained_dir is not None:
-        arch = arch.model_copy(update={"backbone": arch.backbone.model_copy(update={"pretrained_dir": None})})
+    if arch.backbone is not None:
+        bb = arch.backbone
+        tokenizer = bb.tokenizer if bb.tokenizer == "bytes" else str(directory / bb.tokenizer)
+        arch = arch.model_copy(update={"backbone": bb.model_copy(update={"tokenizer": tokenizer})})
+        config = config.model_copy(update={"architecture": arch})
+        towers = arch.backbone.model_copy(update={"vision_path": None, "llm_path": None})
+        arch = arch.model_copy(update={"backbone": towers})
     policy = AnchorVLAPolicy(arch)
     main = _read_weights(directory / MODEL_FILE)
     try:

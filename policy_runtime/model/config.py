@@ -22,25 +22,38 @@ class BackboneConfig(_Section):
     """Vision tower (transformers SiglipVisionConfig kwargs) + projector + language model with LoRA.
 
     `kind` picks the language model: 'vlm' (default) a Qwen2 LM (`llm` holds Qwen2Config kwargs) reading
-    [vision | instruction | ActionQuery tokens], bridge = hidden states of `bridge_layers`; 'mamba' a Mamba
-    state-space model (`llm` holds MambaConfig kwargs) reading AnoleVLA's order [state | state delta | vision |
-    instruction], bridge = the final hidden state of the last instruction token (num_queries and bridge_layers
-    are not used).
+    [vision | instruction | ActionQuery tokens], bridge = hidden states of `bridge_layers` at the vision and query
+    positions; 'mamba' a Mamba state-space model (`llm` holds MambaConfig kwargs) reading AnoleVLA's order
+    [state | state delta | vision | instruction], bridge = the final hidden state of the last instruction token
+    (num_queries, bridge_layers and bridge are not used).
 
-    `pretrained_dir`, when set, is a local directory holding `vision/` and `llm/` transformers checkpoints that
-    training starts from (never a hub download). A saved checkpoint holds every weight, so loading it never
-    needs that directory.
+    `bridge` says how the head reads the layers: 'concat' (every head block cross-attends to all of them, one
+    token sequence; with bridge_layers [-1] the last-layer bridge) or 'layers' (VLA-Adapter's layer-wise bridge:
+    head block i cross-attends to layer bridge_layers[i] alone, so bridge_layers has one entry per head block).
+
+    `vision_path` / `llm_path`, when set, are local Hugging Face-format directories (config.json +
+    model.safetensors, as `huggingface-cli download` writes them: a SigLIP model or its vision tower, a Qwen2 LM
+    with or without its LM head) that training starts from, never a hub download; `vision` / `llm` may then be
+    left empty (the directory's config.json gives the sizes). The tokenizer defaults to the LM directory's
+    tokenizer.json, or 'bytes' for random towers. A saved checkpoint holds every weight, both towers' sizes and
+    its tokenizer.json, so loading it never needs those directories. The legacy `pretrained_dir` (a directory
+    holding `vision/` and `llm/`) reads as the two paths.
     """
 
     kind: Literal["vlm", "mamba"] = "vlm"
-    vision: dict[str, Any]
-    llm: dict[str, Any]
+    vision: dict[str, Any] = Field(default_factory=dict)
+    llm: dict[str, Any] = Field(default_factory=dict)
+    vision_path: str | None = None
+    llm_path: str | None = None
     lora_rank: int = Field(default=64, ge=1)
     lora_alpha: int = Field(default=128, ge=1)
     lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     num_queries: int = Field(default=64, ge=1, description="learnable ActionQuery tokens")
     bridge_layers: list[int] = Field(
-        default_factory=lambda: [-1], description="LM layers whose hidden states feed the head"
+        default_factory=lambda: [-1], min_length=1, description="LM layers whose hidden states feed the head"
+    )
+    bridge: Literal["concat", "layers"] = Field(
+        default="concat", description="'concat': all layers to every head block; 'layers': one per block"
     )
     num_images: int = Field(default=2, ge=1)
     anchor_image: bool = Field(
@@ -50,9 +63,34 @@ class BackboneConfig(_Section):
     )
     max_instruction_tokens: int = Field(default=32, ge=1)
     tokenizer: str = Field(
-        default="bytes", description="'bytes' (our byte-level tokenizer) or a local tokenizer dir"
+        default="",
+        description="'bytes' (our byte-level tokenizer), a local tokenizer dir or tokenizer.json; "
+        "empty: llm_path's, else 'bytes'",
     )
-    pretrained_dir: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_pretrained_dir(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "pretrained_dir" in data:
+            data = dict(data)
+            root = data.pop("pretrained_dir")
+            if root is not None:
+                data.setdefault("vision_path", str(Path(root) / "vision"))
+                data.setdefault("llm_path", str(Path(root) / "llm"))
+        return data
+
+    @model_validator(mode="after")
+    def _sizes_or_paths(self) -> BackboneConfig:
+        for part in ("vision", "llm"):
+            if not getattr(self, part) and getattr(self, f"{part}_path") is None:
+                raise ValueError(
+                    f"backbone.{part} (its sizes) or backbone.{part}_path (a local directory) is needed"
+                )
+        if self.bridge == "layers" and self.kind != "vlm":
+            raise ValueError("backbone.bridge 'layers' needs backbone.kind 'vlm'")
+        if not self.tokenizer:
+            self.tokenizer = self.llm_path or "bytes"
+        return self
 
     @property
     def images_per_observation(self) -> int:
@@ -132,6 +170,19 @@ class ArchitectureConfig(_Section):
     image_size: int = 224
     image_mean: list[float] = Field(default_factory=lambda: [0.5, 0.5, 0.5])
     image_std: list[float] = Field(default_factory=lambda: [0.5, 0.5, 0.5])
+
+    @model_validator(mode="after")
+    def _bridge_fits_the_head(self) -> ArchitectureConfig:
+        bb = self.backbone
+        if bb is not None and bb.bridge == "layers":
+            if self.head.mode == "linear":
+                raise ValueError("backbone.bridge 'layers' needs a DiT head (head.mode is 'linear')")
+            if len(bb.bridge_layers) != self.head.depth:
+                raise ValueError(
+                    f"backbone.bridge 'layers' gives each head block one LM layer: bridge_layers has "
+                    f"{len(bb.bridge_layers)} entries, head.depth is {self.head.depth}"
+                )
+        return self
 
 
 class Normalization(_Section):

@@ -80,7 +80,9 @@ class DiTBlock(nn.Module):
 class AnchoredDiffusionHead(nn.Module):
     """Denoises K candidate chunks per observation in one batch and scores each.
 
-    Inputs everywhere: `cond` (B, N, cond_dim) bridge features, `proprio` (B, proprio_dim) normalised proprio.
+    Inputs everywhere: `cond` bridge features, `proprio` (B, proprio_dim) normalised proprio. `cond` is
+    (B, N, cond_dim), which every block cross-attends to, or, from the layer-wise bridge, (B, depth, N, cond_dim):
+    block i cross-attends to cond[:, i] (VLA-Adapter).
     Chunks are (B, K, H, action_dim) in normalised action units ([-1, 1]).
     """
 
@@ -112,12 +114,12 @@ class AnchoredDiffusionHead(nn.Module):
 
     # -- one network evaluation ---------------------------------------------------------------------------------
     def encode_condition(self, cond: torch.Tensor) -> torch.Tensor:
-        """Bridge features projected to the head's width: (B, N, dim). Computed once per chunk."""
+        """Bridge features projected to the head's width: (B, N, dim) or (B, depth, N, dim). Once per chunk."""
         return self.cond_in(cond)
 
     def pooled_context(self, memory: torch.Tensor) -> torch.Tensor:
         """The small vector the residual gets from the last backbone call: mean of the projected bridge, (B, dim)."""
-        return memory.mean(dim=1)
+        return memory.flatten(1, -2).mean(dim=1)
 
     def denoise(
         self, x: torch.Tensor, t: torch.Tensor, memory: torch.Tensor, proprio: torch.Tensor
@@ -128,8 +130,9 @@ class AnchoredDiffusionHead(nn.Module):
         c = self.time_mlp(sinusoidal_embedding(t, dim)) + self.proprio_mlp(proprio)  # (B, dim)
         n_tokens = h // self.config.actions_per_token
         tokens = self.action_in(x.reshape(b * k, n_tokens, -1)) + self.step_pos
-        for block in self.blocks:
-            tokens = block(tokens, c, memory, k)
+        per_block = memory.unbind(1) if memory.dim() == 4 else [memory] * len(self.blocks)
+        for block, block_memory in zip(self.blocks, per_block, strict=True):
+            tokens = block(tokens, c, block_memory, k)
         shift, scale = self.final_modulation(c).repeat_interleave(k, dim=0).chunk(2, dim=-1)
         tokens = _modulate(self.final_norm(tokens), shift, scale)
         x0 = self.action_out(tokens).reshape(b, k, h, d)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from anchorvla.errors import UserError
 from policy_runtime.model.backbone import VLABackbone
 from policy_runtime.model.config import ArchitectureConfig
 from policy_runtime.model.gripper import GripperHead
@@ -19,6 +20,7 @@ from policy_runtime.model.head import AnchoredDiffusionHead
 from policy_runtime.model.linear_head import LinearHead
 from policy_runtime.model.mamba_backbone import MambaBackbone
 from policy_runtime.model.residual import ResidualModule
+from policy_runtime.model.tokenizer import ByteTokenizer, LocalTokenizer, build_tokenizer, check_against_lm
 
 STATE_TOKENS = 4  # tokens the compact state encoder makes when there is no VLM backbone
 
@@ -49,13 +51,11 @@ class AnchorVLAPolicy(nn.Module):
                 else VLABackbone(config.backbone)
             )
             self.state_encoder: StateEncoder | None = None
-            if self.backbone.hidden_size != head_cfg.cond_dim:
-                raise ValueError(
-                    f"head.cond_dim {head_cfg.cond_dim} != LM hidden size {self.backbone.hidden_size}"
-                )
+            self.tokenizer: ByteTokenizer | LocalTokenizer | None = self._checked_tokenizer()
         else:
             self.backbone = None
             self.state_encoder = StateEncoder(head_cfg.proprio_dim, head_cfg.cond_dim)
+            self.tokenizer = None
         self.head = LinearHead(head_cfg) if head_cfg.mode == "linear" else AnchoredDiffusionHead(head_cfg)
         self.residual = ResidualModule(
             config.residual, head_cfg.proprio_dim, self.head.context_dim, head_cfg.action_dim
@@ -63,6 +63,30 @@ class AnchorVLAPolicy(nn.Module):
         self.gripper_head = (
             GripperHead(config.gripper_head, head_cfg) if config.gripper_head is not None else None
         )
+
+    def _checked_tokenizer(self) -> ByteTokenizer | LocalTokenizer:
+        """The instruction tokenizer, once the towers are checked against the rest of the architecture and it
+        against the LM (each mismatch one line naming both sides)."""
+        assert self.backbone is not None
+        bb, cfg = self.config.backbone, self.config
+        lm = bb.llm_path or "backbone.llm"
+        if self.backbone.hidden_size != cfg.head.cond_dim:
+            raise UserError(
+                f"head.cond_dim {cfg.head.cond_dim} but the LM {lm} is {self.backbone.hidden_size} wide: "
+                f"set head.cond_dim to {self.backbone.hidden_size}"
+            )
+        tower_size = self.backbone.vision.config.image_size
+        if tower_size != cfg.image_size:
+            raise UserError(
+                f"image_size {cfg.image_size} but the vision tower {bb.vision_path or 'backbone.vision'} reads "
+                f"{tower_size} px images: set image_size to {tower_size}"
+            )
+        tokenizer = build_tokenizer(bb.tokenizer)
+        llm = self.backbone.llm
+        # A random LM has no text of its own; a pretrained one (or its saved sizes) names its end-of-text id.
+        eos = llm.config.eos_token_id if bb.llm_path or "eos_token_id" in bb.llm else None
+        check_against_lm(tokenizer, llm.get_input_embeddings().num_embeddings, eos, lm)
+        return tokenizer
 
     @property
     def reads_state_delta(self) -> bool:

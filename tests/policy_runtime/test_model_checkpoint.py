@@ -100,11 +100,12 @@ def test_pretrained_towers_load_from_a_local_directory_never_the_hub(tmp_path):
     llm = Qwen2Model(Qwen2Config(**arch.backbone.llm))
     vision.save_pretrained(tmp_path / "vision")
     llm.save_pretrained(tmp_path / "llm")
-    backbone = arch.backbone.model_copy(update={"pretrained_dir": str(tmp_path)})
+    paths = {"vision_path": str(tmp_path / "vision"), "llm_path": str(tmp_path / "llm")}
+    backbone = arch.backbone.model_copy(update=paths)
     policy = AnchorVLAPolicy(arch.model_copy(update={"backbone": backbone}))
     assert torch.equal(policy.backbone.vision.head.mlp.fc2.weight, vision.head.mlp.fc2.weight)
     loaded_q = policy.backbone.llm.layers[0].self_attn.q_proj.base_layer.weight
     assert torch.equal(loaded_q, llm.layers[0].self_attn.q_proj.weight)
-    missing = arch.backbone.model_copy(update={"pretrained_dir": str(tmp_path / "nowhere")})
-    with pytest.raises(UserError, match="has no vision/ directory"):
+    missing = arch.backbone.model_copy(update=dict(paths, vision_path=str(tmp_path / "nowhere")))
+    with pytest.raises(UserError, match="vision_path .*nowhere: no config.json there"):
         AnchorVLAPolicy(arch.model_copy(update={"backbone": missing}))
