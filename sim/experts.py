@@ -89,9 +89,9 @@ class Expert:
         """The action for now: [base.vx, base.vy, base.wz, joint targets...]."""
         joints, goal, tip, held = self._state()
         base_cmd = np.zeros(3)
-        if self.task.name == "touch":
+        if self.task.kind == "touch":
             arm_cmd, base_cmd = self._touch(goal, tip)
-        elif self.task.name == "reach":
+        elif self.task.kind == "reach":
             arm_cmd = self._reach(goal, tip)
         else:
             arm_cmd = self._lift(
