@@ -16,6 +16,14 @@ blend=none|linear|exponential (policy.blending.mode), late=drop|shift (policy.la
 policies/options/), engine=onnxruntime|torch (policy.engine; torch runs a checkpoint dir given as bundle=) and
 name=<label> (the row's name). Without --variant the config's own settings are one row.
 
+A variant may also change the world (sim/world_variants.py, all off by default): instruction=other (the colour
+tasks' instruction names the distractor, which becomes the goal: the language check), images=blank (black camera
+frames: the vision check), and drift: slip=<m/s> (the body slips over the ground, unmeasured, so the arm's target
+moves in the body frame under a chunk), nudge=<m> (the goal object moved once mid-episode), compliance=<deg>
+(the arm's servos yield under gravity, this far at full load) and tail=<sigma> (each inference's latency lognormal
+around --latency-ms, which it needs). Each is drawn from the episode's seed: every variant and run sees the same
+drift on the same episode.
+
 Memory per variant: the size of the graphs the engine loaded, and the growth of this process's resident set from
 building the engine to the end of its episodes (a figure of the whole process: allocator reuse makes it noisy).
 """
@@ -34,6 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from anchorvla.errors import UserError
+from sim.world_variants import UNCHANGED, EpisodeDrift, WorldVariant
 
 if TYPE_CHECKING:
     from sim.tasks import Task
@@ -48,7 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", required=True, type=Path, help="the emulated robot's config (configs/sim.yaml)"
     )
-    parser.add_argument("--task", required=True, help="touch | reach | lift | all, or a comma-separated list")
+    parser.add_argument(
+        "--task", required=True,
+        help="touch | reach | lift | all, their colour variants touch_color | reach_color | lift_color | color "
+        "(no goal in the proprio: sim/tasks.py), or a comma-separated list",
+    )  # fmt: skip
     parser.add_argument("--episodes", required=True, type=int, help="episodes per task and variant")
     parser.add_argument(
         "--variant", action="append", default=None, metavar="SPEC",
@@ -62,14 +75,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write every figure as JSON here")
 
 
-def parse_variant(spec: str) -> tuple[str, dict]:
-    """'H=2,residual=off' -> (row label, config overrides). The label is `name=` or else the spec itself."""
+WORLD_KEYS = {"slip": "slip_mps", "nudge": "nudge_m", "compliance": "compliance_deg", "tail": "latency_sigma"}
+
+
+def _magnitude(value: str) -> float | None:
+    """A drift's size: a finite number >= 0, else None."""
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def parse_variant(spec: str) -> tuple[str, dict, WorldVariant]:
+    """'H=2,residual=off' -> (row label, config overrides, what it changes in the world). The label is `name=` or
+    else the spec itself."""
     policy: dict = {}
+    world: dict = {}
     label = spec or "config"
     for item in (s.strip() for s in spec.split(",") if s.strip()):
         key, _, raw = item.partition("=")
         key, value = key.strip().lower(), raw.strip().lower()
-        if key == "h" and value.isdigit() and int(value) >= 1:
+        if key in WORLD_KEYS and _magnitude(value) is not None:
+            world[WORLD_KEYS[key]] = _magnitude(value)
+        elif key == "instruction" and value in ("same", "other"):
+            world["instruction_other"] = value == "other"
+        elif key == "images" and value in ("on", "blank"):
+            world["blank_images"] = value == "blank"
+        elif key == "h" and value.isdigit() and int(value) >= 1:
             policy["execute_horizon"] = int(value)
         elif key == "residual" and value in ("on", "off"):
             policy["residual"] = value == "on"
@@ -153,22 +186,27 @@ def run_episode(
     seed: int,
     latency_ms: float | None = None,
     on_tick: Callable[[Task], None] | None = None,
+    variant: WorldVariant = UNCHANGED,
 ) -> EpisodeResult:
     """One episode of the controller's loops in lockstep with the emulated devices: each tick, a chunk whose
     virtual arrival time has come is delivered, the fast loop ticks, and the slow loop's `begin` starts the next
     inference when its planned start falls before the next tick (its latency is the call's wall time, or
     `latency_ms`, on the virtual clock). `on_tick(task)` is called every tick just before the fast loop's, with
-    this tick's camera frames rendered (a recorder's hook)."""
+    this tick's camera frames rendered (a recorder's hook). `variant`: what changes in the world (checks, drift)."""
     from onboard.loops import build_loops
     from sim.session import GoalEngine
 
     task = robot.start_episode(task_name, seed)
+    if variant.instruction_other:
+        task.name_other(robot.world)
+    if variant.latency_sigma > 0 and latency_ms is None:
+        raise UserError("tail=<sigma> draws each inference's latency around --latency-ms: give --latency-ms")
     # Each episode draws its own noise, so its outcome does not depend on which episodes ran before it in the
     # same engine (another task, other seeds), and every variant samples the same noise on the same episode.
     # (An engine without noise, the stand-in, has nothing to restart.)
     if hasattr(engine, "reseed"):
         engine.reseed(seed)
-    engine = GoalEngine(engine, lambda: task.goal_in_arm_frame(robot.world))
+    engine = GoalEngine.for_task(engine, task, robot.world)
     loops = build_loops(
         config=config, arm=robot.arm, base=robot.base, cameras=robot.cameras, engine=engine,
         instruction=task.instruction, stop_sequences=False,
@@ -176,6 +214,7 @@ def run_episode(
     fast, slow, safety, stats = loops.fast, loops.slow, loops.safety, loops.stats
     safety.seed(robot.arm.read_state())  # as the runtime does: the envelope starts from the measured pose
     period = fast.period_ns
+    drift = EpisodeDrift(variant, robot, task, seed, period / 1e9)
     pending = None  # (tick at which the chunk arrives, observation, chunk, latency ns)
     arm_cmds, base_cmds = [], []
     wall_inference_ms = []  # measured wall time of each call (the report's figure)
@@ -184,6 +223,7 @@ def run_episode(
         for tick in range(task.max_steps):
             now = robot.clock.now_ns
             fast.next_deadline_ns = now
+            drift.before_tick(tick)
             if pending is not None and pending[0] <= now:  # the chunk arrives
                 slow.deliver(*pending[1:], now)
                 pending = None
@@ -214,7 +254,7 @@ def run_episode(
                         latency = time.perf_counter_ns() - t0
                         wall_inference_ms.append(latency / 1e6)
                         if latency_ms is not None:
-                            latency = int(latency_ms * 1e6)
+                            latency = drift.latency_ns(int(latency_ms * 1e6))
                         ticks_until_ready = math.ceil((begin + latency - now) / period)
                         pending = (now + max(1, ticks_until_ready) * period, obs, chunk, latency)
             robot.clock.advance(period)
@@ -307,7 +347,7 @@ def main(args: argparse.Namespace) -> int:
     specs = args.variant or [""]
     variants = [parse_variant(spec) for spec in specs]
     rows = []
-    for label, overrides in variants:
+    for label, overrides, world in variants:
         config = load_config(args.config, overrides)
         robot = SimRobot(sim_cameras(config))
         rss_before = resident_mb()
@@ -319,7 +359,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             for name in names:
                 results = [
-                    run_episode(config, engine, robot, name, args.seed + k, args.latency_ms)
+                    run_episode(config, engine, robot, name, args.seed + k, args.latency_ms, variant=world)
                     for k in range(args.episodes)
                 ]
                 all_results += results

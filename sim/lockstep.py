@@ -23,10 +23,11 @@ from drivers.emulated.sts_servo import EmulatedServo
 from drivers.emulated.world import World
 from drivers.feetech.calibration import ArmCalibration, default_calibration
 from drivers.feetech.so101 import ServoTuning
-from drivers.feetech.table import encode, reg, to_bytes
+from drivers.feetech.table import TICKS_PER_REV, encode, reg, to_bytes
 from drivers.types import ArmState, BaseState, Frame
 from drivers.unitree import sport_api as api
 from sim.tasks import Task, start_task
+from sim.world_variants import STALL_TORQUE_NM, gravity_torque
 
 _GOAL = reg("Goal_Position")
 _TORQUE = reg("Torque_Enable")
@@ -57,6 +58,7 @@ class SimArm:
         ServoBusEmulator.apply_calibration(self.servos, self.calibration)
         self._configure(ServoTuning())
         self._index = [world.joint_names.index(n) for n in self.joint_names]
+        self.compliance_deg = 0.0  # the servos' yield at full load under gravity (eval's compliance=)
 
     def _configure(self, t: ServoTuning) -> None:
         """The registers the SO-101 driver's `configure()` writes, then torque on."""
@@ -80,7 +82,20 @@ class SimArm:
     def start(self) -> None:
         self._step()
 
+    def _load_gravity(self) -> None:
+        """With compliance: each servo's external load is gravity's torque on its joint at the present pose (as a
+        fraction of the stall torque, signed in ticks), and it yields `compliance_deg` at full load."""
+        with self.world.lock:
+            joints = self.world.joint_positions[self._index].copy()
+        torque = np.append(gravity_torque(joints), np.zeros(len(self.servos) - 5))
+        sign = np.array([-1.0 if j.drive_mode else 1.0 for j in self.calibration.joints.values()])
+        for s, load in zip(self.servos, sign * torque / STALL_TORQUE_NM, strict=True):
+            s.faults.external_load = float(load)
+            s.faults.compliance_ticks = self.compliance_deg / 360.0 * TICKS_PER_REV
+
     def _step(self) -> None:
+        if self.compliance_deg:
+            self._load_gravity()
         for s in self.servos:
             s.advance(self.clock.now_s)
         ticks = [s.present_ticks() for s in self.servos]
@@ -92,6 +107,8 @@ class SimArm:
 
         The servos start each episode cooled down, as after a pause, so that episodes run back to back (an
         evaluation, a recording) are independent trials: heat carried over would add up to a servo's shutdown."""
+        for s in self.servos:  # unloaded: a compliance the episode wants is loaded at its first step
+            s.faults.external_load = s.faults.compliance_ticks = 0.0
         for s, t in zip(self.servos, self.calibration.rad_to_ticks(positions), strict=True):
             s.rest()
             s.move_by_hand(float(t))
@@ -170,6 +187,7 @@ class SimCamera:
         self._camera = SyntheticCamera(name, world, view, width, height, fps)
         self.period_ns = self._camera.period_ns
         self._latest: Frame | None = None
+        self.blank = False  # eval's images=blank: every frame black (the vision check)
 
     def start(self) -> None:
         self._latest = None
@@ -179,7 +197,8 @@ class SimCamera:
         slot = self.clock.now_ns - self.clock.now_ns % self.period_ns
         if self._latest is None or self._latest.t_ns != slot:
             frame = self._camera.render_now()
-            self._latest = Frame(slot, self.name, frame.image, frame.seq)
+            image = np.zeros_like(frame.image) if self.blank else frame.image
+            self._latest = Frame(slot, self.name, image, frame.seq)
         return self._latest
 
     def stop(self) -> None:

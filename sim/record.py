@@ -2,10 +2,12 @@
 
 Each episode runs the task's expert (sim/experts.py) in lockstep on a virtual clock against the
 in-process emulated devices (sim/lockstep.py) at the control rate. What is recorded per tick: the proprio
-(`PROPRIO_LAYOUT`, the goal's pose included), both synthetic camera images, the instruction, and the expert's
-action. What is executed is that action plus smooth noise (in a share of the episodes), passed through the same
-safety envelope as on the robot, so the demonstrations also show how to get back on track. Episodes the expert
-does not finish are left out; after success a few ticks of holding still are kept, so the policy learns to stop.
+(`PROPRIO_LAYOUT`, the goal's pose included; in the colour tasks `PROPRIO_NO_GOAL`, without it, and one dataset
+holds one layout, so plain and colour tasks are recorded apart), both synthetic camera images (64 px, 96 px in the
+colour tasks, where the targets must be told apart in them), the instruction, and the expert's action. What is
+executed is that action plus smooth noise (in a share of the episodes), passed through the same safety envelope
+as on the robot, so the demonstrations also show how to get back on track. Episodes the expert does not finish
+are left out; after success a few ticks of holding still are kept, so the policy learns to stop.
 Each episode is written (its videos encoded) as soon as it is recorded (policy_runtime/dataset_writer.py).
 
 With `--policy CONFIG` the controller drives instead (the lockstep loops of `anchorvla eval`) and the expert
@@ -28,24 +30,33 @@ from drivers.types import SO101_JOINTS, BaseVelocity, Command
 
 RATE_HZ = 15.0
 IMAGE_SIZE = 64
+COLOR_IMAGE_SIZE = 96  # the colour tasks' balls: 6-14 pixels at the start pose (about half that at 64 px)
 CAMERAS = ("third_person", "wrist")
 PROPRIO_LAYOUT = (
     "base.vx", "base.vy", "base.wz", *(f"arm.{j}" for j in SO101_JOINTS), "goal.x", "goal.y", "goal.z",
 )  # fmt: skip
+PROPRIO_NO_GOAL = PROPRIO_LAYOUT[:-3]  # the colour tasks: the goal is found in the images
 HOLD_AFTER_SUCCESS = 6  # ticks recorded after the task succeeded
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="sim_command", required=True, metavar="SUBCOMMAND")
     rec = sub.add_parser("record", help="record scripted-expert episodes into a dataset directory")
-    rec.add_argument("--task", required=True, help="touch | reach | lift | all, or a comma-separated list")
+    rec.add_argument(
+        "--task", required=True,
+        help="touch | reach | lift | all, or the colour tasks touch_color | reach_color | lift_color | color "
+        "(no goal in the proprio), or a comma-separated list of one kind",
+    )  # fmt: skip
     rec.add_argument(
         "--episodes", required=True,
         help="successful episodes per task: N, or per task as 'touch=150,reach=250,lift=250'",
     )  # fmt: skip
     rec.add_argument("--out", required=True, type=Path, help="dataset directory to write")
     rec.add_argument("--seed", type=int, default=0, help="first episode seed")
-    rec.add_argument("--image-size", type=int, default=IMAGE_SIZE, help="square camera images, pixels")
+    rec.add_argument(
+        "--image-size", type=int, default=None,
+        help=f"square camera images, pixels (default {IMAGE_SIZE}, {COLOR_IMAGE_SIZE} for the colour tasks)",
+    )  # fmt: skip
     rec.add_argument(
         "--noise-share", type=float, default=0.7, help="share of episodes executed with noise (0..1)"
     )
@@ -62,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--variant",
         default="",
         metavar="SPEC",
-        help="with --policy: config overrides as in `anchorvla eval --variant`, e.g. 'residual=off'",
+        help="with --policy: config overrides and drift as in `anchorvla eval --variant`, e.g. 'residual=off,slip=0.02'",
     )
     rec.add_argument(
         "--latency-ms", type=float, default=60.0, help="with --policy: virtual time each inference takes"
@@ -144,20 +155,36 @@ def record_episode(robot, task_name: str, seed: int, noisy: bool, noise_scale: f
     return None
 
 
+def proprio_layout(names: list[str]) -> tuple[str, ...]:
+    """The proprio layout of a dataset of tasks `names`: with the goal for the plain tasks, without for the colour
+    tasks; both kinds in one dataset is refused."""
+    from sim.tasks import COLOR_TASKS
+
+    colour = {n in COLOR_TASKS for n in names}
+    if len(colour) > 1:
+        raise UserError(
+            f"--task {','.join(names)}: plain and colour tasks have different proprio layouts (goal.* or not); "
+            "record them into separate datasets"
+        )
+    return PROPRIO_NO_GOAL if colour == {True} else PROPRIO_LAYOUT
+
+
 class Tape:
-    """An episode as it is recorded, tick by tick: the proprio (goal included), each camera's current image, and
-    the action to learn."""
+    """An episode as it is recorded, tick by tick: the proprio (the goal included if the task gives it), each
+    camera's current image, and the action to learn."""
 
     def __init__(self, robot, task):
         from policy_runtime.preprocess import ProprioLayout
 
         self.robot, self.task = robot, task
-        self.layout = ProprioLayout(PROPRIO_LAYOUT, robot.arm.joint_names)
+        layout = PROPRIO_LAYOUT if task.goal_in_proprio else PROPRIO_NO_GOAL
+        self.layout = ProprioLayout(layout, robot.arm.joint_names)
         self.states, self.actions = [], []
         self.images = {c.name: [] for c in robot.cameras}
 
     def add(self, arm, base, action: np.ndarray) -> None:
-        self.states.append(self.layout.vector(arm, base, self.task.goal_in_arm_frame(self.robot.world)))
+        goal = self.task.goal_in_arm_frame(self.robot.world) if self.task.goal_in_proprio else None
+        self.states.append(self.layout.vector(arm, base, goal))
         for cam in self.robot.cameras:
             self.images[cam.name].append(cam.latest().image)
         self.actions.append(action)
@@ -171,10 +198,11 @@ class Tape:
         )  # fmt: skip
 
 
-def record_policy_episode(config, engine, robot, task_name: str, seed: int, latency_ms: float):
+def record_policy_episode(config, engine, robot, task_name: str, seed: int, latency_ms: float, variant=None):
     """One episode the controller drives (the loops of `anchorvla eval`), labelled every tick with what the
     task's expert would command from that state: (EpisodeRecord, EpisodeResult). Failed episodes are kept up to
-    where they ended: their states are those a correction is for."""
+    where they ended: their states are those a correction is for. `variant`: the world's side of the eval variant
+    (drift), a `WorldVariant`."""
     from sim.eval import run_episode
     from sim.experts import Expert
 
@@ -186,7 +214,11 @@ def record_policy_episode(config, engine, robot, task_name: str, seed: int, late
             labelled.update(tape=Tape(robot, task), expert=Expert(task, robot.world, dt_s, follow_side=True))
         labelled["tape"].add(robot.arm.read_state(), robot.base.read_state(), labelled["expert"].act())
 
-    result = run_episode(config, engine, robot, task_name, seed, latency_ms, on_tick=on_tick)
+    from sim.world_variants import UNCHANGED
+
+    result = run_episode(
+        config, engine, robot, task_name, seed, latency_ms, on_tick=on_tick, variant=variant or UNCHANGED
+    )
     return labelled["tape"].record(), result
 
 
@@ -194,18 +226,20 @@ def main(args: argparse.Namespace) -> int:
     from sim.lockstep import SimRobot
     from sim.tasks import task_names
 
-    if not 8 <= args.image_size <= 512:
+    if args.image_size is not None and not 8 <= args.image_size <= 512:
         raise UserError(f"--image-size {args.image_size}: use 8..512 pixels")
     if args.noise_scale < 0:
         raise UserError(f"--noise-scale must be >= 0 (got {args.noise_scale})")
     names = task_names(args.task)
+    layout = proprio_layout(names)
     counts = episode_counts(str(args.episodes), names)
     if args.policy is not None:
-        return record_policy(args, names, counts)
+        return record_policy(args, names, counts, layout)
     fps = int(RATE_HZ)
-    robot = SimRobot([(c, c, args.image_size, args.image_size, fps) for c in CAMERAS])
+    size = args.image_size or (IMAGE_SIZE if layout == PROPRIO_LAYOUT else COLOR_IMAGE_SIZE)
+    robot = SimRobot([(c, c, size, size, fps) for c in CAMERAS])
     rng = np.random.default_rng(args.seed)
-    writer = _writer(args.out, robot)
+    writer = _writer(args.out, robot, layout)
     for name in names:
         done = tried = 0
         while done < counts[name]:
@@ -222,7 +256,7 @@ def main(args: argparse.Namespace) -> int:
     return _report(writer)
 
 
-def record_policy(args: argparse.Namespace, names: list[str], counts: dict[str, int]) -> int:
+def record_policy(args: argparse.Namespace, names: list[str], counts: dict[str, int], layout) -> int:
     """--policy: every episode is kept (success or not), seeds args.seed.. per task as in `anchorvla eval`."""
     from onboard.config import load_config
     from onboard.devices import build_engine
@@ -231,11 +265,12 @@ def record_policy(args: argparse.Namespace, names: list[str], counts: dict[str, 
 
     if args.latency_ms < 0:
         raise UserError(f"--latency-ms must be >= 0 (got {args.latency_ms})")
-    config = load_config(args.policy, parse_variant(args.variant)[1])
+    _, overrides, variant = parse_variant(args.variant)
+    config = load_config(args.policy, overrides)
     if config.control.rate_hz != RATE_HZ:
         raise UserError(f"{args.policy}: control.rate_hz must be {RATE_HZ:g}, the rate the experts record at")
     robot = SimRobot(sim_cameras(config))
-    writer = _writer(args.out, robot)
+    writer = _writer(args.out, robot, layout)
     engine = build_engine(config)
     engine.warmup()
     try:
@@ -243,7 +278,7 @@ def record_policy(args: argparse.Namespace, names: list[str], counts: dict[str, 
             successes = 0
             for k in range(counts[name]):
                 record, result = record_policy_episode(
-                    config, engine, robot, name, args.seed + k, args.latency_ms
+                    config, engine, robot, name, args.seed + k, args.latency_ms, variant
                 )
                 writer.add_episode(record)
                 successes += result.success
@@ -253,7 +288,7 @@ def record_policy(args: argparse.Namespace, names: list[str], counts: dict[str, 
     return _report(writer)
 
 
-def _writer(out: Path, robot):
+def _writer(out: Path, robot, proprio_layout: tuple[str, ...]):
     """A new dataset at `out` for the robot's cameras (a dataset already there is refused, not appended to)."""
     from policy_runtime.dataset import DatasetWriter
     from policy_runtime.types import BASE_CHANNELS, arm_channel
@@ -263,7 +298,7 @@ def _writer(out: Path, robot):
     action_layout = [*BASE_CHANNELS, *(arm_channel(j) for j in SO101_JOINTS)]
     cameras = [c.name for c in robot.cameras]
     return DatasetWriter(
-        out, RATE_HZ, action_layout, list(PROPRIO_LAYOUT), cameras, robot_type="go2_so101_emulated"
+        out, RATE_HZ, action_layout, list(proprio_layout), cameras, robot_type="go2_so101_emulated"
     )
 
 

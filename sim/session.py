@@ -1,7 +1,8 @@
 """The emulated robot's task inside the controller: the goal the policy is given and the task's outcome.
 
 `GoalEngine` wraps a policy engine so every observation carries the task's goal pose (on the robot a perception
-module would supply it; here the simulator's task does). `TaskMonitor` listens to the fast loop's ticks: it runs
+module would supply it; here the simulator's task does), or none in a task without a privileged goal (the colour
+tasks), where a policy whose proprio reads goal.* channels is refused. `TaskMonitor` listens to the fast loop's ticks: it runs
 the task's grasp logic on the shared world, and stops the controller when the task succeeds, fails or runs out of
 time.
 """
@@ -14,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from anchorvla.errors import UserError
 from drivers.emulated.world import World
 from policy_runtime.engines.base import PolicyEngine
 from policy_runtime.types import ActionChunk, Observation
@@ -22,12 +24,35 @@ from sim.tasks import Task, TaskStatus
 log = logging.getLogger("anchorvla")
 
 
-class GoalEngine:
-    """A `PolicyEngine` that adds `goal()` (x, y, z in the arm base frame) to each observation it passes on."""
+def proprio_channels(engine: PolicyEngine) -> tuple[str, ...]:
+    """The proprio layout an engine reads: a bundle's spec or a checkpoint's config (() when it says none)."""
+    for holder in (getattr(getattr(engine, "inputs", None), "spec", None), getattr(engine, "config", None)):
+        layout = getattr(holder, "proprio_layout", None)
+        if layout is not None:
+            return tuple(layout)
+    return ()
 
-    def __init__(self, engine: PolicyEngine, goal: Callable[[], np.ndarray]):
+
+class GoalEngine:
+    """A `PolicyEngine` that adds `goal()` (x, y, z in the arm base frame, or None) to each observation it passes
+    on."""
+
+    def __init__(self, engine: PolicyEngine, goal: Callable[[], np.ndarray | None]):
         self.engine, self.goal = engine, goal
         self.channels, self.dt_ns = engine.channels, engine.dt_ns
+
+    @classmethod
+    def for_task(cls, engine: PolicyEngine, task: Task, world: World) -> GoalEngine:
+        """The goal of `task` on `world`, or None when the task gives none (refused if the policy reads one)."""
+        if task.goal_in_proprio:
+            return cls(engine, lambda: task.goal_in_arm_frame(world))
+        wanted = [c for c in proprio_channels(engine) if c.startswith("goal.")]
+        if wanted:
+            raise UserError(
+                f"task '{task.name}' gives the policy no goal position, but its proprio reads "
+                f"{', '.join(wanted)}: run a policy trained without goal.* channels (`sim record --task color`)"
+            )
+        return cls(engine, lambda: None)
 
     def warmup(self) -> None:
         self.engine.warmup()
@@ -97,7 +122,7 @@ class SimSession:
         self.monitor: TaskMonitor | None = None
 
     def wrap(self, engine: PolicyEngine) -> GoalEngine:
-        return GoalEngine(engine, lambda: self.task.goal_in_arm_frame(self.world))
+        return GoalEngine.for_task(engine, self.task, self.world)
 
     def attach(self, runtime) -> None:
         """Watch `runtime`'s ticks; the task's end stops it. The instruction is the task's."""

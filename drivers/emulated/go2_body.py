@@ -43,6 +43,9 @@ class Go2Body:
     body_height: float = LYING_HEIGHT_M
     progress: float = 0.0  # of the running transition, 0..1
     speed_level: int = 0
+    # Motion over the ground nobody commanded and the state does not report (foot slip, velocity tracking error),
+    # body frame vx, vy (m/s), vyaw (rad/s): added to the pose, standing included (sim/world_variants.py drives it).
+    slip: np.ndarray = field(default_factory=lambda: np.zeros(3))
     _transition: tuple[int, float, float, float] | None = (
         None  # (final mode, start s, from height, to height)
     )
@@ -147,7 +150,7 @@ class Go2Body:
         max_dv = np.asarray(self.limits.accel) * dt
         v0 = self.velocity
         v1 = v0 + np.clip(self.target - v0, -max_dv, max_dv)
-        vm = 0.5 * (v0 + v1)  # trapezoidal: exact for a constant acceleration
+        vm = 0.5 * (v0 + v1) + self.slip  # trapezoidal: exact for a constant acceleration
         yaw_mid = self.yaw + 0.5 * vm[2] * dt
         c, s = math.cos(yaw_mid), math.sin(yaw_mid)
         self.x += (c * vm[0] - s * vm[1]) * dt

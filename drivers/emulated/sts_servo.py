@@ -41,6 +41,9 @@ class ServoFaults:
     stalled: bool = False  # the horn is blocked: position stays, load and heat rise
     voltage_v: float | None = None  # supply sag (None: nominal)
     external_load: float = 0.0  # a payload or obstacle the servo must hold against, fraction of max torque (signed)
+    # Compliance: ticks the horn yields at full external load; a soft servo settles at goal + compliance_ticks *
+    # external_load (external_load signed in the direction of increasing ticks, e.g. gravity on a loaded arm).
+    compliance_ticks: float = 0.0
     dropped: int = 0  # replies dropped so far (counted here so tests can compare)
     corrupted: int = 0
 
@@ -162,17 +165,22 @@ class EmulatedServo:
             remaining -= h
         self._publish()
 
+    def _target(self) -> float:
+        """Where the horn settles under torque: the goal, yielded by the compliance under the external load."""
+        goal = self.value("Goal_Position") + self.value("Homing_Offset")
+        return goal + self.faults.compliance_ticks * self.faults.external_load
+
     def _in_motion(self) -> bool:
         if self.value("Torque_Enable") != 1 or self.latched_errors:
             return False
-        target = self.value("Goal_Position") + self.value("Homing_Offset")
+        target = self._target()
         return self.velocity != 0.0 or self.actual != target or self.overload_s > 0
 
     def _step(self, h: float) -> None:
         torque_on = self.value("Torque_Enable") == 1 and not self.latched_errors
         error = 0.0
         if torque_on:
-            target = self.value("Goal_Position") + self.value("Homing_Offset")
+            target = self._target()
             error = target - self.actual
             vmax = abs(self.value("Goal_Velocity")) * SPEED_UNIT_TICKS_S or MAX_SPEED_TICKS_S
             amax = self.value("Acceleration") * ACCEL_UNIT_TICKS_S2 or MAX_ACCEL_TICKS_S2
