@@ -114,25 +114,13 @@ class DatasetWriter:
             self.video_file[cam] = fmt.next_file(last[f"{key}/chunk_index"], last[f"{key}/file_index"])
 
     def add_episode(self, episode: EpisodeRecord) -> int:
-        """Write one episode; returns its episode_index."""
+        """Write one episode; returns its episode_index. A refused episode writes nothing."""
         import pyarrow as pa
 
         if self.closed:
             raise ValueError(f"dataset {self.root}: add_episode after close()")
-
-        states = np.asarray(episode.states, np.float32)
-        actions = np.asarray(episode.actions, np.float32)
-        length = len(actions)
-        p, d = (len(self.features[k]["names"]) for k in (fmt.STATE, fmt.ACTION))
-        if length == 0 or states.shape != (length, p) or actions.shape != (length, d):
-            raise UserError(
-                f"dataset {self.root}: an episode needs T >= 1 states (T, {p}) and actions (T, {d}); got "
-                f"{states.shape} and {actions.shape}"
-            )
-        if sorted(episode.images) != sorted(self.cameras):
-            raise UserError(
-                f"dataset {self.root}: the episode's cameras {sorted(episode.images)} are not {self.cameras}"
-            )
+        states, actions, images = self._checked(episode)
+        length, (p, d) = len(actions), (states.shape[1], actions.shape[1])
         index = len(self.episodes)
         start = self.episodes[-1]["dataset_to_index"] if self.episodes else 0
         if episode.task not in self.tasks:
@@ -140,12 +128,7 @@ class DatasetWriter:
             fmt.write_tasks(self.root, self.tasks)
         row = {"episode_index": index, "tasks": [episode.task], "length": length}
         ep_stats = {fmt.ACTION: fmt.vector_stats(actions), fmt.STATE: fmt.vector_stats(states)}
-        for cam in self.cameras:
-            frames = np.asarray(episode.images[cam])
-            if len(frames) != length:
-                raise UserError(
-                    f"dataset {self.root}: camera {cam} has {len(frames)} frames for {length} actions"
-                )
+        for cam, frames in images.items():
             row.update(self._add_video(cam, frames))
             ep_stats[fmt.IMAGE_PREFIX + cam] = fmt.image_stats(frames)
         frame_index = np.arange(length)
@@ -182,6 +165,32 @@ class DatasetWriter:
         fmt.write_json(self.root / fmt.INFO, self.info)
         return index
 
+    def _checked(self, episode: EpisodeRecord) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """(states, actions, images by camera) of an episode this dataset can take, or one line saying why not."""
+        states = np.asarray(episode.states, np.float32)
+        actions = np.asarray(episode.actions, np.float32)
+        length = len(actions)
+        p, d = (len(self.features[k]["names"]) for k in (fmt.STATE, fmt.ACTION))
+        if length == 0 or states.shape != (length, p) or actions.shape != (length, d):
+            raise UserError(
+                f"dataset {self.root}: an episode needs T >= 1 states (T, {p}) and actions (T, {d}); got "
+                f"{states.shape} and {actions.shape}"
+            )
+        if sorted(episode.images) != sorted(self.cameras):
+            raise UserError(
+                f"dataset {self.root}: the episode's cameras {sorted(episode.images)} are not {self.cameras}"
+            )
+        images = {cam: np.asarray(episode.images[cam]) for cam in self.cameras}
+        for cam, frames in images.items():
+            known = self.features.get(fmt.IMAGE_PREFIX + cam, {}).get("shape")
+            shape = (length, *(known[:2] if known else frames.shape[1:3]), 3)
+            if frames.shape != shape or frames.dtype != np.uint8 or shape[1] % 2 or shape[2] % 2:
+                raise UserError(
+                    f"dataset {self.root}: camera {cam} gave {frames.dtype} images {frames.shape}; this episode "
+                    f"needs uint8 {shape} (RGB, even sizes for H.264{', as earlier episodes' if known else ''})"
+                )
+        return states, actions, images
+
     def _add_rows(self, table) -> dict:
         import pyarrow as pa
 
@@ -198,14 +207,8 @@ class DatasetWriter:
 
     def _add_video(self, cam: str, frames: np.ndarray) -> dict:
         key = fmt.IMAGE_PREFIX + cam
-        height, width = frames.shape[1:3]
         if key not in self.features:
-            self.features[key] = fmt.video_feature(height, width, self.fps, "h264", video.PIX_FMT)
-        elif self.features[key]["shape"][:2] != [height, width]:
-            raise UserError(
-                f"dataset {self.root}: camera {cam} images are {width}x{height}, earlier episodes' "
-                f"{self.features[key]['shape'][1]}x{self.features[key]['shape'][0]}"
-            )
+            self.features[key] = fmt.video_feature(*frames.shape[1:3], self.fps, "h264", video.PIX_FMT)
         target = self._video_path(cam)
         if self.video_frames[cam] and target.stat().st_size / 2**20 >= self.info["video_files_size_in_mb"]:
             self.video_file[cam], self.video_frames[cam] = fmt.next_file(*self.video_file[cam]), 0

@@ -185,6 +185,12 @@ def test_the_writer_appends_to_its_dataset_in_new_files_and_refuses_another_layo
     with DatasetWriter(tmp_path, 15, ACTIONS, PROPRIO, ["front", "wrist"]) as writer:
         assert [writer.add_episode(e) for e in episodes[:2]] == [0, 1]
     with DatasetWriter(tmp_path, 15, ACTIONS, PROPRIO, ["wrist", "front"]) as writer:
+        wrong = EpisodeRecord(episodes[2].states, episodes[2].actions, "new task", dict(episodes[2].images))
+        wrong.images["wrist"] = wrong.images["wrist"][:, :16]  # another image size than the recording's
+        with pytest.raises(
+            UserError, match=r"camera wrist gave uint8 images \(6, 16, 48, 3\); this episode needs"
+        ):
+            writer.add_episode(wrong)  # refused before anything is written
         assert writer.add_episode(episodes[2]) == 2
     assert (tmp_path / "data/chunk-000/file-001.parquet").is_file()
     assert (tmp_path / "videos/observation.images.front/chunk-000/file-001.mp4").is_file()
