@@ -153,8 +153,7 @@ class TeleopSession:
         self.saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="episode-writer")
         self.saving: list[Future] = []
         self.saved = 0  # episodes handed to `save`
-        self.buffer = EpisodeBuffer()
-        self.phase, self.phase_ticks = "recording", 0
+        self._begin("recording")
         self.pending_events: list[str] = []
         self.input_failures = 0  # ticks whose leader or sticks could not be read
         runtime.fast.before_tick.append(self.command)
