@@ -1,6 +1,8 @@
-"""`anchorvla sim record`: expert episodes in the training dataset format, the goal pose in the proprio."""
+"""`anchorvla sim record`: expert episodes in a LeRobotDataset, the goal pose in the proprio."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -42,6 +44,11 @@ def test_record_writes_a_dataset_training_reads(tmp_path, capsys):
     gripper = data.chunks[lift_rows, 0, data.action_layout.index("arm.gripper")]
     assert gripper.max() > 0.7 and gripper.min() < 0.1  # the expert opened, then closed the gripper
     assert "reach: 1 episodes" in capsys.readouterr().out
+    info = json.loads((out / "meta/info.json").read_text())  # a LeRobotDataset, in SI units
+    assert info["codebase_version"] == "v3.0" and info["fps"] == 15 and info["total_episodes"] == 2
+    assert info["features"]["action"]["units"][:3] == ["m/s", "m/s", "rad/s"]
+    assert cli_main(args) == 2  # an existing dataset is not overwritten nor appended to
+    assert "already holds a dataset" in capsys.readouterr().err
 
 
 def test_unknown_task_exits_2_with_one_line(tmp_path, capsys):
