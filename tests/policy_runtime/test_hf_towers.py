@@ -182,3 +182,25 @@ def test_a_tokenizer_the_lm_cannot_read_is_one_line_exit_2_at_train_and_export(
     (tmp_path / "nowhere.json").write_text(json.dumps(arch))
     argv[-1] = str(tmp_path / "nowhere.json")
     _one_line_exit_2(capsys, [*argv, *TRAIN], "backbone.llm_path", "no config.json there")
+
+
+def test_last_layer_bridge_trains_exports_and_runs_beside_the_layerwise_one(
+    towers, dataset, layerwise, tmp_path
+):
+    import onnxruntime
+
+    last = trained_bundle(tmp_path, towers, dataset, "concat", [-1])
+    shapes, chunks, export_error = {}, {}, 0.0
+    for name, (checkpoint, bundle) in {"layers": layerwise, "last": last}.items():
+        got, expected, _onboard, _torch_tokens = onnx_and_torch_chunks(checkpoint, bundle, "open the drawer")
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        export_error = max(export_error, float(np.abs(got - expected).max()))
+        head = onnxruntime.InferenceSession(str(bundle / "head.onnx"), providers=["CPUExecutionProvider"])
+        shapes[name] = next(i.shape for i in head.get_inputs() if i.name == "bridge")
+        chunks[name] = got
+    # 2 images x 16 patches + 4 queries per layer: two layers, one per head block, against the last layer alone.
+    assert shapes == {"layers": [1, 2, 36, 64], "last": [1, 36, 64]}
+    # Same data, seed and towers: only the bridge differs, and so do the chunks, by far more than the export's
+    # numerical error (two training steps barely open the head's AdaLN-Zero gates, so not by much more:
+    # test_bridge.py compares the two bridges on the same weights with the gates open).
+    assert np.abs(chunks["layers"] - chunks["last"]).max() > 10 * export_error
