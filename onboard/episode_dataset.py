@@ -1,6 +1,9 @@
 """The recorded episodes as a LeRobotDataset v3 for training (policy_runtime/dataset_writer.py), under
 `<recording.root>/dataset/`: each episode the service records is added when its parts are joined (at its end,
-or at the next start after a kill, with its rows up to the kill), on the recorder's joiner thread.
+or at the next start after a kill, with its rows up to the kill). The recorder's joiner thread hands it to a
+worker process (`DatasetWorker`, running `python -m onboard.episode_dataset ROOT`, niced): decoding and encoding
+an episode's video holds the interpreter lock for milliseconds at a time, which in the controller's process
+would delay the fast loop's ticks, and its memory is the worker's, not the controller's.
 
 From the episode's joined data file (onboard/episode_schema.py): `observation.state` (named by the file's
 `anchorvla.state_names`), `action` (by `anchorvla.channels`), the task and the rate; from its video parts (one
@@ -21,7 +24,10 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +160,77 @@ class EpisodeDataset:
     def _episodes_in_dataset(self) -> int:
         path = self.path / fmt.EPISODES.format(chunk_index=0, file_index=0)
         return pq.read_metadata(path).num_rows if path.is_file() else 0
+
+
+class DatasetWorker:
+    """The controller's side of the worker process: `add(index)` sends it an episode and waits for its reply
+    (a dict: "added": dataset index or None, or "refused"/"failed": why), giving up when `abort` is set (the
+    worker is killed then; what it left half-done is redone at the next start). Started again after it died."""
+
+    def __init__(self, root: Path, abort):
+        self.root, self.abort = Path(root), abort
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "onboard.episode_dataset", str(self.root)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # a Ctrl-C at the terminal is the controller's to handle, not the worker's
+        )
+
+    def add(self, index: int) -> dict:
+        if self.process is None or self.process.poll() is not None:
+            self.start()
+        self.process.stdin.write(f"{index}\n")
+        self.process.stdin.flush()
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            while not selector.select(timeout=0.1):
+                if self.abort.is_set():
+                    self.close(kill=True)
+                    raise store.Aborted(f"episode {index}")
+        line = self.process.stdout.readline()
+        if not line:
+            code = self.process.wait()
+            raise RuntimeError(f"the dataset worker exited ({code}) while adding the episode")
+        return json.loads(line)
+
+    def close(self, kill: bool = False, timeout_s: float = 1.0) -> None:
+        """End the worker: at once (`kill`), or by closing its input, killed if not gone within `timeout_s`."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if not kill:
+            process.stdin.close()
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                kill = True
+        if kill:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+
+def serve(root: Path, requests, replies) -> None:
+    """The worker process: one episode index per line in, one JSON reply per line out, until its input ends."""
+    os.nice(10)
+    dataset = EpisodeDataset(root)
+    for line in requests:
+        index = int(line)
+        try:
+            reply = {"added": dataset.add(index)}
+        except UserError as exc:
+            reply = {"refused": str(exc)}
+        except Exception as exc:
+            reply = {"failed": store.failure_reason(exc, dataset.path)}
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
+
+
+if __name__ == "__main__":
+    replies = os.fdopen(os.dup(1), "w")  # the replies alone: whatever else writes to stdout goes to stderr
+    os.dup2(2, 1)
+    serve(Path(sys.argv[1]), sys.stdin, replies)

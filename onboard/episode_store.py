@@ -8,6 +8,7 @@ fsynced), so a file with the final name is always complete, whenever the process
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -29,6 +30,15 @@ _EPISODE_NAME = re.compile(r"episode_(\d+)(\.parquet|\.parts)")
 
 class Aborted(Exception):
     """Joining stopped because the caller's deadline passed; the parts are left as they were."""
+
+
+def failure_reason(exc: Exception, root) -> str:
+    """What `ctl status` and the journal say about a failed write under the recording root."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full: {os.strerror(exc.errno)} under {root}"
+    if isinstance(exc, OSError):
+        return f"write failed under {root}: {exc}"
+    return f"recording failed: {type(exc).__name__}: {exc}"
 
 
 def episode_paths(root: Path, index: int) -> tuple[Path, Path]:

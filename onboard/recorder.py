@@ -22,11 +22,9 @@ At shutdown the writer and the joiner get CLOSE_S to finish; an episode not join
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import math
-import os
 import queue
 import threading
 import time
@@ -38,10 +36,10 @@ import pyarrow as pa
 from anchorvla.errors import UserError
 from onboard import episode_store as store
 from onboard.config import Config
-from onboard.episode_dataset import EpisodeDataset
+from onboard.episode_dataset import DatasetWorker
 from onboard.episode_rows import ChunkRecord, EpisodeRows, OperatorRecord, TickRecord
 from onboard.episode_schema import EVENT_SCHEMA, FORMAT_VERSION, FRAME_SCHEMA, PART_S
-from onboard.episode_store import episode_paths, read_episode  # noqa: F401 (read_episode: imported from here too)
+from onboard.episode_store import episode_paths, failure_reason, read_episode  # noqa: F401 (read_episode: imported from here too)
 from onboard.journal import event
 from onboard.runtime import Runtime
 from policy_runtime.types import BASE_CHANNELS, ActionChunk, Observation, arm_channel
@@ -101,15 +99,6 @@ class _Episode:
         self.parts = 0
 
 
-def failure_reason(exc: Exception, root) -> str:
-    """What `ctl status` and the journal say about a failed write under the recording root."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"disk full: {os.strerror(exc.errno)} under {root}"
-    if isinstance(exc, OSError):
-        return f"write failed under {root}: {exc}"
-    return f"recording failed: {type(exc).__name__}: {exc}"
-
-
 class _Joiner(threading.Thread):
     """Joins each ended episode's parts into its files, indexes it (meta/episodes.jsonl) and applies the size cap;
     before that, joins the episodes an earlier process left unfinished. A failure leaves the parts (readable,
@@ -127,10 +116,20 @@ class _Joiner(threading.Thread):
         super().__init__(name="episode-joiner", daemon=True)
         self.root, self.group_rows, self.max_total_bytes = root, group_rows, max_total_bytes
         self.unfinished, self.not_in_dataset, self.abort = unfinished, not_in_dataset, abort
-        self.dataset = EpisodeDataset(root)
+        self.dataset = DatasetWorker(root, abort)
         self.jobs: queue.Queue = queue.Queue()  # (episode index, task, summary) or _QUIT
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.dataset.close()
+
+    def _run(self) -> None:
+        try:  # now: its start-up (a Python with numpy, Arrow, FFmpeg) is over by the first episode
+            self.dataset.start()
+        except OSError as exc:  # each episode tries again, and says so
+            event(log, logging.WARNING, "dataset worker not started", reason=str(exc))
         for index in self.unfinished:
             try:
                 line = store.recover(self.root, index, self.group_rows, self.abort)
@@ -161,18 +160,44 @@ class _Joiner(threading.Thread):
         )
 
     def _to_dataset(self, index: int) -> None:
-        """Add the joined episode to the LeRobot dataset; a failure is one warning (the replay log keeps it)."""
+        """Add the joined episode to the LeRobot dataset (by the worker process); a failure is one warning (the
+        replay log keeps the episode)."""
         try:
-            added = self.dataset.add(index)
-        except Exception as exc:
-            reason = str(exc) if isinstance(exc, UserError) else failure_reason(exc, self.dataset.path)
-            retry = "" if isinstance(exc, UserError) else ": tried again at the next start"
+            reply = self.dataset.add(index)
+        except store.Aborted:
             event(
-                log, logging.WARNING, f"episode not added to the dataset{retry}", episode=index, reason=reason
+                log,
+                logging.WARNING,
+                "episode not added to the dataset yet: added at the next start",
+                episode=index,
             )
             return
-        if added is not None:
-            event(log, logging.INFO, "episode added to the dataset", episode=index, dataset_episode=added)
+        except Exception as exc:
+            reply = {"failed": failure_reason(exc, self.root)}
+        if "refused" in reply:
+            event(
+                log,
+                logging.WARNING,
+                "episode not added to the dataset",
+                episode=index,
+                reason=reply["refused"],
+            )
+        elif "failed" in reply:
+            event(
+                log,
+                logging.WARNING,
+                "episode not added to the dataset: tried again at the next start",
+                episode=index,
+                reason=reply["failed"],
+            )
+        elif reply["added"] is not None:
+            event(
+                log,
+                logging.INFO,
+                "episode added to the dataset",
+                episode=index,
+                dataset_episode=reply["added"],
+            )
 
     def _join(self, index: int, task: str, summary: dict) -> None:
         try:
@@ -340,6 +365,8 @@ class EpisodeRecorder:
                 "heights (set the camera's width/height, or recording.images: false)"
             )
         self.images = bool(cameras)
+        if self.images:  # now, before the run: imported by the writer's first part, it held the GIL for ticks
+            import av  # noqa: F401
         self.joiner = _Joiner(
             rec.root,
             {"data": rec.flush_every, "events": EVENTS_PER_GROUP},

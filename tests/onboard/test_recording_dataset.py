@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -34,16 +33,17 @@ def recorded():
     config = sim_config(d, recording={"enabled": True, "root": str(d / "episodes"), "images": True})
     steps = [(0.3, "start", INSTRUCTIONS[0]), (1.5, "stop", ""), (0.3, "start", INSTRUCTIONS[1])]
     run_serve(config, 3.5, client=lambda: operate(d / "control.sock", steps))
-    wait_until_in_dataset(d / "episodes")
+    add_what_is_left(config, d / "episodes")
     return d / "episodes"
 
 
-def wait_until_in_dataset(root, timeout_s: float = 120.0) -> None:
-    """Until the joiner added every episode to the dataset: past the service's stop deadline it goes on in the
-    background here (the test's process lives on), where a real service would exit and add it at the next start."""
-    end = time.monotonic() + timeout_s
-    while not_in_dataset(root) and time.monotonic() < end:
-        time.sleep(0.1)
+def add_what_is_left(config, root, starts: int = 3) -> None:
+    """An episode whose adding the shutdown cut short (past the recorder's CLOSE_S: a loaded machine) is added at
+    the next start: start the service (idle: no new episode) until none is left, at most `starts` times."""
+    for _ in range(starts):
+        if not not_in_dataset(root):
+            return
+        run_serve(config, 1.0)
 
 
 def _log_lengths(root) -> list[int]:
@@ -53,6 +53,7 @@ def _log_lengths(root) -> list[int]:
 
 def test_every_recorded_episode_is_in_the_dataset_tick_for_tick(recorded):
     root = recorded
+    assert not_in_dataset(root) == []
     data = load_dataset(root / DATASET_DIR, horizon=4)
     lengths = _log_lengths(root)
     assert len(lengths) == 2 and min(lengths) > 10

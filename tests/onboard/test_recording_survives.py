@@ -19,7 +19,7 @@ from onboard.episode_store import episode_paths, not_in_dataset, parts_dir, read
 from onboard.recorder import EpisodeRecorder, ResidualTap
 from onboard.runtime import Runtime
 from policy_runtime.dataset import load_dataset
-from tests.onboard.test_recording_dataset import wait_until_in_dataset
+from tests.onboard.test_recording_dataset import add_what_is_left
 from tests.service_helpers import devices_and_engine, run_serve, short_dir, sim_config
 from tools.recording_faults import ServiceChild, disk_full_while_recording
 from tools.replay import replay
@@ -61,7 +61,7 @@ def test_a_sigkilled_episode_reads_back_replays_and_is_joined_at_the_next_start(
     assert lines[0]["chunks"] == sum(e["kind"] == "chunk" for e in event_rows)
 
     # ... and adds it to the LeRobot dataset: its rows up to the kill, each with both cameras' frames.
-    wait_until_in_dataset(root)
+    add_what_is_left(config, root)
     assert not_in_dataset(root) == []
     dataset = load_dataset(root / DATASET_DIR, horizon=1)
     assert len(dataset) == len(frames) and set(dataset.tasks) == {frames[0]["task"]}
