@@ -9,6 +9,7 @@ The vision tower and the LM are frozen; LoRA adapters, the projector and the que
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -19,6 +20,8 @@ from policy_runtime.model.config import BackboneConfig
 
 # Keys of a transformers config that are not the architecture (saved with the checkpoint's tower sizes).
 _NOT_SIZES = ("transformers_version", "architectures", "dtype", "torch_dtype", "model_type", "_name_or_path")
+# A tower's model_type -> the directories' model_types that hold it (a whole SigLIP model holds its vision tower).
+_HOLDERS = {"siglip_vision_model": ("siglip_vision_model", "siglip")}
 
 
 def load_towers(config: BackboneConfig, lm_config_class=None, lm_class=None) -> tuple[nn.Module, nn.Module]:
@@ -42,11 +45,7 @@ def _tower(model_class, config_class, sizes: dict, path: str | None, field: str)
     if path is None:
         return model_class(config_class(**sizes))
     directory = Path(path)
-    if not (directory / "config.json").is_file():
-        raise UserError(
-            f"backbone.{field} {directory}: no config.json there (a local Hugging Face model directory, e.g. "
-            "from `huggingface-cli download ... --local-dir DIR`)"
-        )
+    _check_family(directory, config_class.model_type, field)
     from transformers.utils import logging as hf_logging
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
@@ -60,6 +59,26 @@ def _tower(model_class, config_class, sizes: dict, path: str | None, field: str)
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def _check_family(directory: Path, model_type: str, field: str) -> None:
+    """Refuse, before loading, a directory that holds another kind of model: transformers would read its
+    config.json as `model_type`'s defaults (for Qwen2, a 7B-sized model) instead of failing."""
+    config = directory / "config.json"
+    if not config.is_file():
+        raise UserError(
+            f"backbone.{field} {directory}: no config.json there (a local Hugging Face model directory, e.g. "
+            "from `huggingface-cli download ... --local-dir DIR`)"
+        )
+    try:
+        found = json.loads(config.read_text()).get("model_type")
+    except (json.JSONDecodeError, AttributeError):
+        raise UserError(f"backbone.{field} {config} is not a JSON object; download the model again") from None
+    if found not in _HOLDERS.get(model_type, (model_type,)):
+        raise UserError(
+            f"backbone.{field} {directory} holds a {found!r} model, not a {model_type!r} one: point it at a "
+            f"{model_type} model's directory"
+        )
 
 
 def tower_sizes(tower: nn.Module) -> dict:

@@ -105,7 +105,7 @@ class LocalTokenizer:
             )
             self._tok.enable_truncation(max_length=length)
             self._length = length
-        out = self._tok.encode_batch(texts)
+        out = [self._tok.encode(text) for text in texts]  # no thread pool (a batch is a few short lines)
         return (
             np.asarray([e.ids for e in out], dtype=np.int64),
             np.asarray([e.attention_mask for e in out], dtype=np.int64),

@@ -177,6 +177,11 @@ def test_a_tokenizer_the_lm_cannot_read_is_one_line_exit_2_at_train_and_export(
         f"has {size} token ids",
         "has 24 embedding rows",
     )
+    # The two directories swapped: refused before loading (transformers would build a default-sized Qwen2).
+    arch = architecture(llm_dir, vision_dir, "layers", [1, 2])
+    (tmp_path / "swapped.json").write_text(json.dumps(arch))
+    argv[-1] = str(tmp_path / "swapped.json")
+    _one_line_exit_2(capsys, [*argv, *TRAIN], f"backbone.vision_path {llm_dir} holds a 'qwen2' model")
     # A missing LM directory is one line too.
     arch = architecture(vision_dir, tmp_path / "nowhere", "layers", [1, 2])
     (tmp_path / "nowhere.json").write_text(json.dumps(arch))
@@ -204,3 +209,17 @@ def test_last_layer_bridge_trains_exports_and_runs_beside_the_layerwise_one(
     # numerical error (two training steps barely open the head's AdaLN-Zero gates, so not by much more:
     # test_bridge.py compares the two bridges on the same weights with the gates open).
     assert np.abs(chunks["layers"] - chunks["last"]).max() > 10 * export_error
+
+
+def test_the_tokenizer_defaults_to_the_lms_and_legacy_pretrained_dir_reads_as_the_two_paths(tmp_path):
+    from pydantic import ValidationError
+
+    from policy_runtime.model.config import BackboneConfig
+
+    assert BackboneConfig(vision_path="v", llm_path="lm").tokenizer == "lm"
+    assert BackboneConfig(vision={"hidden_size": 8}, llm={"hidden_size": 8}).tokenizer == "bytes"
+    legacy = BackboneConfig.model_validate({"pretrained_dir": str(tmp_path), "tokenizer": "bytes"})
+    assert (legacy.vision_path, legacy.llm_path) == (str(tmp_path / "vision"), str(tmp_path / "llm"))
+    assert legacy.tokenizer == "bytes"
+    with pytest.raises(ValidationError, match=r"backbone.llm \(its sizes\) or backbone.llm_path"):
+        BackboneConfig(vision_path="v")
