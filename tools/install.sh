@@ -8,8 +8,12 @@ cd "$(dirname "$0")/.."
 extras="${1:-robot,onnx}"
 PY="${PYTHON:-python3}"
 LOCK=requirements/lock.txt
-pip() {  # the venv's pip at the locked versions, without the machine's notes about index folders lacking a package
-  .venv/bin/python -m pip -q "$@" -c "$LOCK" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+# The venv's pip at the locked versions. Left out of its output: this machine's notes about index folders that
+# lack a package, and setuptools' notice that an editable install resolves the top-level folders (drivers/,
+# tools/, ...) from the checkout (docs/architecture.md, conventions: it runs in its own venv).
+pip() {
+  .venv/bin/python -m pip -q "$@" -c "$LOCK" 2> >(grep -v "is ignored: it is neither a file nor a directory" \
+    | sed '/BuildBackendWarning: Editable installation/,/with strategy, WheelFile/d' >&2)
 }
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 pip install pip
