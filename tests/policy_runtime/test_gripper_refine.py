@@ -281,13 +281,13 @@ def test_verify_gates_the_gripper_sign_agreement():
     from policy_runtime.model.checkpoint import load_checkpoint
     from tests.options_helpers import options_bundle
     from tools.bundle_samples import synthetic_samples
-    from tools.verify import Reference, _variant_engine, verify_variant
+    from tools.verify import _variant_engine, torch_reference, verify_variant
 
     checkpoint, bundle = options_bundle()
     policy, _ = load_checkpoint(checkpoint)
     manifest = read_manifest(bundle)
     samples = synthetic_samples(manifest.runtime, bundle, 4, seed=11)
-    ref = Reference(policy, samples)
+    ref = torch_reference(policy, samples)
     engine = _variant_engine(bundle, manifest, "fp32", threads=1)
     try:
         _, figures, gates, passed = verify_variant(engine, manifest, samples, ref, "fp32")
