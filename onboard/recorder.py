@@ -6,18 +6,20 @@ each (onboard/episode_store.py), so the fast loop never waits on the disk and a 
 the last part. An episode begins at operator `start` (or at ready when the service starts running) and ends at
 `stop`, `estop`, shutdown, or `recording.max_episode_s` (then recording pauses until the next start: a cut
 episode would not replay exactly). A joiner thread then joins its parts into one file, indexes it and deletes
-the oldest episodes while the replay log is above `recording.max_total_mb`, and adds the episode to the LeRobot
-dataset for training (onboard/episode_dataset.py); it first joins and adds the episodes an earlier process left.
-Joining and adding (the episode's video is decoded and encoded again: seconds per minute of episode) never hold
-up the writer. With `recording.images` the tick listener also enqueues the frames the tick saw (references);
-the writer encodes them as each part's video (a tick without a camera's frame repeats the one before).
+the oldest episodes while the replay log is above `recording.max_total_mb`, and has the dataset worker process
+add the episode to the LeRobot dataset for training (onboard/episode_dataset.py: its video is decoded and encoded
+again, seconds per minute of episode, outside this process); it first joins and adds the episodes an earlier
+process left. Joining and adding never hold up the writer. With `recording.images` the tick listener also
+enqueues the frames the tick saw (references); the writer encodes them as each part's video, before the part's
+rows (a tick without a camera's frame repeats the one before).
 
 Failures stop the recording, never the controller: a write that fails (a full disk: ENOSPC) ends the episode
 with what is on disk, one warning, and `status()` (shown by `anchorvla ctl status`) says "stopped" and why
 until the next `start` tries again. The queue to the writer is bounded at QUEUE_S of ticks: a writer that
 falls that far behind (a disk too slow) stops the recording the same way (stop-recording, not drop-oldest:
 an episode with holes would not replay), and `frames_not_recorded` counts the ticks lost since the stop.
-At shutdown the writer and the joiner get CLOSE_S to finish; an episode not joined by then stays as parts.
+At shutdown the writer and the joiner get CLOSE_S to finish; an episode not joined by then stays as parts, and
+one not added to the dataset by then (the worker is ended) is added at the next start.
 """
 
 from __future__ import annotations

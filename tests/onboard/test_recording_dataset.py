@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 
 import numpy as np
@@ -14,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from anchorvla.cli import main as anchorvla
-from onboard.episode_dataset import DATASET_DIR
-from onboard.episode_store import episode_paths, not_in_dataset
-from policy_runtime.dataset import load_dataset
+from anchorvla.errors import UserError
+from onboard.episode_dataset import DATASET_DIR, EpisodeDataset, _measured_states
+from onboard.episode_store import episode_paths, not_in_dataset, video_parts_dir
+from policy_runtime.dataset import EpisodeRecord, load_dataset, write_dataset
 from tests.onboard.test_recorder_replay import operate
 from tests.service_helpers import REPO, run_serve, short_dir, sim_config
 from tools.replay import replay
@@ -118,3 +120,38 @@ def test_lerobot_reads_the_dataset(recorded, tmp_path):
     frames = ours.images(np.arange(len(ours)))
     for k, cam in enumerate(ours.cameras):
         assert np.abs(items[f"observation.images.{cam}"].astype(int) - frames[:, k]).max() <= 2
+
+
+def test_an_add_cut_short_after_the_dataset_took_it_is_not_repeated(recorded, tmp_path):
+    """A kill between the dataset taking an episode (its meta/episodes row) and the removal of its video parts:
+    the next start finds the parts and the index written before the add, and adds nothing."""
+    root = tmp_path / "episodes"
+    shutil.copytree(recorded, root)
+    pending = video_parts_dir(root, 1)
+    pending.mkdir(parents=True)
+    (pending / "dataset_episode").write_text("1")
+    assert EpisodeDataset(root).add(1) == 1
+    assert not pending.exists()
+    assert len(load_dataset(root / DATASET_DIR, horizon=1, with_images=False)) == sum(_log_lengths(recorded))
+
+
+def test_an_episode_the_dataset_cannot_take_is_refused_in_one_line(recorded, tmp_path):
+    root = tmp_path / "episodes"
+    shutil.copytree(recorded, root)
+    shutil.rmtree(root / DATASET_DIR)
+    other = EpisodeRecord(np.zeros((1, 1)), np.zeros((1, 1)), "elsewhere", {})
+    write_dataset(root / DATASET_DIR, [other], 15, ["base.vx"], ["base.vx"])  # another robot's layout
+    video_parts_dir(root, 0).mkdir(parents=True)
+    with pytest.raises(UserError, match="already holds another recording"):
+        EpisodeDataset(root).add(0)
+    assert not video_parts_dir(root, 0).exists()  # not tried again at every start: the replay log keeps it
+
+
+def test_ticks_without_a_measured_state_take_the_nearest_one_before():
+    nan = float("nan")
+    states = np.array([[nan, 0.0], [1.0, 0.1], [nan, 0.2], [nan, 0.3], [4.0, 0.4]])
+    assert np.array_equal(
+        _measured_states(states), [[1.0, 0.1], [1.0, 0.1], [1.0, 0.1], [1.0, 0.1], [4.0, 0.4]]
+    )
+    with pytest.raises(UserError, match="never answered"):
+        _measured_states(np.full((3, 2), nan))
