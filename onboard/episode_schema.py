@@ -20,11 +20,12 @@ While an episode is written, and after a crash cut it short, it is a folder of p
 will be:
   data/episode_NNNNNN.parts/000000.parquet, 000001.parquet, ...    (events/ alike)
 each part a complete parquet file (same schema and metadata) holding at most PART_S of frames and the events
-of the same stretch (its video parts are written before it, so rows on disk always have their frames). A part is written as a hidden `.NNNNNN.parquet.tmp`, fsynced and renamed, so every part
-present is readable: a SIGKILL, watchdog abort or power cut loses at most the last PART_S (plus what the
-writer had not reached). When the episode ends its parts are joined into the one file (written hidden, then
+of the same stretch; its video parts are written before it, so rows on disk always have their frames. A part
+is written as a hidden `.NNNNNN.parquet.tmp`, fsynced and renamed, so every part present is readable: a
+SIGKILL, watchdog abort or power cut loses at most the last PART_S (plus what the writer had not reached). When the episode ends its parts are joined into the one file (written hidden, then
 renamed) and the folder is removed; an episode left as parts (the process died, or the disk filled) is joined
-when the recorder next starts (end_reason "unfinished"), and `read_episode` reads either form meanwhile.
+when the recorder next starts (end_reason "unfinished"), then added to dataset/ with its rows up to the kill,
+and `read_episode` reads either form meanwhile.
 Reading the parts in name order with any parquet reader gives the same rows as the joined file.
 
 Frame columns. Those the dataset is made from: episode_index, frame_index, timestamp (s since the episode's
