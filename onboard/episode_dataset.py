@@ -22,6 +22,7 @@ memory on the robot), which the dataset writer reads and encodes again.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import selectors
@@ -215,8 +216,12 @@ class DatasetWorker:
 
 
 def serve(root: Path, requests, replies) -> None:
-    """The worker process: one episode index per line in, one JSON reply per line out, until its input ends."""
+    """The worker process: one episode index per line in, one JSON reply per line out, until its input ends.
+    It holds a lock on the dataset throughout: a worker whose controller was killed (its input then ends) may
+    still be finishing an episode when the next start's worker begins, and two writers would corrupt it."""
     os.nice(10)
+    lock = os.open(root / ".dataset.lock", os.O_RDWR | os.O_CREAT, 0o640)
+    fcntl.flock(lock, fcntl.LOCK_EX)
     dataset = EpisodeDataset(root)
     for line in requests:
         index = int(line)

@@ -5,10 +5,12 @@ own reader opens it (where .venv-lerobot is built). The replay log stays beside 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+import threading
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -16,7 +18,7 @@ import pytest
 
 from anchorvla.cli import main as anchorvla
 from anchorvla.errors import UserError
-from onboard.episode_dataset import DATASET_DIR, EpisodeDataset, _measured_states
+from onboard.episode_dataset import DATASET_DIR, DatasetWorker, EpisodeDataset, _measured_states
 from onboard.episode_store import episode_paths, not_in_dataset, video_parts_dir
 from policy_runtime.dataset import EpisodeRecord, load_dataset, write_dataset
 from tests.onboard.test_recorder_replay import operate
@@ -155,3 +157,17 @@ def test_ticks_without_a_measured_state_take_the_nearest_one_before():
     )
     with pytest.raises(UserError, match="never answered"):
         _measured_states(np.full((3, 2), nan))
+
+
+def test_the_worker_holds_the_dataset_lock_until_it_ends(tmp_path):
+    """So the next start's worker waits for one whose controller was killed while it was adding an episode."""
+    worker = DatasetWorker(tmp_path, threading.Event())
+    try:
+        assert worker.add(0) == {"added": None}  # nothing recorded: nothing to add, but the worker is running
+        probe = os.open(tmp_path / ".dataset.lock", os.O_RDWR)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        worker.close()
+    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # its end released it
+    os.close(probe)
