@@ -21,8 +21,9 @@ from anchorvla.errors import UserError
 from onboard.episode_dataset import DATASET_DIR, DatasetWorker, EpisodeDataset, _measured_states
 from onboard.episode_store import episode_paths, not_in_dataset, video_parts_dir
 from policy_runtime.dataset import EpisodeRecord, load_dataset, write_dataset
+from tests.onboard import test_service_syscalls as syscalls
 from tests.onboard.test_recorder_replay import operate
-from tests.service_helpers import REPO, run_serve, short_dir, sim_config
+from tests.service_helpers import REPO, run_serve, short_dir, sim_config, write_config
 from tools.replay import replay
 
 INSTRUCTIONS = ("pick up the cup", "wave")
@@ -171,3 +172,30 @@ def test_the_worker_holds_the_dataset_lock_until_it_ends(tmp_path):
         worker.close()
     fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # its end released it
     os.close(probe)
+
+
+@syscalls.pytestmark
+def test_the_dataset_worker_runs_under_the_units_system_call_filter():
+    """The worker process (fork, exec, nice, flock) under deploy/'s SystemCallFilter=, as the service runs it:
+    the episode (cut at 1.5 s by max_episode_s) is added while the service runs on."""
+    d = short_dir()
+    root = d / "episodes"
+    config = write_config(
+        d / "svc.yaml",
+        service={"start_idle": False, "control": {"enabled": False}},
+        recording={"enabled": True, "root": str(root), "images": True, "max_episode_s": 1.5},
+    )
+    proc = syscalls.filtered(
+        ["service", "run", "--config", str(config), "--duration", "5"], syscalls.unit_filter()
+    )
+    try:
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "Operation not permitted" not in err and "Traceback" not in err, err[
+        -2000:
+    ]
+    assert "episode added to the dataset" in err, err[-2000:]
+    assert len(load_dataset(root / DATASET_DIR, horizon=1, with_images=False)) == _log_lengths(root)[0] > 10
