@@ -72,7 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--latency-ms", type=float, default=None,
         help="virtual time each inference takes (default: its measured wall time; fix it on a loaded machine)",
     )  # fmt: skip
-    parser.add_argument("--json", type=Path, default=None, help="write every figure as JSON here")
+    parser.add_argument(
+        "--json", type=Path, default=None,
+        help="write every figure as JSON here (each row's world checks and drift under 'world')",
+    )  # fmt: skip
 
 
 WORLD_KEYS = {"slip": "slip_mps", "nudge": "nudge_m", "compliance": "compliance_deg", "tail": "latency_sigma"}
@@ -355,6 +358,7 @@ def main(args: argparse.Namespace) -> int:
         engine.warmup()
         # The bundle variant the engine chose (precision auto may fall back to fp32 when int8 failed verify).
         engine_row = {"engine_variant": getattr(engine, "variant", "torch"), "graphs_mb": graphs_mb(engine)}
+        engine_row["world"] = world.changed()  # in the JSON: the checks and drift the row ran with
         all_results = []
         try:
             for name in names:

@@ -27,7 +27,7 @@ Drift, each drawn from the episode's seed (the same drift on the same episode in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -51,6 +51,10 @@ class WorldVariant:
     nudge_m: float = 0.0
     compliance_deg: float = 0.0
     latency_sigma: float = 0.0
+
+    def changed(self) -> dict:
+        """The settings that differ from the world as it is (a row's record of its drift)."""
+        return {k: v for k, v in asdict(self).items() if v != getattr(UNCHANGED, k)}
 
 
 UNCHANGED = WorldVariant()  # the world as it is: no check, no drift

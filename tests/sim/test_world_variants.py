@@ -45,7 +45,8 @@ def test_variant_keys_for_the_world():
     assert (label, overrides) == ("drift", {"policy": {}})
     assert world == WorldVariant(slip_mps=0.03, nudge_m=0.05, compliance_deg=8.0, latency_sigma=0.5)
     assert parse_variant("instruction=other,images=blank")[2] == WorldVariant(True, True)
-    assert parse_variant("H=5")[2] == WorldVariant()
+    assert parse_variant("H=5")[2] == WorldVariant() and WorldVariant().changed() == {}
+    assert world.changed() == {"slip_mps": 0.03, "nudge_m": 0.05, "compliance_deg": 8.0, "latency_sigma": 0.5}
     for bad in ("slip=-1", "nudge=far", "tail=nan", "images=dark", "instruction=any"):
         with pytest.raises(UserError, match="not understood"):
             parse_variant(bad)
