@@ -272,7 +272,7 @@ class RecordingConfig(_Section):
 class SimConfig(_Section):
     """The emulated robot's task for `anchorvla run` (sim/tasks.py); `anchorvla eval` picks its own."""
 
-    task: Literal["touch", "reach", "lift"] | None = Field(
+    task: Literal["touch", "reach", "lift", "touch_color", "reach_color", "lift_color"] | None = Field(
         default=None,
         description="place this task in the emulated world and stop when it ends (None: no task)",
     )

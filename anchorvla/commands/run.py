@@ -29,7 +29,8 @@ def main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.duration is not None and args.duration <= 0:
         raise UserError(f"--duration must be > 0 seconds (got {args.duration})")
-    check_policy_inputs(config, goal_supplied=config.sim.task is not None)  # before any device is built
+    colour_task = config.sim.task is not None and config.sim.task.endswith("_color")  # gives no goal position
+    check_policy_inputs(config, goal_supplied=config.sim.task is not None and not colour_task)  # before any device
     logging.getLogger().setLevel(config.telemetry.log_level if not args.verbose else logging.DEBUG)
     world = session = None
     if needs_world(config):
