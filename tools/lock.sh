@@ -14,8 +14,9 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 UV_VERSION="0.13.9"
 
-quiet_pip() {  # pip, without the machine's notes about index folders that lack a package
-  "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+quiet_pip() {  # pip, without the machine's notes about index folders and setuptools' editable-install notice
+  "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" \
+    | sed '/BuildBackendWarning: Editable installation/,/with strategy, WheelFile/d' >&2)
 }
 
 if [ "${1:-}" = "--upgrade-check" ]; then
@@ -30,7 +31,7 @@ if [ "${1:-}" = "--upgrade-check" ]; then
 import re
 lock = {}
 for line in open("requirements/lock.txt"):
-    m = re.match(r"([A-Za-z0-9_.-]+)==([^ ;]+)", line)
+    m = re.match(r"([A-Za-z0-9_.-]+)==([^ ;]+)", line.strip())
     if m:
         lock.setdefault(m[1].lower().replace("_", "-"), []).append(m[2])
 for line in open(".venv-upgrade/freeze.txt"):
