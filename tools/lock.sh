@@ -24,7 +24,8 @@ if [ "${1:-}" = "--upgrade-check" ]; then
   "$PY" -m venv .venv-upgrade
   quiet_pip .venv-upgrade/bin/python -m pip install -q --upgrade pip
   quiet_pip .venv-upgrade/bin/python -m pip install -q "$(grep -E '^torch==' requirements/lock.in)"
-  quiet_pip .venv-upgrade/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+  quiet_pip .venv-upgrade/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]" \
+    -c <(grep -E '^torch==' requirements/lock.in)
   .venv-upgrade/bin/python -m pip freeze --exclude-editable > .venv-upgrade/freeze.txt
   echo "newer than the lock:"
   .venv-upgrade/bin/python - <<'PY'
