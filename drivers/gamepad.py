@@ -57,6 +57,21 @@ class StickState:
             return Sticks(time.monotonic_ns(), buttons=frozenset(self.held), **self.axes)
 
 
+def apply_event(state: StickState, event) -> None:
+    """One `evdev.InputEvent` into the state: keys by each of their names (evdev gives aliases, e.g. BTN_A and
+    BTN_SOUTH, as a list), absolute axes by theirs; other event types are ignored."""
+    from evdev import categorize, ecodes
+
+    if event.type == ecodes.EV_KEY:
+        names = categorize(event).keycode
+    elif event.type == ecodes.EV_ABS:
+        names = ecodes.ABS[event.code]
+    else:
+        return
+    for code_name in [names] if isinstance(names, str) else names:
+        state.apply(ecodes.EV[event.type], code_name, event.value)
+
+
 class Gamepad:
     """The gamepad at `device` (an evdev node such as /dev/input/by-id/usb-...-event-joystick)."""
 
@@ -89,14 +104,9 @@ class Gamepad:
         self._thread.start()
 
     def _follow(self) -> None:
-        from evdev import categorize, ecodes
-
         try:
             for event in self._device.read_loop():
-                if event.type in (ecodes.EV_KEY, ecodes.EV_ABS):
-                    name = categorize(event).keycode if event.type == ecodes.EV_KEY else ecodes.ABS[event.code]
-                    for code_name in [name] if isinstance(name, str) else name:
-                        self.state.apply(ecodes.EV[event.type], code_name, event.value)
+                apply_event(self.state, event)
         except OSError as exc:  # unplugged
             self._error = f"gamepad {self.device_path} stopped answering ({exc.strerror or exc})"
 

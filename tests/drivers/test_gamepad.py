@@ -31,3 +31,23 @@ def test_buttons_and_dpad_map_to_the_remote_names_while_held():
     assert state.sticks().buttons == {"Y"}
     state.apply("EV_ABS", "ABS_X", 100)  # an axis whose range the device did not report is ignored
     assert state.sticks().lx == 0.0
+
+
+def test_evdev_events_update_the_sticks_through_their_codes():
+    from evdev import InputEvent, ecodes
+
+    from drivers.gamepad import apply_event
+
+    state = StickState({"ABS_X": (-32768, 32767), "ABS_Y": (-32768, 32767), "ABS_RX": (-32768, 32767)})
+    for type_, code, value in [
+        (ecodes.EV_ABS, ecodes.ABS_Y, -32768),  # left stick pushed fully up
+        (ecodes.EV_ABS, ecodes.ABS_RX, 32767),
+        (ecodes.EV_KEY, ecodes.BTN_SOUTH, 1),  # evdev names it BTN_A and BTN_SOUTH (and BTN_GAMEPAD)
+        (ecodes.EV_KEY, ecodes.BTN_SELECT, 1),
+        (ecodes.EV_KEY, ecodes.BTN_SELECT, 0),
+        (ecodes.EV_SYN, ecodes.SYN_REPORT, 0),
+    ]:
+        apply_event(state, InputEvent(0, 0, type_, code, value))
+    sticks = state.sticks()
+    assert sticks.ly == 1.0 and sticks.rx == 1.0 and sticks.lx == 0.0
+    assert sticks.buttons == {"A"}
