@@ -46,6 +46,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "faults": ("tools.bench_faults", "fault scenarios through the Runtime: detection, reaction, commands outside the envelope"),
     "envelope": ("tools.bench_envelope", "safety envelope cost per tick, beside a bare clip in the same run"),
     "ablation": ("tools.bench_ablation", "anchors vs plain diffusion vs L1 regression (+ residual) on a two-route task"),
+    "delay": ("tools.bench_delay", "closed-loop success, time and seam jerk vs inference latency, variants side by side"),
     "engines": ("tools.bench_engines", "per-chunk latency and peak memory of torch, ONNX Runtime and TensorRT engines"),
     "seqlen": ("tools.bench_seqlen", "backbone latency vs sequence length 256-4096: Qwen2 transformer vs Mamba, growth exponents"),
 }

@@ -160,6 +160,8 @@ class EpisodeResult:
     stale_dropped: int
     inference_ms: list[float] = field(default_factory=list)
     tick_compute_ms: list[float] = field(default_factory=list)
+    seam_jerk: list[float] = field(default_factory=list)  # rad/s^3 at ticks where the plan's chunk changed
+    inside_jerk: list[float] = field(default_factory=list)  # rad/s^3 at the other ticks
 
 
 def sim_cameras(config) -> list[tuple[str, str, int, int, int]]:
@@ -179,6 +181,22 @@ def smoothness(arm_commands: np.ndarray, base_commands: np.ndarray, dt_s: float)
     jerk = np.diff(arm_commands, n=3, axis=0) / dt_s**3 if len(arm_commands) > 3 else np.zeros((1, 1))
     accel = np.diff(base_commands[:, :2], axis=0) / dt_s if len(base_commands) > 1 else np.zeros((1, 2))
     return float(np.sqrt(np.mean(jerk**2))), float(np.max(np.linalg.norm(accel, axis=1)))
+
+
+def seam_and_inside_jerk(
+    arm_commands: np.ndarray, chunk_ids: list, dt_s: float
+) -> tuple[list[float], list[float]]:
+    """Each tick's jerk (RMS over joints of the commanded positions' third difference ending at that tick), split
+    into the ticks at a chunk seam (the planned action came from another chunk than the tick before's, both
+    planned) and the others."""
+    if len(arm_commands) <= 3:
+        return [], []
+    jerk = np.sqrt(np.mean((np.diff(arm_commands, n=3, axis=0) / dt_s**3) ** 2, axis=1))
+    seams, inside = [], []
+    for k in range(3, len(arm_commands)):
+        seam = chunk_ids[k] is not None and chunk_ids[k - 1] is not None and chunk_ids[k] != chunk_ids[k - 1]
+        (seams if seam else inside).append(float(jerk[k - 3]))
+    return seams, inside
 
 
 def run_episode(
@@ -220,6 +238,7 @@ def run_episode(
     drift = EpisodeDrift(variant, robot, task, seed, period / 1e9)
     pending = None  # (tick at which the chunk arrives, observation, chunk, latency ns)
     arm_cmds, base_cmds = [], []
+    chunk_ids: list = []  # per tick: which chunk the planned action came from (None: nothing planned)
     wall_inference_ms = []  # measured wall time of each call (the report's figure)
     success_tick = None
     try:
@@ -240,6 +259,8 @@ def run_episode(
             stats.ticks += 1
             arm_cmds.append(fast.last_command.arm_positions)
             base_cmds.append(fast.last_command.base.as_array())
+            planned = fast.last_decision.planned
+            chunk_ids.append(None if planned is None else id(planned.chunk))
             if pending is None:
                 # The slow loop starts at its planned time, which may fall between this tick and the next.
                 start_at = slow.next_start_ns()
@@ -271,6 +292,7 @@ def run_episode(
     finally:
         slow.close()
     jerk, accel = smoothness(np.asarray(arm_cmds), np.asarray(base_cmds), period / 1e9)
+    seam_jerk, inside_jerk = seam_and_inside_jerk(np.asarray(arm_cmds), chunk_ids, period / 1e9)
     counters = safety.counters
     return EpisodeResult(
         task=task_name,
@@ -284,6 +306,8 @@ def run_episode(
         stale_dropped=loops.schedule.stale_dropped,
         inference_ms=wall_inference_ms,
         tick_compute_ms=stats.tick_compute_ms.recent(len(stats.tick_compute_ms)),
+        seam_jerk=seam_jerk,
+        inside_jerk=inside_jerk,
     )
 
 
@@ -308,6 +332,8 @@ def summarize(results: list[EpisodeResult]) -> dict:
         "inference_ms_p99": pct(inference, 99),
         "tick_compute_ms_p50": pct(compute, 50),
         "tick_compute_ms_p99": pct(compute, 99),
+        "seam_jerk_median": pct([v for r in results for v in r.seam_jerk], 50),
+        "inside_jerk_p95": pct([v for r in results for v in r.inside_jerk], 95),
     }
 
 
@@ -336,10 +362,43 @@ def format_table(rows: list[dict], caption: str = CAPTION) -> str:
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], f"({caption})"])
 
 
-def main(args: argparse.Namespace) -> int:
+def evaluate_variant(
+    config_path, spec: str, names: list[str], episodes: int, seed: int, latency_ms: float | None
+) -> list[dict]:
+    """The rows of one variant (`parse_variant`): one per task, and 'all' over several, each episode at seeds
+    seed, seed + 1, ...; a progress line per task."""
     from onboard.config import load_config
     from onboard.devices import build_engine
     from sim.lockstep import SimRobot
+
+    label, overrides, world = parse_variant(spec)
+    config = load_config(config_path, overrides)
+    robot = SimRobot(sim_cameras(config))
+    rss_before = resident_mb()
+    engine = build_engine(config)
+    engine.warmup()
+    # The bundle variant the engine chose (precision auto may fall back to fp32 when int8 failed verify).
+    engine_row = {"engine_variant": getattr(engine, "variant", "torch"), "graphs_mb": graphs_mb(engine)}
+    engine_row["world"] = world.changed()  # in the JSON: the checks and drift the row ran with
+    rows, all_results = [], []
+    try:
+        for name in names:
+            results = [
+                run_episode(config, engine, robot, name, seed + k, latency_ms, variant=world)
+                for k in range(episodes)
+            ]
+            all_results += results
+            engine_row["rss_growth_mb"] = round(resident_mb() - rss_before, 1)
+            rows.append(dict(variant=label, task=name, **summarize(results), **engine_row))
+            print(f"{label:>16}  {name:<6} success {rows[-1]['success_rate'] * 100:.0f}%", flush=True)
+    finally:
+        engine.close()
+    if len(names) > 1:
+        rows.append(dict(variant=label, task="all", **summarize(all_results), **engine_row))
+    return rows
+
+
+def main(args: argparse.Namespace) -> int:
     from sim.tasks import task_names
 
     if args.episodes < 1:
@@ -348,32 +407,11 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--latency-ms must be >= 0 (got {args.latency_ms})")
     names = task_names(args.task)
     specs = args.variant or [""]
-    variants = [parse_variant(spec) for spec in specs]
+    for spec in specs:
+        parse_variant(spec)  # every spec understood before the first episode runs
     rows = []
-    for label, overrides, world in variants:
-        config = load_config(args.config, overrides)
-        robot = SimRobot(sim_cameras(config))
-        rss_before = resident_mb()
-        engine = build_engine(config)
-        engine.warmup()
-        # The bundle variant the engine chose (precision auto may fall back to fp32 when int8 failed verify).
-        engine_row = {"engine_variant": getattr(engine, "variant", "torch"), "graphs_mb": graphs_mb(engine)}
-        engine_row["world"] = world.changed()  # in the JSON: the checks and drift the row ran with
-        all_results = []
-        try:
-            for name in names:
-                results = [
-                    run_episode(config, engine, robot, name, args.seed + k, args.latency_ms, variant=world)
-                    for k in range(args.episodes)
-                ]
-                all_results += results
-                engine_row["rss_growth_mb"] = round(resident_mb() - rss_before, 1)
-                rows.append(dict(variant=label, task=name, **summarize(results), **engine_row))
-                print(f"{label:>16}  {name:<6} success {rows[-1]['success_rate'] * 100:.0f}%", flush=True)
-        finally:
-            engine.close()
-        if len(names) > 1:
-            rows.append(dict(variant=label, task="all", **summarize(all_results), **engine_row))
+    for spec in specs:
+        rows += evaluate_variant(args.config, spec, names, args.episodes, args.seed, args.latency_ms)
     caption = (
         CAPTION
         if args.latency_ms is None
