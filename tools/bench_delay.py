@@ -49,6 +49,11 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
+def _or_nan(value: float | None) -> float:
+    """A figure for the plot: a row without one (no success, no seam) leaves a gap, not a zero."""
+    return float("nan") if value is None else value
+
+
 def plot(rows: list[dict], path: Path) -> None:
     try:
         import matplotlib
@@ -62,9 +67,9 @@ def plot(rows: list[dict], path: Path) -> None:
         mine = [r for r in rows if r["variant"] == variant]
         latencies = [r["latency_ms"] for r in mine]
         success.plot(latencies, [100 * r["success_rate"] for r in mine], marker="o", label=variant)
-        seams.plot(latencies, [r["seam_jerk_median"] or 0.0 for r in mine], marker="o", label=variant)
+        seams.plot(latencies, [_or_nan(r["seam_jerk_median"]) for r in mine], marker="o", label=variant)
     success.set(xlabel="inference latency (ms)", ylabel="success over all tasks (%)", ylim=(-5, 105))
-    seams.set(xlabel="inference latency (ms)", ylabel="median jerk at chunk seams (rad/s^3)")
+    seams.set(xlabel="inference latency (ms)", ylabel="jerk at chunk seams, median (rad/s^3)")
     success.legend(fontsize=8)
     for ax in (success, seams):
         ax.grid(alpha=0.3)
