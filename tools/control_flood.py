@@ -20,20 +20,17 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from onboard.config import load_config
 from onboard.service import unit_stop_timeout_s
+from tools.service_child import STANDIN, ServiceChild
 
-REPO = Path(__file__).resolve().parents[1]
-STANDIN = REPO / "configs" / "standin.yaml"
 TOKEN = b"bench-faults-flood-token-0123456789"
 GARBAGE = (
     b"start the robot\n",
@@ -68,49 +65,17 @@ def _ask(s: socket.socket, payload: dict) -> dict:
     return json.loads(line) if line else {"ok": False, "error": "closed without a reply"}
 
 
-class _Child:
-    """`anchorvla service run` in a child process, moving (not idle), with TCP control; its log in a file."""
+class _FloodedService(ServiceChild):
+    """The service in a child process with TCP control on a free port and the bench's token."""
 
     def __init__(self, workdir: Path):
-        self.socket = workdir / "control.sock"
         self.port = _free_port()
         token = workdir / "token"
         token.write_bytes(TOKEN + b"\n")
         token.chmod(0o600)
-        settings = yaml.safe_load(STANDIN.read_text())
-        settings["service"] = {
-            **settings.get("service", {}),
-            "start_idle": False,
-            "control": {
-                "socket": str(self.socket),
-                "group": None,
-                "allowed_uids": [os.getuid()],
-                "tcp_port": self.port,
-                "token_file": str(token),
-            },
-        }
-        self.config = workdir / "service.yaml"
-        self.config.write_text(yaml.safe_dump(settings))
-        self.log = workdir / "service.log"
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> _Child:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        env.pop("NOTIFY_SOCKET", None)
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "anchorvla.cli", "service", "run", "--config", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=REPO,
-            )
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        control = {"tcp_port": self.port, "token_file": str(token)}
+        super().__init__(workdir, {"service": {"control": control}}, notify=False)
+        self.socket = self.control
 
     def wait_listening(self, timeout_s: float = 60.0) -> None:
         end = time.monotonic() + timeout_s
@@ -124,9 +89,6 @@ class _Child:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"the service did not listen within {timeout_s:.0f} s: {self.tail()}")
-
-    def tail(self) -> str:
-        return " | ".join(self.log.read_text(errors="replace").strip().splitlines()[-3:])
 
 
 def _garbage_worker(port: int, stop: threading.Event, counts: dict) -> None:
@@ -157,7 +119,7 @@ def control_flood(tcp_clients: int = 64, trials: int = 30) -> dict:
     latencies: list[float] = []
     failures: list[str] = []
     counts = {"busy": 0, "answered": 0, "other": 0, "errors": 0}
-    with tempfile.TemporaryDirectory(prefix="avla-flood-") as tmp, _Child(Path(tmp)) as child:
+    with tempfile.TemporaryDirectory(prefix="avla-flood-") as tmp, _FloodedService(Path(tmp)) as child:
         child.wait_listening()
         time.sleep(0.5)
         files_before = _open_files(child.process.pid)

@@ -13,122 +13,25 @@ whole process or its disk.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-import yaml
 
 from onboard.config import load_config
 from onboard.episode_store import episode_paths, parts_dir, read_episode
 from onboard.service import unit_stop_timeout_s
 from tools.replay import replay
+from tools.service_child import STANDIN, ServiceChild
 
-REPO = Path(__file__).resolve().parents[1]
-STANDIN = REPO / "configs" / "standin.yaml"
 LOST_S = 2.0  # the most a killed recording may lose (issue 19)
 DISK_SIZE = "256k"  # fills in a few seconds (parts carry ~20 kB of footer and metadata each)
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        both = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _merge(out[key], value) if both else value
-    return out
-
-
-class ServiceChild:
-    """`anchorvla service run` in a child process: READY=1 through our own NOTIFY_SOCKET, `status` through its
-    control socket, its log in a file. Leaving the `with` block ends it (SIGKILL if still running)."""
-
-    def __init__(self, workdir: Path, recording_root: Path):
-        self.workdir = workdir
-        self.control = workdir / "control.sock"
-        overrides = {
-            "service": {
-                "start_idle": False,
-                "control": {"socket": str(self.control), "group": None, "allowed_uids": [os.getuid()]},
-            },
-            "recording": {"enabled": True, "root": str(recording_root), "images": True},
-        }
-        self.config = workdir / "service.yaml"
-        self.config.write_text(yaml.safe_dump(_merge(yaml.safe_load(STANDIN.read_text()), overrides)))
-        self.log = workdir / "service.log"
-        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._notify.bind(str(workdir / "notify.sock"))
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> ServiceChild:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "NOTIFY_SOCKET": str(self.workdir / "notify.sock")}
-        env.pop("WATCHDOG_USEC", None)
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "anchorvla.cli", "service", "run", "--config", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=REPO,
-            )
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._notify.close()
-
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"the service exited ({self.process.returncode}) before READY=1: {self.tail()}"
-                )
-            self._notify.settimeout(0.2)
-            try:
-                if b"READY=1" in self._notify.recv(4096).split(b"\n"):
-                    return
-            except TimeoutError:
-                pass
-        raise RuntimeError(f"no READY=1 within {timeout_s:.0f} s: {self.tail()}")
-
-    def status(self) -> dict:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(5.0)
-            s.connect(str(self.control))
-            s.sendall(b'{"cmd": "status"}\n')
-            reply = json.loads(s.makefile("rb").readline())
-        if not reply.get("ok"):
-            raise RuntimeError(f"status refused: {reply}")
-        return reply
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def terminate(self, timeout_s: float) -> tuple[int | None, float]:
-        """SIGTERM; (exit code, seconds until it exited), exit code None if still running after timeout_s."""
-        start = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            rc = self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            rc = None
-        return rc, time.monotonic() - start
-
-    def log_lines(self) -> list[str]:
-        return self.log.read_text(errors="replace").splitlines()
-
-    def tail(self) -> str:
-        return " | ".join(self.log_lines()[-3:])
+def recording_child(workdir: Path, recording_root: Path) -> ServiceChild:
+    """The service in a child process, recording every episode with images under `recording_root`."""
+    return ServiceChild(workdir, {"recording": {"enabled": True, "root": str(recording_root), "images": True}})
 
 
 def _row(name: str, expected: str, ok: bool, reaction: str, **details) -> dict:
@@ -154,7 +57,7 @@ def sigkill_while_recording(seconds: float = 60.0) -> dict:
     )
     with tempfile.TemporaryDirectory(prefix="avla-kill-") as tmp:
         workdir, root = Path(tmp), Path(tmp) / "episodes"
-        with ServiceChild(workdir, root) as child:
+        with recording_child(workdir, root) as child:
             child.wait_ready()
             ready = time.monotonic()
             time.sleep(seconds)
@@ -220,7 +123,7 @@ def disk_full_while_recording() -> dict:
         )
     limit_s = unit_stop_timeout_s(load_config(STANDIN))  # the child's safety.stop is STANDIN's
     try:
-        with ServiceChild(workdir, disk / "episodes") as child:
+        with recording_child(workdir, disk / "episodes") as child:
             child.wait_ready()
             status = _wait_stopped(child, timeout_s=30.0)
             recording = status["recording"]

@@ -21,7 +21,7 @@ from onboard.runtime import Runtime
 from policy_runtime.dataset import load_dataset
 from tests.onboard.test_recording_dataset import add_what_is_left
 from tests.service_helpers import devices_and_engine, run_serve, short_dir, sim_config
-from tools.recording_faults import ServiceChild, disk_full_while_recording
+from tools.recording_faults import disk_full_while_recording, recording_child
 from tools.replay import replay
 
 RECORD_S = 6.0
@@ -32,7 +32,7 @@ FPS = 15.0  # configs/standin.yaml
 def test_a_sigkilled_episode_reads_back_replays_and_is_joined_at_the_next_start():
     d = short_dir()
     root = d / "episodes"
-    with ServiceChild(d, root) as child:
+    with recording_child(d, root) as child:
         child.wait_ready()
         time.sleep(RECORD_S)
         child.kill()
