@@ -4,7 +4,8 @@ Token order: [vision tokens of every image | instruction tokens | ActionQuery to
 the hidden states of `bridge_layers` at the vision and query positions (N = num_images * patches + num_queries
 tokens per layer): with `bridge` 'concat' concatenated along the token axis, (B, len(bridge_layers) * N,
 llm_hidden); with 'layers' (VLA-Adapter) stacked, (B, len(bridge_layers), N, llm_hidden), one layer per head block.
-The vision tower and the LM are frozen; LoRA adapters, the projector and the queries train.
+By default the vision tower and the LM are frozen and LoRA adapters, the projector and the queries train
+(`vision_training` / `llm_training` train the towers' own weights instead).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ _HOLDERS = {"siglip_vision_model": ("siglip_vision_model", "siglip")}
 
 
 def load_towers(config: BackboneConfig, lm_config_class=None, lm_class=None) -> tuple[nn.Module, nn.Module]:
-    """The vision tower and the language model (Qwen2 unless other transformers classes are given), frozen, the LM
-    with LoRA adapters on `lora_targets`: random weights from the config's sizes, or the local Hugging Face
-    directories `vision_path` / `llm_path` (never the hub)."""
+    """The vision tower and the language model (Qwen2 unless other transformers classes are given): random weights
+    from the config's sizes, or the local Hugging Face directories `vision_path` / `llm_path` (never the hub).
+    What trains follows `vision_training` (frozen or full) and `llm_training` (LoRA adapters on `lora_targets`,
+    or every LM weight)."""
     from peft import LoraConfig, inject_adapter_in_model
     from transformers import Qwen2Config, Qwen2Model, SiglipVisionConfig, SiglipVisionModel
 
@@ -35,8 +37,10 @@ def load_towers(config: BackboneConfig, lm_config_class=None, lm_class=None) -> 
     llm = _tower(
         lm_class or Qwen2Model, lm_config_class or Qwen2Config, config.llm, config.llm_path, "llm_path"
     )
-    for p in [*vision.parameters(), *llm.parameters()]:
-        p.requires_grad_(False)
+    vision.requires_grad_(config.vision_training == "full")
+    if config.llm_training == "full":
+        return vision, llm.requires_grad_(True)
+    llm.requires_grad_(False)
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules=config.lora_targets)
     return vision, inject_adapter_in_model(lora, llm)
 

@@ -45,6 +45,16 @@ class BackboneConfig(_Section):
     llm: dict[str, Any] = Field(default_factory=dict)
     vision_path: str | None = None
     llm_path: str | None = None
+    vision_training: Literal["frozen", "full"] = Field(
+        default="frozen",
+        description="'full': stage 1 trains the vision tower's weights too (a small tower trained from scratch, or "
+        "a pretrained one adapted to the robot's cameras); 'frozen': it keeps its weights",
+    )
+    llm_training: Literal["lora", "full"] = Field(
+        default="lora",
+        description="'lora': LoRA adapters on lora_targets train, the LM's own weights stay; 'full': every LM "
+        "weight trains and no adapter is added (AnoleVLA fine-tunes its Mamba this way)",
+    )
     lora_rank: int = Field(default=64, ge=1)
     lora_alpha: int = Field(default=128, ge=1)
     lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])

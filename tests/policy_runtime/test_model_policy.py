@@ -69,6 +69,22 @@ def test_only_lora_projector_queries_and_head_train_the_towers_are_frozen():
     )
 
 
+def test_vision_training_full_trains_the_tower_and_llm_training_full_trains_the_lm_without_adapters():
+    arch = tiny_architecture(action_dim=3, proprio_dim=4)
+    arch.backbone.vision_training = "full"
+    policy = AnchorVLAPolicy(arch)
+    main = {n for n, p in policy.named_parameters() if p in set(policy.main_parameters())}
+    assert {n for n, _ in policy.backbone.vision.named_parameters(prefix="backbone.vision")} <= main
+    assert not any(n.startswith("backbone.llm.") and "lora_" not in n for n in main)
+
+    arch.backbone.vision_training, arch.backbone.llm_training = "frozen", "full"
+    policy = AnchorVLAPolicy(arch)
+    main = {n for n, p in policy.named_parameters() if p in set(policy.main_parameters())}
+    llm = {n for n, _ in policy.backbone.llm.named_parameters(prefix="backbone.llm")}
+    assert llm <= main and not any("lora_" in n for n in llm)
+    assert not any(n.startswith("backbone.vision.") for n in main)
+
+
 def test_instruction_changes_the_bridge_features():
     torch.manual_seed(0)
     policy = AnchorVLAPolicy(tiny_architecture(action_dim=3, proprio_dim=12)).eval()
