@@ -1,6 +1,7 @@
 """`anchorvla train`: stage 1 (LoRA + projector + queries + head: reconstruction + anchor classification), then
-optionally AnoleVLA's acceleration stage (`--accel-steps N --accel-weight L`: the same parameters fine-tuned with
-the head's loss + L * L1 on the action differences of the predicted chunk), then the residual stage (the residual
+optionally AnoleVLA's smoothness stage (`--smooth-steps N`: the same parameters fine-tuned with the head's loss +
+the velocity and the acceleration term of the predicted chunk, weights `--smooth-velocity-weight` and
+`--smooth-accel-weight`, policy_runtime/model/smoothness.py), then the residual stage (the residual
 only, L1 on the correction, the rest frozen), from a recorded dataset
 (policy_runtime/dataset.py) into a checkpoint directory (policy_runtime/model/checkpoint.py).
 
@@ -45,17 +46,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-anchors", type=int, default=20, help="M when fitting anchors here")
     parser.add_argument("--steps", type=int, default=300, help="stage-1 steps")
     parser.add_argument(
-        "--accel-steps",
-        type=int,
-        default=0,
-        help="steps of the acceleration stage after stage 1 (0: skip; AnoleVLA's stage 2)",
-    )
+        "--smooth-steps", type=int, default=0,
+        help="steps of the smoothness stage after stage 1 (0: skip; AnoleVLA's stage 2)",
+    )  # fmt: skip
     parser.add_argument(
-        "--accel-weight",
-        type=float,
-        default=1.0,
-        help="lambda: weight of the L1 on action differences in the acceleration stage",
-    )
+        "--smooth-velocity-weight", type=float, default=1.0,
+        help="weight of the L1 on the chunk's velocities (first differences from the current state)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--smooth-accel-weight", type=float, default=1.0,
+        help="weight of the L1 on the chunk's accelerations (second differences; AnoleVLA's lambda_acc)",
+    )  # fmt: skip
+    # The first-difference loss these named "acceleration" is now the velocity term: refused, with the new flags.
+    parser.add_argument("--accel-steps", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--accel-weight", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--residual-steps", type=int, default=100, help="residual-stage steps (0: skip)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-4)
@@ -230,14 +234,20 @@ def main(args: argparse.Namespace) -> int:
     from policy_runtime.model.checkpoint import load_checkpoint
     from policy_runtime.model.config import CheckpointConfig, Normalization
     from policy_runtime.model.policy import AnchorVLAPolicy
+    from policy_runtime.model.smoothness import SmoothnessWeights
     from policy_runtime.model.tokenizer import build_tokenizer
     from policy_runtime.model.training import StageLoss, freeze_all_but_residual, stage1_loss, stage2_loss
 
     for name in ("steps", "batch", "horizon", "save_every"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
-    if args.accel_steps < 0 or args.accel_weight < 0:
-        raise UserError("--accel-steps and --accel-weight must be >= 0")
+    if args.accel_steps is not None or args.accel_weight is not None:
+        raise UserError(
+            "--accel-steps/--accel-weight (an L1 on first differences, a velocity term) are gone: use "
+            "--smooth-steps N --smooth-velocity-weight V --smooth-accel-weight A"
+        )
+    if min(args.smooth_steps, args.smooth_velocity_weight, args.smooth_accel_weight) < 0:
+        raise UserError("--smooth-steps, --smooth-velocity-weight and --smooth-accel-weight must be >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -261,6 +271,11 @@ def main(args: argparse.Namespace) -> int:
             raise UserError(f"--resume: {state_path} not found (train without --resume first)")
         policy, config = load_checkpoint(args.out)
         state = torch.load(state_path, weights_only=True)
+        if state["stage"] <= 2 and config.provenance.get("accel_steps", 0) > 0:
+            raise UserError(
+                f"--resume: {args.out} was started with the old first-difference 'acceleration' stage, which no "
+                "longer exists; train it again without --resume (--smooth-steps for the smoothness stage)"
+            )
     elif args.residual_from is not None:
         if args.residual_steps < 1:
             raise UserError("--residual-from trains the residual stage alone: give --residual-steps >= 1")
@@ -305,8 +320,9 @@ def main(args: argparse.Namespace) -> int:
                 "batch": args.batch,
                 "lr": args.lr,
                 "lr_schedule": args.lr_schedule,
-                "accel_steps": args.accel_steps,
-                "accel_weight": args.accel_weight,
+                "smooth_steps": args.smooth_steps,
+                "smooth_velocity_weight": args.smooth_velocity_weight,
+                "smooth_accel_weight": args.smooth_accel_weight,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             },
         )
@@ -321,10 +337,11 @@ def main(args: argparse.Namespace) -> int:
         index_gen.set_state(state["index_gen"])
         noise_gen.set_state(state["noise_gen"])
 
-    # Stages by number: 1 main, 2 acceleration (main parameters again), 3 residual.
+    # Stages by number: 1 main, 2 smoothness (main parameters again), 3 residual.
     stages = [(1, args.steps, stage1_loss)]
-    if args.accel_steps > 0:
-        stages.append((2, args.accel_steps, functools.partial(stage1_loss, accel_weight=args.accel_weight)))
+    if args.smooth_steps > 0:
+        weights = SmoothnessWeights(args.smooth_velocity_weight, args.smooth_accel_weight)
+        stages.append((2, args.smooth_steps, functools.partial(stage1_loss, smoothness=weights)))
     if args.residual_steps > 0:
         stages.append((3, args.residual_steps, stage2_loss))
     budget = args.stop_after

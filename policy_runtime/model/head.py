@@ -16,7 +16,7 @@ from torch import nn
 
 from policy_runtime.model.config import HeadConfig
 from policy_runtime.model.embeddings import sinusoidal_embedding
-from policy_runtime.model.smoothness import action_difference_l1
+from policy_runtime.model.smoothness import SmoothnessWeights, smoothness_loss
 
 
 def make_alphas_cumprod(steps: int, beta_schedule: str) -> torch.Tensor:
@@ -202,10 +202,10 @@ class AnchoredDiffusionHead(nn.Module):
         target: torch.Tensor,
         generator: torch.Generator | None = None,
         classification_weight: float = 1.0,
-        accel_weight: float = 0.0,
+        smoothness: SmoothnessWeights | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Training loss for the configured mode on normalised target chunks (B, H, d); `accel_weight` adds the
-        acceleration loss (policy_runtime/model/smoothness.py) on the predicted clean chunk."""
+        """Training loss for the configured mode on normalised target chunks (B, H, d); `smoothness` adds the
+        velocity and acceleration terms (policy_runtime/model/smoothness.py) on the predicted clean chunk."""
         cfg = self.config
         memory = self.encode_condition(cond)
         b = target.shape[0]
@@ -241,8 +241,8 @@ class AnchoredDiffusionHead(nn.Module):
                 classification = F.cross_entropy(scores, positive)
                 total = recon + classification_weight * classification
                 logs = {"recon": float(recon.detach()), "cls": float(classification.detach())}
-        if accel_weight:
-            accel = action_difference_l1(pred, target)
-            total = total + accel_weight * accel
-            logs["accel"] = float(accel.detach())
+        if smoothness:
+            smooth, smooth_logs = smoothness_loss(pred, target, smoothness)
+            total = total + smooth
+            logs.update(smooth_logs)
         return total, logs

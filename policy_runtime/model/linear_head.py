@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from policy_runtime.model.config import HeadConfig
-from policy_runtime.model.smoothness import action_difference_l1
+from policy_runtime.model.smoothness import SmoothnessWeights, smoothness_loss
 
 
 class LinearHead(nn.Module):
@@ -53,14 +53,13 @@ class LinearHead(nn.Module):
         proprio: torch.Tensor,
         target: torch.Tensor,
         generator: torch.Generator | None = None,
-        accel_weight: float = 0.0,
+        smoothness: SmoothnessWeights | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """L1 on the chunk (AnoleVLA's stage 1) + accel_weight * L1 on its action differences (stage 2)."""
+        """L1 on the chunk (AnoleVLA's stage 1) + the weighted velocity and acceleration terms (its stage 2)."""
         pred = self.predict(cond)
         recon = F.l1_loss(pred, target)
         logs = {"recon": float(recon.detach())}
-        if not accel_weight:
+        if not smoothness:
             return recon, logs
-        accel = action_difference_l1(pred, target)
-        logs["accel"] = float(accel.detach())
-        return recon + accel_weight * accel, logs
+        smooth, smooth_logs = smoothness_loss(pred, target, smoothness)
+        return recon + smooth, {**logs, **smooth_logs}

@@ -1,5 +1,6 @@
 """The training stages' losses, shared by `anchorvla train` and the ablation benchmark: the main stage (LoRA +
-head; optionally with AnoleVLA's acceleration loss, `accel_weight`), and the residual stage.
+head; in the smoothness stage with AnoleVLA's velocity and acceleration terms, `smoothness`), and the residual
+stage.
 
 A batch is a dict of tensors: `proprio` (B, P) normalised, `proprio_delta` (B, P) normalised state delta (for a
 backbone that reads it), `actions` (B, H, d) normalised target chunk,
@@ -15,6 +16,7 @@ import torch
 
 from policy_runtime.model.gripper import gripper_loss
 from policy_runtime.model.policy import AnchorVLAPolicy
+from policy_runtime.model.smoothness import SmoothnessWeights
 
 
 def _condition(policy: AnchorVLAPolicy, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -36,13 +38,13 @@ def stage1_loss(
     policy: AnchorVLAPolicy,
     batch: dict[str, torch.Tensor],
     generator: torch.Generator | None = None,
-    accel_weight: float = 0.0,
+    smoothness: SmoothnessWeights | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """LoRA + head: the head's loss (anchored: reconstruction of the chunk + anchor classification, positive =
-    nearest anchor by L1), plus `accel_weight` * the acceleration loss (policy_runtime/model/smoothness.py); with a
-    gripper head, plus its loss on the plan the head makes now (`gripper_stage1_loss`)."""
+    nearest anchor by L1), plus the weighted velocity and acceleration terms (policy_runtime/model/smoothness.py);
+    with a gripper head, plus its loss on the plan the head makes now (`gripper_stage1_loss`)."""
     cond = _condition(policy, batch)
-    loss, logs = policy.head.loss(cond, batch["proprio"], batch["actions"], generator, accel_weight=accel_weight)
+    loss, logs = policy.head.loss(cond, batch["proprio"], batch["actions"], generator, smoothness=smoothness)
     if policy.gripper_head is not None:
         grip, grip_logs = gripper_stage1_loss(policy, cond, batch, generator)
         loss, logs = loss + grip, {**logs, **grip_logs}

@@ -1,5 +1,5 @@
 """The `mamba` backbone option (AnoleVLA): a tiny Mamba policy with the linear head trains on a recorded dataset
-(stage 1, the acceleration stage, the residual), exports, and the ONNX Runtime engine gives the torch engine's
+(stage 1, the smoothness stage, the residual), exports, and the ONNX Runtime engine gives the torch engine's
 chunk on the same Observation, state delta included; the state delta is the same in training and inference."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def trained(dataset, tmp_path_factory) -> Path:
     arch.write_text(tiny_mamba_architecture().model_dump_json())
     out = root / "checkpoint"
     args = ["train", "--dataset", str(dataset), "--out", str(out), "--architecture", str(arch), "--horizon", "4",
-            "--batch", "4", "--steps", "3", "--accel-steps", "2", "--accel-weight", "0.5", "--residual-steps", "2",
+            "--batch", "4", "--steps", "3", "--smooth-steps", "2", "--smooth-accel-weight", "0.5", "--residual-steps", "2",
             "--threads", "1", "--no-progress"]  # fmt: skip
     assert cli(args) == 0
     return out
@@ -90,7 +90,7 @@ def test_trained_mamba_checkpoint_has_the_linear_head_and_the_delta_statistics(t
     policy, config = load_checkpoint(trained)
     assert policy.reads_state_delta and type(policy.head).__name__ == "LinearHead"
     assert config.anchors is None and len(config.normalization.proprio_delta_std) == len(PROPRIO)
-    assert config.provenance["accel_steps"] == 2 and config.provenance["accel_weight"] == 0.5
+    assert config.provenance["smooth_steps"] == 2 and config.provenance["smooth_accel_weight"] == 0.5
 
 
 def _observation(previous_offset: float) -> Observation:
