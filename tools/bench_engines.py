@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=2, help="intra-op threads, the same for torch and onnxruntime"
     )
+    parser.add_argument(
+        "--cpus", type=_cpu_list, default=None,
+        help="run each engine pinned to these CPUs (e.g. 1 or 1,2: away from the fast loop's core)",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=20, help="timed chunks per engine (demo size)")
     parser.add_argument("--paper-repeats", type=int, default=5, help="timed chunks per engine (paper size)")
     parser.add_argument(
@@ -40,6 +45,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--work", type=Path, default=None, help="where built checkpoints/bundles go (default: temp)"
     )
+
+
+def _cpu_list(text: str) -> list[int]:
+    try:
+        cpus = sorted({int(c) for c in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: CPU numbers separated by commas, e.g. 1 or 1,2"
+        ) from None
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    if not set(cpus) <= allowed:
+        raise argparse.ArgumentTypeError(f"{text}: this process may run on CPUs {sorted(allowed)} only")
+    return cpus
 
 
 def prepare(size: str, work: Path, verify_count: int) -> Path:
@@ -80,18 +98,11 @@ def _engines(manifest) -> list[str]:
     return kinds
 
 
-def measure(kind: str, bundle: Path, threads: int, repeats: int) -> dict:
-    """Run one engine in a fresh process; returns its latencies and peak RSS."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "tools.bench_engines",
-        "worker",
-        kind,
-        str(bundle),
-        str(threads),
-        str(repeats),
-    ]
+def measure(kind: str, bundle: Path, threads: int, repeats: int, cpus: list[int] | None = None) -> dict:
+    """Run one engine in a fresh process (pinned to `cpus` when given); returns its latencies, per-module split
+    and peak RSS."""
+    options = {"kind": kind, "bundle": str(bundle), "threads": threads, "repeats": repeats, "cpus": cpus}
+    cmd = [sys.executable, "-m", "tools.bench_engines", "worker", json.dumps(options)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -112,66 +123,144 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _worker(kind: str, bundle: Path, threads: int, repeats: int) -> dict:
+def _torch_parts(bundle: Path, manifest, sample, threads: int, rng):
+    """(backbone, head, residual call, module timer) closures over the checkpoint the bundle was made from."""
+    import torch
+
+    from policy_runtime.model.checkpoint import load_checkpoint
+    from tools.engine_split import TorchModuleTimer
+
+    torch.set_num_threads(threads)
+    policy, _config = load_checkpoint(Path(manifest.source_checkpoint.path))
+    t = torch.from_numpy
+    images = (
+        () if sample.images is None else (t(sample.images), t(sample.input_ids), t(sample.attention_mask))
+    )
+    delta = None if sample.proprio_delta is None else t(sample.proprio_delta)
+    proprio = t(sample.proprio)
+    modules = {"once": policy.head.cond_in}
+    if policy.backbone is not None and hasattr(policy.backbone, "vision"):
+        modules.update(
+            vision=policy.backbone.vision, projector=policy.backbone.projector, llm=policy.backbone.llm
+        )
+    timer = TorchModuleTimer(modules)
+    state: dict = {}
+
+    @torch.inference_mode()
+    def backbone() -> None:
+        state["cond"] = policy.condition(proprio, *images, proprio_delta=delta)
+
+    @torch.inference_mode()
+    def head() -> None:
+        noise = t(rng.standard_normal(sample.noise.shape).astype(np.float32))
+        state["context"] = policy.head.sample(state["cond"], proprio, noise)[4]
+
+    @torch.inference_mode()
+    def residual() -> None:
+        planned = torch.zeros(1, policy.head.config.action_dim)
+        policy.residual(proprio, state["context"], planned, torch.tensor([1]))
+
+    return backbone, head, residual, timer
+
+
+def _bundle_parts(kind: str, bundle: Path, sample, threads: int, rng):
+    if kind.startswith("ort-"):
+        from policy_runtime.engines.onnx_engine import OnnxEngine
+
+        engine = OnnxEngine(bundle, kind.removeprefix("ort-"), threads, "cpu", force_unverified=True)
+    else:
+        from policy_runtime.engines.tensorrt_engine import TensorRTEngine
+
+        engine = TensorRTEngine(bundle, kind.removeprefix("trt-"), force_unverified=True)
+    state: dict = {}
+
+    def backbone() -> None:
+        state["bridge"] = engine.condition(sample.backbone_feed())
+
+    def head() -> None:
+        noise = rng.standard_normal(sample.noise.shape).astype(np.float32)
+        state["context"] = engine.head(state["bridge"], sample.proprio, noise)[3]
+
+    def residual() -> None:
+        planned = np.zeros((1, len(engine.channels)), np.float32)
+        engine.residual_normalized(sample.proprio, state["context"], planned, 1)
+
+    return backbone, head, residual, engine, state
+
+
+def _ort_split(engine, state: dict, sample, threads: int) -> dict[str, float]:
+    """Shares of the backbone's node time by module and of the head's spent in the denoising loop."""
+    from tools.engine_split import head_part, module_of, profile_node_times, shares
+
+    backbone = profile_node_times(engine.graph_paths["backbone"], sample.backbone_feed(), threads)
+    head_feed = {"bridge": state["bridge"], "proprio": sample.proprio, "noise": sample.noise}
+    head = profile_node_times(engine.graph_paths["head"], head_feed, threads)
+    return {**{f"backbone_{k}": v for k, v in shares(backbone, module_of).items()},
+            "head_denoise": shares(head, head_part).get("denoise", 0.0)}  # fmt: skip
+
+
+def _worker(kind: str, bundle: Path, threads: int, repeats: int, cpus: list[int] | None) -> dict:
+    """Times `repeats` chunks (backbone then head, each timed) after a warm-up, then the residual per call."""
     from policy_runtime.bundle import read_manifest
     from tools.bundle_samples import HELD_OUT_SEED, synthetic_samples
+    from tools.engine_split import pin
 
+    pin(cpus)
     manifest = read_manifest(bundle)
     sample = synthetic_samples(manifest.runtime, bundle, 1, HELD_OUT_SEED)[0]
     rng = np.random.default_rng(0)
+    timer = engine = None
     if kind == "torch-fp32":
-        import torch
-
-        from policy_runtime.model.checkpoint import load_checkpoint
-
-        torch.set_num_threads(threads)
-        policy, _config = load_checkpoint(Path(manifest.source_checkpoint.path))
-        t = torch.from_numpy
-        images = (
-            None
-            if sample.images is None
-            else (t(sample.images), t(sample.input_ids), t(sample.attention_mask))
-        )
-
-        delta = None if sample.proprio_delta is None else t(sample.proprio_delta)
-
-        def chunk() -> None:
-            noise = t(rng.standard_normal(sample.noise.shape).astype(np.float32))
-            with torch.inference_mode():
-                policy(t(sample.proprio), noise, *(images or ()), proprio_delta=delta)
+        backbone, head, residual, timer = _torch_parts(bundle, manifest, sample, threads, rng)
     else:
-        if kind.startswith("ort-"):
-            from policy_runtime.engines.onnx_engine import OnnxEngine
-
-            engine = OnnxEngine(bundle, kind.removeprefix("ort-"), threads, "cpu", force_unverified=True)
-        else:
-            from policy_runtime.engines.tensorrt_engine import TensorRTEngine
-
-            engine = TensorRTEngine(bundle, kind.removeprefix("trt-"), force_unverified=True)
-
-        def chunk() -> None:
-            noise = rng.standard_normal(sample.noise.shape).astype(np.float32)
-            engine.head(engine.condition(sample.backbone_feed()), sample.proprio, noise)
-
-    chunk()  # warm-up
-    times = []
+        backbone, head, residual, engine, state = _bundle_parts(kind, bundle, sample, threads, rng)
+    backbone(), head(), residual()  # warm-up
+    parts: dict[str, list[float]] = {"chunk": [], "backbone": [], "head": []}
     for _ in range(repeats):
+        if timer is not None:
+            timer.take()
         t0 = time.perf_counter()
-        chunk()
-        times.append((time.perf_counter() - t0) * 1e3)
-    peak_mb = _peak_rss_mb()
+        backbone()
+        t1 = time.perf_counter()
+        head()
+        t2 = time.perf_counter()
+        parts["chunk"].append((t2 - t0) * 1e3)
+        parts["backbone"].append((t1 - t0) * 1e3)
+        parts["head"].append((t2 - t1) * 1e3)
+        for name, ms in (timer.take() if timer is not None else {}).items():
+            parts.setdefault(name, []).append(ms)
+    calls = []
+    for _ in range(max(repeats, 20)):
+        t0 = time.perf_counter()
+        residual()
+        calls.append((time.perf_counter() - t0) * 1e3)
+    peak_mb = _peak_rss_mb()  # before the profiler's own sessions
+    times = parts["chunk"]
+    split = {name: float(np.median(v)) for name, v in parts.items() if name != "chunk"}
+    if timer is not None:  # torch: the hooks time the towers and the head's once-per-chunk projection
+        split["vision"] = split.pop("vision", 0.0) + split.pop("projector", 0.0)
+        split["other"] = split["backbone"] - split["vision"] - split.get("llm", 0.0)
+        split["head_denoise"] = split["head"] - split.pop("once", 0.0)
+    elif kind.startswith("ort-"):
+        fractions = _ort_split(engine, state, sample, threads)
+        for module in ("vision", "llm", "other"):
+            split[module] = split["backbone"] * fractions.get(f"backbone_{module}", 0.0)
+        split["head_denoise"] = split["head"] * fractions["head_denoise"]
+    split["residual_call"] = float(np.median(calls))
     return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
-            "min_ms": float(np.min(times)), "repeats": repeats, "peak_rss_mb": peak_mb}  # fmt: skip
+            "min_ms": float(np.min(times)), "repeats": repeats, "peak_rss_mb": peak_mb, "split_ms": split,
+            "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}  # fmt: skip
 
 
-def bench_bundle(size: str, bundle: Path, threads: int, repeats: int) -> dict:
+def bench_bundle(size: str, bundle: Path, threads: int, repeats: int, cpus: list[int] | None = None) -> dict:
     from policy_runtime.bundle import read_manifest
 
     manifest = read_manifest(bundle)
     rows = []
     for kind in _engines(manifest):
-        print(f"[{size}] timing {kind} ({repeats} chunks, {threads} threads)", flush=True)
-        row = {"engine": kind, **measure(kind, bundle, threads, repeats)}
+        where = f", cpus {','.join(map(str, cpus))}" if cpus else ""
+        print(f"[{size}] timing {kind} ({repeats} chunks, {threads} threads{where})", flush=True)
+        row = {"engine": kind, **measure(kind, bundle, threads, repeats, cpus)}
         variant = manifest.variants.get(kind.removeprefix("ort-")) if kind != "torch-fp32" else None
         if variant is not None:
             row["status"] = variant.status
@@ -183,7 +272,7 @@ def bench_bundle(size: str, bundle: Path, threads: int, repeats: int) -> dict:
     for r in rows:
         if torch_ms and r.get("median_ms"):
             r["speedup_vs_torch"] = torch_ms / r["median_ms"]
-    return {"size": size, "bundle": str(bundle), "threads": threads, "rows": rows}
+    return {"size": size, "bundle": str(bundle), "threads": threads, "cpus": cpus, "rows": rows}
 
 
 def _fig(row: dict, key: str, fmt: str) -> str:
@@ -191,7 +280,8 @@ def _fig(row: dict, key: str, fmt: str) -> str:
 
 
 def print_table(result: dict) -> None:
-    print(f"\n{result['size']} ({result['threads']} threads), bundle {result['bundle']}")
+    pinned = f", pinned to cpus {result['cpus']}" if result.get("cpus") else ""
+    print(f"\n{result['size']} ({result['threads']} threads{pinned}), bundle {result['bundle']}")
     header = (f"{'engine':<12}{'median ms':>11}{'p90 ms':>10}{'speedup':>9}{'peak MB':>9}"
               f"{'backbone cos':>14}{'chunk cos':>11}{'anchor agr':>12}  gates")  # fmt: skip
     print(header)
@@ -203,6 +293,26 @@ def print_table(result: dict) -> None:
         print(f"{r['engine']:<12}{r['median_ms']:>11.1f}{r['p90_ms']:>10.1f}{r.get('speedup_vs_torch', 0):>8.2f}x"
               f"{r['peak_rss_mb']:>9.0f}{_fig(r, 'backbone_cosine', '.6f'):>14}{_fig(r, 'chunk_cosine', '.5f'):>11}"
               f"{_fig(r, 'anchor_agreement', '.3f'):>12}  {r.get('status', 'reference')}")  # fmt: skip
+    print_split(result)
+
+
+SPLIT_COLUMNS = (("vision", "vision"), ("llm", "LLM"), ("other", "bb other"), ("backbone", "backbone"),
+                 ("head", "head"), ("head_denoise", "denoise"), ("residual_call", "resid/call"))  # fmt: skip
+
+
+def print_split(result: dict) -> None:
+    """Per-module medians (ms): vision tower + projector, LLM, the rest of the backbone graph, the backbone, the
+    head and its K x steps denoising loop (per chunk), the residual (per fast-loop tick)."""
+    rows = [r for r in result["rows"] if "split_ms" in r]
+    if not rows:
+        return
+    print(f"\nper module, median ms ({', '.join(label for _, label in SPLIT_COLUMNS)}); denoise % of chunk")
+    print(f"{'engine':<12}" + "".join(f"{label:>11}" for _, label in SPLIT_COLUMNS) + f"{'denoise %':>11}")
+    for r in rows:
+        split = r["split_ms"]
+        cells = "".join(f"{split[key]:>11.2f}" if key in split else f"{'-':>11}" for key, _ in SPLIT_COLUMNS)
+        share = 100 * split.get("head_denoise", 0.0) / r["median_ms"]
+        print(f"{r['engine']:<12}{cells}{share:>10.1f}%")
 
 
 def _ok(result: dict) -> bool:
@@ -215,10 +325,10 @@ def main(args: argparse.Namespace):
     work_dir.mkdir(parents=True, exist_ok=True)
     bundle = args.bundle or prepare("demo", work_dir, args.verify_count)
     label = "demo" if args.bundle is None else args.bundle.name
-    results = [bench_bundle(label, bundle, args.threads, args.repeats)]
+    results = [bench_bundle(label, bundle, args.threads, args.repeats, args.cpus)]
     if args.paper_size:
         paper = prepare("paper", work_dir, min(args.verify_count, 10))
-        results.append(bench_bundle("paper", paper, args.threads, args.paper_repeats))
+        results.append(bench_bundle("paper", paper, args.threads, args.paper_repeats, args.cpus))
     for result in results:
         print_table(result)
     ok = all(_ok(r) for r in results)
@@ -228,6 +338,7 @@ def main(args: argparse.Namespace):
     return {"results": results, "speedup_goal": SPEEDUP_GOAL}, ok
 
 
-if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "worker":
-    _kind, _bundle, _threads, _repeats = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-    print(json.dumps(_worker(_kind, _bundle, _threads, _repeats)))
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "worker":
+    _options = json.loads(sys.argv[2])
+    print(json.dumps(_worker(_options["kind"], Path(_options["bundle"]), _options["threads"], _options["repeats"],
+                             _options["cpus"])))  # fmt: skip
