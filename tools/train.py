@@ -95,6 +95,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--gripper-open-follows-plan", action="store_true",
         help="with --gripper-head: while the decision is 'open' the plan's gripper channel runs (config only)",
     )  # fmt: skip
+    parser.add_argument(
+        "--llm-training", choices=("lora", "full"), default=None,
+        help="backbone.llm_training: LoRA adapters, or every LM weight (AnoleVLA fine-tunes its Mamba fully); "
+        "default: the architecture's",
+    )  # fmt: skip
+    parser.add_argument(
+        "--vision-training", choices=("frozen", "full"), default=None,
+        help="backbone.vision_training: keep the vision tower's weights, or train them; default: the architecture's",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -140,14 +149,27 @@ def _architecture(args: argparse.Namespace, data):
 
 
 def _options(args: argparse.Namespace, arch, data):
-    """The related methods' options: the anchor image (AnchorVLA4D) and the gripper head (AnchorRefine)."""
-    from policy_runtime.model.config import GripperHeadConfig
+    """The related methods' options: the anchor image (AnchorVLA4D), the gripper head (AnchorRefine), and what
+    of the backbone's towers trains (LoRA or the whole LM, as AnoleVLA; frozen or trained vision)."""
+    from pydantic import ValidationError
+
+    from policy_runtime.model.config import ArchitectureConfig, GripperHeadConfig
 
     update = {}
-    if args.anchor_image:
+    backbone = {
+        field: value
+        for field, value in (
+            ("anchor_image", True if args.anchor_image else None),
+            ("llm_training", args.llm_training),
+            ("vision_training", args.vision_training),
+        )
+        if value is not None
+    }
+    if backbone:
         if arch.backbone is None:
-            raise UserError("--anchor-image needs an architecture with a backbone (images)")
-        update["backbone"] = arch.backbone.model_copy(update={"anchor_image": True})
+            flags = ", ".join("--" + field.replace("_", "-") for field in backbone)
+            raise UserError(f"{flags}: needs an architecture with a backbone (images)")
+        update["backbone"] = arch.backbone.model_copy(update=backbone)
     if args.gripper_head is not None:
         if args.gripper_head not in data.action_layout:
             raise UserError(
@@ -157,7 +179,10 @@ def _options(args: argparse.Namespace, arch, data):
         update["gripper_head"] = GripperHeadConfig(
             channel_index=index, open_follows_plan=args.gripper_open_follows_plan
         )
-    return arch.model_copy(update=update)
+    try:  # validated again: an option may not fit the rest of the architecture
+        return ArchitectureConfig.model_validate(arch.model_copy(update=update).model_dump())
+    except ValidationError as exc:
+        raise UserError(f"architecture with the options: {exc.errors()[0]['msg']}") from None
 
 
 def _anchors(args: argparse.Namespace, data, arch):

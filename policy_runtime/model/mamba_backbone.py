@@ -3,8 +3,10 @@
 Token order (AnoleVLA): [state | state delta | vision tokens of every image | instruction tokens]. The state and
 the state delta (proprio minus the previous tick's, `policy_runtime/preprocess.py`) are one token each, through
 their own linear layer. The bridge is the final (normed) hidden state of the last real instruction token:
-(B, 1, hidden); a linear head reads its chunk from there. The vision tower and the Mamba LM are frozen; LoRA
-adapters (on the mixer's projections), the projector and the two state layers train, as in the VLM backbone.
+(B, 1, hidden); a linear head reads its chunk from there. The projector and the two state layers train; by default
+the vision tower and the Mamba LM are frozen and LoRA adapters (on the mixer's projections) train, as in the VLM
+backbone; with `llm_training` 'full' every Mamba weight trains and no adapter is added (AnoleVLA's fine-tuning),
+with `vision_training` 'full' the tower's too (`load_towers`).
 
 Sizes come from `BackboneConfig.llm` (MambaConfig kwargs). Without the CUDA kernels, transformers runs Mamba's
 sequential scan (a loop over the tokens); for ONNX that loop unrolls at the graph's fixed sequence length. In
