@@ -29,11 +29,6 @@ def _condition(policy: AnchorVLAPolicy, batch: dict[str, torch.Tensor]) -> torch
     )
 
 
-# Denoising steps of the plan the gripper head learns on in stage 1 (inference runs the configured count; two
-# from the truncated start are close to it and cost a fifth).
-GRIPPER_PLAN_STEPS = 2
-
-
 def stage1_loss(
     policy: AnchorVLAPolicy,
     batch: dict[str, torch.Tensor],
@@ -57,23 +52,35 @@ def gripper_stage1_loss(
     batch: dict[str, torch.Tensor],
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The gripper head on top of the plan: the head samples a chunk (no gradient: the decision never changes the
-    plan) and the gripper head learns the demonstrated open/close of each step (policy_runtime/model/gripper.py)."""
+    """The gripper head on top of the plan: the head samples a chunk (`gripper_plan`) and the gripper head learns
+    the demonstrated open/close of each step (policy_runtime/model/gripper.py)."""
     assert policy.gripper_head is not None
-    b = batch["proprio"].shape[0]
-    # The plan's noise leaves the generator where it was, so the main model trains exactly as without the head
-    # (same seed, same draws): a comparison with the baseline then measures the head alone.
-    state = generator.get_state() if generator is not None else None
-    with torch.no_grad():
-        noise = torch.randn(policy.head.noise_shape(b), generator=generator).to(cond.device)
-        chunk, _, _, _, context = policy.head.sample(cond, batch["proprio"], noise, GRIPPER_PLAN_STEPS)
-    if state is not None:
-        generator.set_state(state)
+    chunk, context = gripper_plan(policy, cond, batch["proprio"], generator)
     logits = policy.gripper_head(context, batch["proprio"], chunk)
     index = policy.gripper_head.config.channel_index
     return gripper_loss(
         logits, policy.gripper_head.margin, batch["actions"][..., index], policy.gripper_head.config
     )
+
+
+@torch.no_grad()
+def gripper_plan(
+    policy: AnchorVLAPolicy,
+    cond: torch.Tensor,
+    proprio: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plan the gripper head learns on: (chunk (B, H, d), context (B, C)) as the policy makes it when it runs,
+    with the configured denoising steps (`head.inference_steps`), so the head trains on the plans it sits on.
+    No gradient: the decision never changes the plan. Its noise leaves the generator where it was, so the main
+    model trains exactly as without the head (same seed, same draws): a comparison with the baseline then
+    measures the head alone."""
+    state = generator.get_state() if generator is not None else None
+    noise = torch.randn(policy.head.noise_shape(proprio.shape[0]), generator=generator).to(cond.device)
+    chunk, _, _, _, context = policy.head.sample(cond, proprio, noise)
+    if state is not None:
+        generator.set_state(state)
+    return chunk, context
 
 
 def freeze_all_but_residual(policy: AnchorVLAPolicy) -> list[torch.nn.Parameter]:

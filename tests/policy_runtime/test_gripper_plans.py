@@ -1,0 +1,52 @@
+"""AnchorRefine's gripper head trains on the plans it runs on: the chunk it learns from in stage 1 is the one the
+policy makes at inference (the configured denoising steps, not a shortcut), and drawing it leaves the main
+model's random draws as they were."""
+
+from __future__ import annotations
+
+import torch
+
+from policy_runtime.model.config import ArchitectureConfig, GripperHeadConfig, HeadConfig, ResidualConfig
+from policy_runtime.model.policy import AnchorVLAPolicy
+from policy_runtime.model.training import gripper_plan, stage1_loss
+
+
+def _policy(inference_steps: int) -> AnchorVLAPolicy:
+    torch.manual_seed(0)
+    head = HeadConfig(horizon=4, action_dim=2, proprio_dim=3, cond_dim=16, dim=16, depth=1, heads=2,
+                      num_anchors=3, inference_steps=inference_steps)  # fmt: skip
+    arch = ArchitectureConfig(
+        backbone=None, head=head, residual=ResidualConfig(hidden=8),
+        gripper_head=GripperHeadConfig(channel_index=1, hidden=8),
+    )  # fmt: skip
+    policy = AnchorVLAPolicy(arch).eval()
+    policy.head.anchors.copy_(torch.rand(3, 4, 2) * 2 - 1)
+    return policy
+
+
+def test_the_gripper_head_learns_on_the_plan_the_policy_runs():
+    proprio = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    for steps in (3, 10):
+        policy = _policy(steps)
+        cond = policy.condition(proprio)
+        chunk, context = gripper_plan(policy, cond, proprio, torch.Generator().manual_seed(7))
+        noise = torch.randn(policy.head.noise_shape(5), generator=torch.Generator().manual_seed(7))
+        with torch.no_grad():
+            run, _, _, _, run_context = policy(proprio, noise)
+            fewer = policy(proprio, noise, num_steps=2)[0]
+        assert torch.equal(chunk, run) and torch.equal(context, run_context), steps
+        assert not torch.allclose(chunk, fewer)  # the step count shows in the plan: a shortcut would differ
+
+
+def test_drawing_the_plan_leaves_the_main_models_draws_unchanged():
+    policy = _policy(4)
+    g = torch.Generator().manual_seed(3)
+    batch = {"proprio": torch.randn(4, 3, generator=g), "actions": torch.rand(4, 4, 2, generator=g) * 2 - 1}
+    with_head = torch.Generator().manual_seed(5)
+    loss, logs = stage1_loss(policy, batch, with_head)
+    without = torch.Generator().manual_seed(5)
+    head_loss, _ = policy.head.loss(
+        policy.condition(batch["proprio"]), batch["proprio"], batch["actions"], without
+    )
+    assert torch.equal(with_head.get_state(), without.get_state())
+    assert "grip_bce" in logs and loss > head_loss
