@@ -16,6 +16,8 @@ The residual (a small MLP on the fast loop) stays fp32 in every variant. The new
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import tempfile
 from pathlib import Path
 
@@ -54,6 +56,47 @@ class _Reader:
         return next(self._it, None)
 
 
+class _QuantizerLog(logging.Filter):
+    """Keeps onnxruntime's quantizers quiet: their per-tensor and per-node INFO lines (thousands per graph at the
+    paper size) and the hint to run its pre-processing are dropped; each node a quantizer starts advances `bar`."""
+
+    def __init__(self, bar):
+        super().__init__()
+        self.bar = bar
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("start to quantize ") and self.bar is not None:
+            self.bar.update()
+        return record.levelno > logging.INFO and "consider" not in message
+
+
+@contextlib.contextmanager
+def quiet_quantizer(bar=None):
+    """onnxruntime's quantizers and converters log through the root logger and their module loggers
+    (`onnxruntime.quantization.*`, `onnxruntime.transformers.*`); a logger's filters see only its own records, so
+    the filter goes on each, and the module loggers are set to INFO while they run so their per-node records
+    reach it (and the bar)."""
+    import onnxruntime.quantization.matmul_nbits_quantizer  # noqa: F401  (these create their loggers)
+    import onnxruntime.transformers.float16  # noqa: F401
+
+    prefixes = ("onnxruntime.quantization", "onnxruntime.transformers")
+    names = [n for n in logging.Logger.manager.loggerDict if n in prefixes or n.startswith(prefixes)]
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in names)]
+    levels = [lg.level for lg in loggers]
+    log_filter = _QuantizerLog(bar)
+    for lg in loggers:
+        lg.addFilter(log_filter)
+    for lg in loggers[1:]:
+        lg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeFilter(log_filter)
+            lg.setLevel(level)
+
+
 def _calibration_feeds(directory: Path, manifest: Manifest, samples: list[Sample]) -> dict[str, list[dict]]:
     """Backbone feeds from the samples; head feeds with the FP32 backbone's bridge features."""
     fp32 = manifest.variants["fp32"].graphs
@@ -73,6 +116,7 @@ def fold_constants(source: Path, target: Path) -> None:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.log_severity_level = 3
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(target)
     options.add_session_config_entry(
@@ -183,6 +227,17 @@ def _int4(source: Path, target: Path, block_size: int) -> str:
     return f"int4 weight-only MatMulNBits (block {block_size})"
 
 
+def _steps(precision: str, graph: Path) -> int:
+    """Progress-bar steps for one graph: int8 folds, rewrites, quantizes and saves; fp16 converts and saves; int4
+    quantizes each MatMul (the bar moves per node) and saves."""
+    if precision != "int4":
+        return {"int8": 4, "fp16": 2}[precision]
+    import onnx
+
+    model = onnx.load(str(graph), load_external_data=False)
+    return sum(node.op_type == "MatMul" for node in model.graph.node) + 1
+
+
 def quantize_bundle(
     directory: Path,
     precision: str,
@@ -204,26 +259,41 @@ def quantize_bundle(
              "int4": ["backbone"]}[precision]  # fmt: skip
     feeds = _calibration_feeds(directory, manifest, samples) if precision == "int8" and samples else None
     graphs = dict(fp32)
-    for role in tqdm(roles, desc=f"quantizing to {precision}", unit="graph"):
+    for role in roles:
         source_entry = manifest.graphs[fp32[role]]
         file = f"{role}.{precision}.onnx"
-        with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        with (
+            tempfile.TemporaryDirectory(dir=directory) as tmp,
+            tqdm(total=_steps(precision, directory / source_entry.file), desc=f"{precision} {role}") as bar,
+            quiet_quantizer(bar if precision == "int4" else None),
+        ):
             target = Path(tmp) / file
             if precision == "int8":
+                bar.set_postfix_str("folding constants")
                 folded = Path(tmp) / f"{role}.folded.onnx"
                 fold_constants(directory / source_entry.file, folded)
+                bar.update()
                 model = onnx.load(str(folded))
                 gemm_to_matmul(model)
                 source = Path(tmp) / f"{role}.matmul.onnx"
                 onnx.save_model(
                     model, str(source), save_as_external_data=True, location=source.name + ".data"
                 )
+                bar.update()
+                bar.set_postfix_str("quantizing")
                 method = _int8(source, target, role, feeds and feeds[role])
+                bar.update()
             elif precision == "fp16":
+                bar.set_postfix_str("converting")
                 method = _fp16(directory / source_entry.file, target)
+                bar.update()
             else:
+                bar.set_postfix_str("quantizing MatMuls")
                 method = _int4(directory / source_entry.file, target, block_size)
+            bar.set_postfix_str("saving")
             external = save_graph(onnx.load(str(target)), directory, file, manifest.source_checkpoint.sha256)
+            bar.update(bar.total - bar.n)
+            bar.set_postfix_str("done")
         manifest.graphs[file] = graph_entry(directory, file, role, precision, method, external, {})
         graphs[role] = file
     manifest.variants[precision] = VariantEntry(graphs=graphs)
