@@ -7,13 +7,16 @@ only, L1 on the correction, the rest frozen), from a recorded dataset
 
 Deterministic for a seed (batches and noise come from seeded CPU generators). Resumable: `--resume` continues
 from the checkpoint and `training_state.pt` (optimizer, step, generators; read with weights_only) in --out.
-Multi-GPU: run it under `torchrun --nproc-per-node N -m anchorvla.cli train ...`; every rank draws the same batch
-indices and trains on its share, DDP averages the gradients, rank 0 writes.
+Several processes: run it under `torchrun --nproc-per-node N -m anchorvla.cli train ...` (NCCL on GPUs, gloo on
+CPU); every rank draws the same batch indices and trains on its share with its own noise stream (each saved, so
+--resume continues every rank's), DDP averages the gradients, the logged figures are the global batch's (the ranks'
+averaged), rank 0 writes. Each stage ends with one line: its figures' mean over its last 100 steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import functools
 import json
@@ -27,6 +30,7 @@ from anchorvla.errors import UserError
 from tools import dataset_args
 
 STATE_FILE = "training_state.pt"
+SUMMARY_STEPS = 100  # each stage ends with the mean of its logged figures over this many last steps
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -360,7 +364,11 @@ def main(args: argparse.Namespace) -> int:
     noise_gen = torch.Generator().manual_seed(args.seed * 1000 + rank + 1)
     if "index_gen" in state:
         index_gen.set_state(state["index_gen"])
-        noise_gen.set_state(state["noise_gen"])
+        # Each rank's own noise stream (a file of an older trainer holds rank 0's alone; a rank the saved run did
+        # not have keeps its fresh seed).
+        saved = state.get("noise_gens") or [state["noise_gen"]]
+        if rank < len(saved):
+            noise_gen.set_state(saved[rank])
 
     # Stages by number: 1 main, 2 smoothness (main parameters again), 3 residual.
     stages = [(1, args.steps, stage1_loss)]
@@ -392,6 +400,7 @@ def main(args: argparse.Namespace) -> int:
             optimizer.load_state_dict(state["optimizer"])
         policy.train()
         bar = tqdm(total=steps, initial=start, desc=f"stage {stage}", disable=args.no_progress or rank != 0)
+        recent = collections.deque(maxlen=SUMMARY_STEPS)
         for step in range(start, steps):
             for group in optimizer.param_groups:
                 group["lr"] = stage_lr(args.lr, args.lr_schedule, step, steps)
@@ -400,33 +409,35 @@ def main(args: argparse.Namespace) -> int:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            logs = _mean_over_ranks(logs, world, device)
+            recent.append(logs)
             bar.update(1)
             bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()})
             done = step + 1
             if budget is not None:
                 budget -= 1
             stopping = budget is not None and budget <= 0
-            if rank == 0 and (done % args.save_every == 0 or done == steps or stopping):
-                next_state = (
-                    {"stage": stage, "step": done} if done < steps else {"stage": stage + 1, "step": 0}
-                )
-                _save(
-                    args.out,
-                    policy,
-                    config,
-                    optimizer if done < steps else None,
-                    next_state,
-                    index_gen,
-                    noise_gen,
-                )
+            if done % args.save_every == 0 or done == steps or stopping:
+                noise_states = _gathered(noise_gen.get_state(), world)
+                if rank == 0:
+                    next_state = (
+                        {"stage": stage, "step": done} if done < steps else {"stage": stage + 1, "step": 0}
+                    )
+                    optimizer_state = optimizer if done < steps else None
+                    _save(args.out, policy, config, optimizer_state, next_state, index_gen, noise_states)
             if stopping:
                 break
         bar.close()
+        if rank == 0 and recent:
+            means = {k: sum(step_logs[k] for step_logs in recent) / len(recent) for k in recent[-1]}
+            figures = ", ".join(f"{k} {v:.4f}" for k, v in means.items())
+            print(f"stage {stage}: {figures} (mean of its last {len(recent)} steps, global batch)")
         if budget is not None and budget <= 0:
             break
         state = {"stage": stage + 1, "step": 0}
     policy.eval()
     if world > 1:
+        dist.barrier()  # no rank tears the group down while another still talks to it (rank 0 may be saving)
         dist.destroy_process_group()
     if rank == 0:
         print(
@@ -469,13 +480,36 @@ def _with_normalization(data, config):
     )
 
 
-def _save(out: Path, policy, config, optimizer, state: dict, index_gen, noise_gen) -> None:
+def _mean_over_ranks(logs: dict[str, float], world: int, device) -> dict[str, float]:
+    """A step's logged figures over the whole global batch: each rank's, averaged (the shares are equal)."""
+    if world == 1:
+        return logs
+    import torch
+    import torch.distributed as dist
+
+    values = torch.tensor(list(logs.values()), dtype=torch.float64, device=device)
+    dist.all_reduce(values)
+    return dict(zip(logs, (values / world).tolist(), strict=True))
+
+
+def _gathered(noise_state, world: int) -> list:
+    """Every rank's noise generator state, in rank order (a collective: every rank calls it)."""
+    if world == 1:
+        return [noise_state]
+    import torch.distributed as dist
+
+    states = [None] * world
+    dist.all_gather_object(states, noise_state)
+    return states
+
+
+def _save(out: Path, policy, config, optimizer, state: dict, index_gen, noise_states: list) -> None:
     import torch
 
     from policy_runtime.model.checkpoint import save_checkpoint
 
     save_checkpoint(out, policy, config)
-    full = dict(state, index_gen=index_gen.get_state(), noise_gen=noise_gen.get_state())
+    full = dict(state, index_gen=index_gen.get_state(), noise_gens=noise_states)
     if optimizer is not None:
         full["optimizer"] = optimizer.state_dict()
     torch.save(full, out / STATE_FILE)
