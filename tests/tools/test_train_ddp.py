@@ -59,27 +59,40 @@ def _stage_figures(out: str) -> dict[str, dict[str, float]]:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("ddp")
-    dataset = write_demo_dataset(root / "ds", episodes=4, seed=3)
-    head = HeadConfig(mode="regression", horizon=4, action_dim=2, proprio_dim=3, cond_dim=16, dim=16, depth=1,
-                      heads=2)  # fmt: skip
-    arch = root / "arch.json"
+def dataset(tmp_path_factory) -> Path:
+    return write_demo_dataset(tmp_path_factory.mktemp("ddp"), episodes=4, seed=3)
+
+
+def _architecture(directory: Path, mode: str) -> Path:
+    head = HeadConfig(mode=mode, horizon=4, action_dim=2, proprio_dim=3, cond_dim=16, dim=16, depth=1, heads=2,
+                      num_anchors=4)  # fmt: skip
+    arch = directory / f"{mode}.json"
     arch.write_text(
         ArchitectureConfig(backbone=None, head=head, residual=ResidualConfig(hidden=8)).model_dump_json()
     )
-    return dataset, arch
+    return arch
+
+
+def _torchrun() -> list[str]:
+    return [
+        str(TORCHRUN),
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(_free_port()),
+    ]
 
 
 @pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun is not in the venv")
-def test_two_processes_train_to_the_loss_of_one_with_the_same_global_batch(setup, tmp_path):
-    dataset, arch = setup
+def test_two_processes_train_to_the_loss_of_one_with_the_same_global_batch(dataset, tmp_path):
+    arch = _architecture(tmp_path, "regression")
     train = ["-m", "anchorvla.cli", "train", "--dataset", str(dataset), "--architecture", str(arch),
              "--horizon", "4", "--batch", "8", "--steps", "12", "--residual-steps", "4", "--lr", "3e-3",
              "--threads", "1", "--no-progress", "--seed", "5"]  # fmt: skip
     one = _run([sys.executable, *train, "--out", str(tmp_path / "one")])
-    two = _run([str(TORCHRUN), "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-                "--master-port", str(_free_port()), *train, "--out", str(tmp_path / "two")])  # fmt: skip
+    two = _run([*_torchrun(), *train, "--out", str(tmp_path / "two")])
     figures_one, figures_two = _stage_figures(one), _stage_figures(two)
     assert figures_one.keys() == {"stage 1", "stage 3"} and figures_two.keys() == figures_one.keys()
     for stage, figures in figures_one.items():
@@ -95,6 +108,22 @@ def test_two_processes_train_to_the_loss_of_one_with_the_same_global_batch(setup
         assert np.allclose(a, b, atol=1e-4)
     untrained = _outputs(tmp_path / "one", dataset, steps_taken=False)
     assert not np.allclose(untrained[0], outputs[0][0], atol=1e-2)  # training moved them: not a trivial match
+
+
+@pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun is not in the venv")
+def test_a_resumed_two_process_run_continues_each_ranks_noise(dataset, tmp_path):
+    """The anchored head draws noise on every rank, each its own stream: stopped and resumed, the two processes
+    train exactly as without the stop (each rank's stream was saved, not rank 0's alone)."""
+    arch = _architecture(tmp_path, "anchored")
+    train = ["-m", "anchorvla.cli", "train", "--dataset", str(dataset), "--architecture", str(arch),
+             "--horizon", "4", "--num-anchors", "4", "--batch", "8", "--steps", "6", "--residual-steps", "0",
+             "--lr", "3e-3", "--threads", "1", "--no-progress", "--seed", "5"]  # fmt: skip
+    whole = _run([*_torchrun(), *train, "--out", str(tmp_path / "whole")])
+    _run([*_torchrun(), *train, "--out", str(tmp_path / "resumed"), "--stop-after", "3"])
+    resumed = _run([*_torchrun(), *train, "--out", str(tmp_path / "resumed"), "--resume"])
+    assert "mean of its last 6 steps" in whole and "mean of its last 3 steps" in resumed
+    a, b = _outputs(tmp_path / "whole", dataset), _outputs(tmp_path / "resumed", dataset)
+    assert np.array_equal(a[0], b[0])
 
 
 def _outputs(checkpoint: Path, dataset: Path, steps_taken: bool = True) -> tuple[np.ndarray, np.ndarray]:
