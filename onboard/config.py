@@ -153,6 +153,11 @@ class PolicyConfig(_Section):
     threads: int = Field(
         default=0, ge=0, le=256, description="intra-op threads of the engine (0: its default)"
     )
+    cpus: list[int] | None = Field(
+        default=None,
+        description="onnxruntime: CPUs the backbone and head run on (keep the fast loop's core out); threads 0 "
+        "then means one per CPU",
+    )
     providers: Literal["auto", "cpu"] = Field(
         default="auto", description="onnxruntime: 'auto' uses TensorRT/CUDA execution providers where present"
     )

@@ -234,7 +234,7 @@ def build_engine(config: Config) -> PolicyEngine:
         if policy.engine == "onnxruntime":
             from policy_runtime.engines.onnx_engine import OnnxEngine
 
-            engine_class, options = OnnxEngine, {"providers": policy.providers}
+            engine_class, options = OnnxEngine, {"providers": policy.providers, "cpus": policy.cpus}
         else:
             from policy_runtime.engines.tensorrt_engine import TensorRTEngine
 
