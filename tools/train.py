@@ -92,6 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="AnchorVLA4D: feed each camera's first frame of the episode beside the current one",
     )  # fmt: skip
     parser.add_argument(
+        "--spatial-encoder", action="store_true",
+        help="AnchorVLA4D's spatial encoder over each camera's current frame and anchor image (the default sizes "
+        "of backbone.spatial_encoder; turns --anchor-image on)",
+    )  # fmt: skip
+    parser.add_argument(
         "--gripper-head", default=None, metavar="CHANNEL",
         help="AnchorRefine: a discrete open/close head for this action channel (e.g. arm.gripper)",
     )  # fmt: skip
@@ -153,17 +158,19 @@ def _architecture(args: argparse.Namespace, data):
 
 
 def _options(args: argparse.Namespace, arch, data):
-    """The related methods' options: the anchor image (AnchorVLA4D), the gripper head (AnchorRefine), and what
-    of the backbone's towers trains (LoRA or the whole LM, as AnoleVLA; frozen or trained vision)."""
+    """The related methods' options: the anchor image and the spatial encoder (AnchorVLA4D), the gripper head
+    (AnchorRefine), and what of the backbone's towers trains (LoRA or the whole LM, as AnoleVLA; frozen or
+    trained vision)."""
     from pydantic import ValidationError
 
-    from policy_runtime.model.config import ArchitectureConfig, GripperHeadConfig
+    from policy_runtime.model.config import ArchitectureConfig, GripperHeadConfig, SpatialEncoderConfig
 
     update = {}
     backbone = {
         field: value
         for field, value in (
-            ("anchor_image", True if args.anchor_image else None),
+            ("anchor_image", True if args.anchor_image or args.spatial_encoder else None),
+            ("spatial_encoder", SpatialEncoderConfig() if args.spatial_encoder else None),
             ("llm_training", args.llm_training),
             ("vision_training", args.vision_training),
         )

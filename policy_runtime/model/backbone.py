@@ -1,9 +1,11 @@
 """The VLA backbone: SigLIP vision tower + projector + Qwen2 causal LM with LoRA and learnable ActionQuery tokens.
 
-Token order: [vision tokens of every image | instruction tokens | ActionQuery tokens]. The bridge features are
-the hidden states of `bridge_layers` at the vision and query positions (N = num_images * patches + num_queries
-tokens per layer): with `bridge` 'concat' concatenated along the token axis, (B, len(bridge_layers) * N,
-llm_hidden); with 'layers' (VLA-Adapter) stacked, (B, len(bridge_layers), N, llm_hidden), one layer per head block.
+Token order: [vision tokens of every image | instruction tokens | ActionQuery tokens]; with AnchorVLA4D's
+spatial encoder (policy_runtime/model/spatial_encoder.py) its tokens follow the vision tokens and count as vision
+positions. The bridge features are the hidden states of `bridge_layers` at the vision and query positions
+(N = num_images * patches + num_queries tokens per layer): with `bridge` 'concat' concatenated along the token axis,
+(B, len(bridge_layers) * N, llm_hidden); with 'layers' (VLA-Adapter) stacked, (B, len(bridge_layers), N,
+llm_hidden), one layer per head block.
 By default the vision tower and the LM are frozen and LoRA adapters, the projector and the queries train
 (`vision_training` / `llm_training` train the towers' own weights instead).
 """
@@ -18,6 +20,7 @@ from torch import nn
 
 from anchorvla.errors import UserError
 from policy_runtime.model.config import BackboneConfig
+from policy_runtime.model.spatial_encoder import build_spatial, image_tokens
 
 # Keys of a transformers config that are not the architecture (saved with the checkpoint's tower sizes).
 _NOT_SIZES = ("transformers_version", "architectures", "dtype", "torch_dtype", "model_type", "_name_or_path")
@@ -104,6 +107,7 @@ class VLABackbone(nn.Module):
         hidden = self.llm.config.hidden_size
         vision_hidden = self.vision.config.hidden_size
         self.projector = nn.Sequential(nn.Linear(vision_hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.spatial = build_spatial(config, self.vision.config.image_size, hidden)
         self.action_queries = nn.Parameter(torch.randn(config.num_queries, hidden) * 0.02)
 
     @property
@@ -114,9 +118,8 @@ class VLABackbone(nn.Module):
         self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
         """images (B, num_images, 3, S, S) normalised; input_ids/attention_mask (B, L) -> bridge features."""
-        b, n = images.shape[:2]
-        patches = self.vision(pixel_values=images.flatten(0, 1)).last_hidden_state  # (B*n, P, Dv)
-        vision_tokens = self.projector(patches).reshape(b, -1, self.hidden_size)
+        b = images.shape[0]
+        vision_tokens = image_tokens(self, images)
         text_tokens = self.llm.embed_tokens(input_ids)
         queries = self.action_queries[None].expand(b, -1, -1)
         embeds = torch.cat([vision_tokens, text_tokens, queries], dim=1)

@@ -18,6 +18,28 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SpatialEncoderConfig(_Section):
+    """AnchorVLA4D's spatial encoder (policy_runtime/model/spatial_encoder.py): a small transformer over each
+    camera's current frame and its anchor image together; grid**2 tokens per camera go to the LM after the vision
+    tower's."""
+
+    dim: int = Field(default=64, ge=8, description="its width")
+    depth: int = Field(default=2, ge=1, description="self-attention blocks over both frames' patches")
+    heads: int = Field(default=4, ge=1)
+    patch_size: int = Field(
+        default=8, ge=1, description="pixels per patch side (image_size must be a multiple)"
+    )
+    grid: int = Field(
+        default=2, ge=1, description="the current frame's patches pooled to grid x grid tokens per camera"
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> SpatialEncoderConfig:
+        if self.dim % self.heads:
+            raise ValueError(f"spatial_encoder.dim {self.dim} is not a multiple of its heads {self.heads}")
+        return self
+
+
 class BackboneConfig(_Section):
     """Vision tower (transformers SiglipVisionConfig kwargs) + projector + language model with LoRA.
 
@@ -71,6 +93,11 @@ class BackboneConfig(_Section):
         description="AnchorVLA4D: each camera's first frame of the episode goes in beside the current one "
         "(the tower then sees 2 * num_images images: current cameras, then their anchors)",
     )
+    spatial_encoder: SpatialEncoderConfig | None = Field(
+        default=None,
+        description="AnchorVLA4D's spatial encoder over each camera's current frame and anchor image (needs "
+        "anchor_image); None: none",
+    )
     max_instruction_tokens: int = Field(default=32, ge=1)
     tokenizer: str = Field(
         default="",
@@ -98,6 +125,10 @@ class BackboneConfig(_Section):
                 )
         if self.bridge == "layers" and self.kind != "vlm":
             raise ValueError("backbone.bridge 'layers' needs backbone.kind 'vlm'")
+        if self.spatial_encoder is not None and not self.anchor_image:
+            raise ValueError(
+                "backbone.spatial_encoder reads the anchor image beside the current one: set backbone.anchor_image"
+            )
         if not self.tokenizer:
             self.tokenizer = self.llm_path or "bytes"
         return self
@@ -180,6 +211,18 @@ class ArchitectureConfig(_Section):
     image_size: int = 224
     image_mean: list[float] = Field(default_factory=lambda: [0.5, 0.5, 0.5])
     image_std: list[float] = Field(default_factory=lambda: [0.5, 0.5, 0.5])
+
+    @model_validator(mode="after")
+    def _spatial_grid_fits_the_images(self) -> ArchitectureConfig:
+        spatial = self.backbone.spatial_encoder if self.backbone is not None else None
+        if spatial is not None:
+            side = self.image_size // spatial.patch_size
+            if self.image_size % spatial.patch_size or side % spatial.grid:
+                raise ValueError(
+                    f"spatial_encoder: image_size {self.image_size} must be patch_size {spatial.patch_size} x a "
+                    f"multiple of grid {spatial.grid}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _bridge_fits_the_head(self) -> ArchitectureConfig:

@@ -1,6 +1,7 @@
 """AnoleVLA's backbone: SigLIP vision tower + projector + a Mamba state-space LM (transformers' MambaModel) with LoRA.
 
-Token order (AnoleVLA): [state | state delta | vision tokens of every image | instruction tokens]. The state and
+Token order (AnoleVLA): [state | state delta | vision tokens of every image (then the spatial encoder's, when
+configured) | instruction tokens]. The state and
 the state delta (proprio minus the previous tick's, `policy_runtime/preprocess.py`) are one token each, through
 their own linear layer. The bridge is the final (normed) hidden state of the last real instruction token:
 (B, 1, hidden); a linear head reads its chunk from there. The projector and the two state layers train; by default
@@ -22,6 +23,7 @@ from torch import nn
 
 from policy_runtime.model.backbone import load_towers
 from policy_runtime.model.config import BackboneConfig
+from policy_runtime.model.spatial_encoder import build_spatial, image_tokens
 
 STATE_TOKENS = 2  # the state and the state delta
 
@@ -36,6 +38,7 @@ class MambaBackbone(nn.Module):
         hidden = self.hidden_size
         vision_hidden = self.vision.config.hidden_size
         self.projector = nn.Sequential(nn.Linear(vision_hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.spatial = build_spatial(config, self.vision.config.image_size, hidden)
         self.state_in = nn.Linear(proprio_dim, hidden)
         self.delta_in = nn.Linear(proprio_dim, hidden)
 
@@ -62,8 +65,7 @@ class MambaBackbone(nn.Module):
         """images (B, n, 3, S, S); input_ids/attention_mask (B, L) (pads at the end); proprio and proprio_delta
         (B, P) normalised -> the last instruction token's hidden state (B, 1, hidden)."""
         b = images.shape[0]
-        patches = self.vision(pixel_values=images.flatten(0, 1)).last_hidden_state
-        vision_tokens = self.projector(patches).reshape(b, -1, self.hidden_size)
+        vision_tokens = image_tokens(self, images)  # with AnchorVLA4D's spatial tokens after the tower's
         state = self.state_in(proprio)[:, None]
         delta = self.delta_in(proprio_delta)[:, None]
         text = self.llm.get_input_embeddings()(input_ids)
