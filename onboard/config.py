@@ -145,6 +145,18 @@ class PolicyConfig(_Section):
         description="a chunk arriving with fewer than execute_horizon fresh actions: serve what is left on time "
         "(drop) or serve it late from the next tick, covering the inference latency (shift; onboard/schedule.py)",
     )
+    prefix_conditioning: bool = Field(
+        default=False,
+        description="real-time chunking: each chunk's first actions are in-painted to the ones the plan runs while "
+        "it is computed, and it runs on from there without blending (an anchored head exported with prefix inputs)",
+    )
+    prefix_score_weight: float = Field(
+        default=5.0,
+        ge=0,
+        le=1000,
+        description="with prefix_conditioning: logits taken off a candidate's score per unit of its mean L1 distance "
+        "(normalised actions) from the prefix",
+    )
     residual: bool = True
     force_unverified: bool = False
     precision: Literal["auto", "fp32", "fp16", "int8", "int4"] = Field(

@@ -203,12 +203,25 @@ def build_cameras(config: Config, world: World | None = None) -> list[Camera]:
     return cameras
 
 
+def _with_prefix(engine: PolicyEngine, policy) -> PolicyEngine:
+    """The engine with real-time chunking switched on when policy.prefix_conditioning asks for it (a bundle without
+    the prefix inputs is refused there)."""
+    if policy.prefix_conditioning:
+        if not hasattr(engine, "condition_on_prefix"):
+            raise UserError(
+                f"policy.prefix_conditioning needs a policy engine (onnxruntime, tensorrt, torch), not "
+                f"'{policy.engine}'; set policy.prefix_conditioning: false"
+            )
+        engine.condition_on_prefix(policy.prefix_score_weight)
+    return engine
+
+
 def build_engine(config: Config) -> PolicyEngine:
     policy = config.policy
     dt_ns = round(1e9 / config.control.rate_hz)
     if policy.engine == "standin":
         s = policy.standin
-        return StandinEngine(
+        standin = StandinEngine(
             tuple(config.robot.arm.joint_names),
             dt_ns,
             compute_ms=s.compute_ms,
@@ -220,12 +233,14 @@ def build_engine(config: Config) -> PolicyEngine:
             fail_every=s.fail_every,
             nan_every=s.nan_every,
         )
+        return _with_prefix(standin, policy)
     if policy.engine == "torch":
         if policy.bundle is None:
             raise UserError("policy.engine 'torch' needs policy.bundle: the checkpoint directory to run")
         from policy_runtime.engines.torch_engine import TorchEngine
 
-        return TorchEngine(policy.bundle, instruction=policy.instruction, use_residual=policy.residual)
+        torch_engine = TorchEngine(policy.bundle, instruction=policy.instruction, use_residual=policy.residual)
+        return _with_prefix(torch_engine, policy)
     if policy.engine in ("onnxruntime", "tensorrt"):
         if policy.bundle is None:
             raise UserError(
@@ -252,5 +267,5 @@ def build_engine(config: Config) -> PolicyEngine:
                 f"control.rate_hz {config.control.rate_hz} differs from the bundle's {1e9 / engine.dt_ns:.3g} Hz "
                 "control rate; set control.rate_hz to match the policy"
             )
-        return engine
+        return _with_prefix(engine, policy)
     raise AssertionError(f"unhandled policy.engine {policy.engine!r}")

@@ -6,7 +6,9 @@ loop: with no action it holds the arm and stops the base.
 
 Slow loop: snapshot an observation (the state the fast loop read at its latest tick plus the newest
 frames), run the engine off the event-loop thread, hand the chunk to the schedule, and start the next
-inference early enough, from the measured latency, that the next chunk arrives before this one runs out.
+inference early enough, from the measured latency, that the next chunk arrives before this one runs out. With
+prefix conditioning (real-time chunking) each observation carries the planned actions that will run until its
+chunk takes over, the chunk is conditioned on them and runs on from where they end.
 """
 
 from __future__ import annotations
@@ -292,6 +294,7 @@ class SlowLoop:
         instruction: str,
         worker_priority: int = 0,
         roll_forward: bool = False,
+        prefix_conditioning: bool = False,
     ):
         self.fast, self.engine, self.schedule, self.safety, self.stats = fast, engine, schedule, safety, stats
         self.period_ns = fast.period_ns
@@ -306,6 +309,7 @@ class SlowLoop:
         self.chunk_listeners: list[Callable[[Observation, ActionChunk], None]] = []  # recording, live view
         self.anchor_frames: dict = {}
         self.roll_forward = roll_forward
+        self.prefix_conditioning = prefix_conditioning
 
     def new_episode(self) -> None:
         """The next observation's frames become the episode's anchor frames (AnchorVLA4D)."""
@@ -357,14 +361,29 @@ class SlowLoop:
             obs, t_ns=obs.t_ns + ahead, arm=arm, previous_arm=obs.arm, previous_base=obs.base
         )
 
+    def with_prefix(self, obs: Observation, tick_ns: int, now_ns: int) -> Observation:
+        """`obs` carrying the prefix of its chunk (`ChunkSchedule.prefix`): the chunk is expected for the first tick
+        (on the grid of `tick_ns`, the tick it was read at) one latency estimate after `now_ns`, at least the next;
+        it has as many actions as the last one. Unchanged while nothing is planned."""
+        chunk = self.schedule.last_chunk
+        if chunk is None:
+            return obs
+        estimate = self.latency_estimate_ns()
+        arrival = tick_ns + max(1, math.ceil((now_ns + estimate - tick_ns) / self.period_ns)) * self.period_ns
+        prefix = self.schedule.prefix(len(chunk), obs.t_ns, chunk.dt_ns, arrival, estimate)
+        return obs if prefix is None else dataclasses.replace(obs, prefix=prefix)
+
     def begin(self, now_ns: int) -> Observation | None:
         """The observation for an inference starting at `now_ns`, marked started in the safety layer; None when
         there is nothing to infer from, a fault is latched or the operator paused."""
         obs = self.observe()
         if obs is None or self.safety.faulted or self.fast.inputs().paused:
             return None
+        tick_ns = obs.t_ns
         if self.roll_forward:
             obs = self.rolled_forward(obs)
+        if self.prefix_conditioning:
+            obs = self.with_prefix(obs, tick_ns, now_ns)
         self.safety.inference_started(now_ns)
         return obs
 
@@ -384,7 +403,8 @@ class SlowLoop:
             log.warning("chunk rejected: non-finite actions")
             return False
         self.stats.chunks += 1
-        self.schedule.push(chunk, self.fast.next_deadline_ns, self.latency_estimate_ns())
+        continue_at = None if obs.prefix is None else len(obs.prefix)
+        self.schedule.push(chunk, self.fast.next_deadline_ns, self.latency_estimate_ns(), continue_at)
         for listener in self.chunk_listeners:
             listener(obs, chunk)
         return True
@@ -450,10 +470,10 @@ def build_loops(
         p.execute_horizon, p.blending.mode, p.blending.ticks, p.blending.decay, late=p.late_chunks
     )
     period_s = 1.0 / c.rate_hz
-    # How many ticks a chunk lasts, which bounds an inference's time: its executed part; served late ('shift'),
-    # as long as its actions stay runnable (safety.staleness.chunk_s).
+    # How many ticks a chunk lasts, which bounds an inference's time: its executed part; served late ('shift', or
+    # continuing a prefix), as long as its actions stay runnable (safety.staleness.chunk_s).
     chunk_ticks = p.execute_horizon
-    if p.late_chunks == "shift":
+    if p.late_chunks == "shift" or p.prefix_conditioning:
         chunk_ticks = max(chunk_ticks, int(config.safety.staleness.chunk_s * c.rate_hz))
     safety = SafetyLayer(config.safety, tuple(arm.joint_names), period_s, chunk_ticks)
     stops = StopSequences(config.safety.stop, arm, base, safety, period_s) if stop_sequences else None
@@ -466,5 +486,6 @@ def build_loops(
         fast=fast, engine=engine, schedule=schedule, safety=safety, stats=stats,
         max_frame_age_s=c.max_frame_age_s, start_margin_ticks=c.start_margin_ticks, instruction=instruction,
         worker_priority=max(0, config.service.realtime_priority - 1), roll_forward=p.roll_forward,
+        prefix_conditioning=p.prefix_conditioning,
     )  # fmt: skip
     return Loops(schedule, safety, stats, fast, slow, stops)

@@ -19,6 +19,7 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from anchorvla.errors import UserError
@@ -144,6 +145,27 @@ class RuntimeSpec(_Model):
     noise_shape: list[int]
     mode: str
     gripper: GripperSpec | None = None
+    prefix_conditioning: bool = Field(
+        default=False,
+        description="the head graph takes a real-time chunking prefix (prefix, prefix_length, prefix_score_weight); "
+        "bundles exported before it existed do not",
+    )
+
+    def prefix_feed(self, prefix=None, score_weight: float = 0.0) -> dict:
+        """The head graph's prefix inputs: `prefix` (p, d) normalised actions in a (1, H, d) array with its length
+        and score weight; without one, length 0 (the chunk of a graph without the inputs). Empty for a bundle whose
+        head has no prefix inputs."""
+        if not self.prefix_conditioning:
+            return {}
+        full = np.zeros((1, *self.noise_shape[2:]), np.float32)
+        length = 0 if prefix is None else len(prefix)
+        if prefix is not None:
+            full[0, :length] = prefix
+        return {
+            "prefix": full,
+            "prefix_length": np.array([length], np.int64),
+            "prefix_score_weight": np.array([score_weight], np.float32),
+        }
 
 
 class SourceCheckpoint(_Model):

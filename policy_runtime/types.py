@@ -34,6 +34,9 @@ class Observation:
     # the state delta (AnoleVLA; policy_runtime/preprocess.py `state_delta`).
     previous_arm: ArmState | None = None
     previous_base: BaseState | None = None
+    # Real-time chunking: the actions (p, D), SI units, the plan runs before this observation's chunk takes over;
+    # the chunk's first p actions are conditioned to them (onboard/loops.py SlowLoop). None: no prefix.
+    prefix: np.ndarray | None = None
 
     def frame_ages_s(self) -> dict[str, float]:
         return {name: (self.t_ns - f.t_ns) / 1e9 for name, f in self.frames.items()}

@@ -12,7 +12,8 @@ after it would have arrived), so a slower engine shows as stale actions and unde
 the tick lateness figures, are `anchorvla run`.
 
 A variant is a comma-separated list of settings: H=<ticks> (policy.execute_horizon), residual=on|off,
-blend=none|linear|exponential (policy.blending.mode), late=drop|shift (policy.late_chunks), roll=on|off (policy.roll_forward), bundle=<dir> (policy.bundle: another policy, e.g. one of
+blend=none|linear|exponential (policy.blending.mode), late=drop|shift (policy.late_chunks), roll=on|off (policy.roll_forward),
+rtc=on|off (policy.prefix_conditioning: real-time chunking, a bundle exported with prefix inputs), bundle=<dir> (policy.bundle: another policy, e.g. one of
 policies/options/), engine=onnxruntime|torch (policy.engine; torch runs a checkpoint dir given as bundle=) and
 name=<label> (the row's name). Without --variant the config's own settings are one row.
 
@@ -115,6 +116,8 @@ def parse_variant(spec: str) -> tuple[str, dict, WorldVariant]:
             policy["late_chunks"] = value
         elif key == "roll" and value in ("on", "off"):
             policy["roll_forward"] = value == "on"
+        elif key == "rtc" and value in ("on", "off"):
+            policy["prefix_conditioning"] = value == "on"
         elif key == "engine" and value in ("onnxruntime", "torch"):
             policy["engine"] = value
         elif key == "bundle" and raw.strip():
@@ -127,7 +130,7 @@ def parse_variant(spec: str) -> tuple[str, dict, WorldVariant]:
         else:
             raise UserError(
                 f"--variant {spec!r}: '{item}' not understood (use H=<n>, residual=on|off, "
-                "blend=none|linear|exponential, late=drop|shift, roll=on|off, bundle=<dir>, engine=onnxruntime|torch, name=<label>; world: instruction=same|other, "
+                "blend=none|linear|exponential, late=drop|shift, roll=on|off, rtc=on|off, bundle=<dir>, engine=onnxruntime|torch, name=<label>; world: instruction=same|other, "
                 "images=on|blank, slip=<m/s>, nudge=<m>, compliance=<deg>, tail=<sigma>)"
             )
     return label, {"policy": policy}, WorldVariant(**world)

@@ -5,7 +5,9 @@
   tensor, the head's blocks each reading their layer;
 - head.onnx: bridge + proprio + noise -> chunk, anchor index, scores, residual context (and, with AnchorRefine's
   gripper head, its per-step open/close logits): the whole truncated denoising loop over all anchors and the
-  scoring in one graph, so one engine call makes one chunk;
+  scoring in one graph, so one engine call makes one chunk; the anchored head also takes the real-time chunking
+  prefix (`prefix` (1, H, d), `prefix_length` (1,) int64, `prefix_score_weight` (1,); length 0: no prefix), and
+  the manifest's `runtime.prefix_conditioning` says so;
 - residual.onnx: proprio + context + planned action + j -> correction.
 
 Shapes are fixed at batch 1 (the onboard process runs one observation at a time; TensorRT likes static shapes).
@@ -86,7 +88,15 @@ def runtime_spec(config, out: Path, margin: float | None = None) -> RuntimeSpec:
         noise_shape=[1, k, head.horizon, head.action_dim],
         mode=head.mode,
         gripper=gripper,
+        prefix_conditioning=head.mode == "anchored",
     )
+
+
+def prefix_sample(spec: RuntimeSpec, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A real-time chunking prefix for the export check: random actions over the first half of the chunk, weight 1."""
+    _batch, _k, horizon, action_dim = spec.noise_shape
+    prefix = np.random.default_rng(seed).uniform(-1, 1, (1, horizon, action_dim)).astype(np.float32)
+    return prefix, np.array([horizon // 2], np.int64), np.ones(1, np.float32)
 
 
 def _bundle_tokenizer(name: str, length: int, out: Path) -> TokenizerSpec:
@@ -135,8 +145,11 @@ def _graph_modules(policy):
             self.head = policy.head
             self.gripper_head = policy.gripper_head
 
-        def forward(self, bridge, proprio, noise):
-            chunk, index, scores, _candidates, context = self.head.sample(bridge, proprio, noise)
+        def forward(self, bridge, proprio, noise, *prefix):
+            """`prefix`: nothing, or (prefix, prefix_length, prefix_score_weight) (`AnchoredDiffusionHead.sample`)."""
+            chunk, index, scores, _candidates, context = self.head.sample(
+                bridge, proprio, noise, None, *prefix
+            )
             if self.gripper_head is None:
                 return chunk, index, scores, context
             return chunk, index, scores, context, self.gripper_head(context, proprio, chunk)
@@ -199,13 +212,18 @@ def export_policy(
         else:
             bb_args, bb_in = (t(sample.proprio),), ["proprio"]
         bridge = backbone(*bb_args)
-        head_out = head(bridge, t(sample.proprio), t(sample.noise))
+        head_args = (bridge, t(sample.proprio), t(sample.noise))
+        head_in = ["bridge", "proprio", "noise"]
+        if spec.prefix_conditioning:
+            head_args += tuple(t(a) for a in prefix_sample(spec, CALIBRATION_SEED))
+            head_in += ["prefix", "prefix_length", "prefix_score_weight"]
+        head_out = head(*head_args)
         chunk, index, scores, context = head_out[:4]
         j = torch.tensor([1], dtype=torch.long)
         correction = residual(t(sample.proprio), context, chunk[:, 1], j)
     plan = [
         ("backbone", backbone, bb_args, bb_in, ["bridge"], [bridge]),
-        ("head", head, (bridge, t(sample.proprio), t(sample.noise)), ["bridge", "proprio", "noise"],
+        ("head", head, head_args, head_in,
          ["chunk", "anchor_index", "scores", "context", "gripper_logits"][: len(head_out)], list(head_out)),
         ("residual", residual, (t(sample.proprio), context, chunk[:, 1], j), ["proprio", "context", "planned", "j"],
          ["correction"], [correction]),

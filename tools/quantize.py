@@ -105,7 +105,8 @@ def _calibration_feeds(directory: Path, manifest: Manifest, samples: list[Sample
     head_feeds = []
     for s in samples:
         bridge = backbone.run(None, s.backbone_feed())[0]
-        head_feeds.append(head.feed({"bridge": bridge, "proprio": s.proprio, "noise": s.noise}))
+        feed = {"bridge": bridge, "proprio": s.proprio, "noise": s.noise, **manifest.runtime.prefix_feed()}
+        head_feeds.append(head.feed(feed))
     return {"backbone": [s.backbone_feed() for s in samples], "head": head_feeds}
 
 

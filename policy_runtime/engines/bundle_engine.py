@@ -3,7 +3,9 @@
 A subclass opens its sessions and implements `_run(role, feed) -> outputs in the graph's order`; this class turns
 Observations into feeds (numpy only), draws the head's noise, and maps chunks and corrections to SI units. A feed
 holds only the inputs the graph declares in the manifest (an exported graph drops inputs it does not use, e.g. the
-linear head's noise).
+linear head's noise). A head graph with real-time chunking inputs (`RuntimeSpec.prefix_conditioning`) always gets
+them: the observation's prefix once `condition_on_prefix` switched it on, else an empty one (length 0), which gives
+the chunk the graph would give without them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from policy_runtime.bundle import Manifest
+from policy_runtime.bundle import BundleError, Manifest
 from policy_runtime.engines.inputs import InputBuilder
 from policy_runtime.types import ActionChunk, GripperPlan, Observation
 
@@ -32,6 +34,18 @@ class BundleEngine:
         graphs = manifest.variants[variant].graphs
         self._has_residual = "residual" in graphs
         self._graphs = {role: manifest.graphs[file] for role, file in graphs.items()}
+        self._prefix_score_weight: float | None = None  # set by condition_on_prefix
+
+    def condition_on_prefix(self, score_weight: float) -> None:
+        """Condition each chunk on its observation's prefix (real-time chunking), the candidates' prefix distance
+        weighted `score_weight` in their scores; a bundle exported without the prefix inputs is refused."""
+        if not self.manifest.runtime.prefix_conditioning:
+            raise BundleError(
+                f"policy.prefix_conditioning: bundle {self.bundle_dir} has no prefix inputs (exported before "
+                "real-time chunking, or not an anchored head); re-export its checkpoint with `anchorvla export` "
+                "or set policy.prefix_conditioning: false"
+            )
+        self._prefix_score_weight = score_weight
 
     def _run(self, role: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
@@ -43,10 +57,19 @@ class BundleEngine:
     def condition(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         return self._call("backbone", feed)[0]
 
-    def head(self, bridge: np.ndarray, proprio: np.ndarray, noise: np.ndarray) -> list[np.ndarray]:
+    def head(
+        self,
+        bridge: np.ndarray,
+        proprio: np.ndarray,
+        noise: np.ndarray,
+        prefix: np.ndarray | None = None,
+        score_weight: float = 0.0,
+    ) -> list[np.ndarray]:
         """-> chunk (1, H, d) normalised, anchor index (1,), scores (1, K), context (1, C), and with a gripper head
-        its logits (1, H)."""
-        return self._call("head", {"bridge": bridge, "proprio": proprio, "noise": noise})
+        its logits (1, H). `prefix`: (p, d) normalised actions the chunk's first p steps are in-painted to (a graph
+        with prefix inputs only)."""
+        feed = {"bridge": bridge, "proprio": proprio, "noise": noise}
+        return self._call("head", {**feed, **self.manifest.runtime.prefix_feed(prefix, score_weight)})
 
     def residual_normalized(self, proprio, context, planned, j: int) -> np.ndarray:
         feed = {"proprio": proprio, "context": context, "planned": planned, "j": np.array([j], np.int64)}
@@ -70,7 +93,13 @@ class BundleEngine:
         proprio = self.inputs.proprio(obs)
         bridge = self.condition(self._backbone_feed(obs, proprio))
         noise = self._rng.standard_normal(self._noise_shape).astype(np.float32)
-        chunk, index, scores, context, *gripper_logits = self.head(bridge, proprio, noise)
+        prefix = None
+        if self._prefix_score_weight is not None and obs.prefix is not None:
+            horizon = self._noise_shape[2]
+            prefix = np.clip(self.inputs.to_normalized(obs.prefix[:horizon]), -1.0, 1.0).astype(np.float32)
+        chunk, index, scores, context, *gripper_logits = self.head(
+            bridge, proprio, noise, prefix, self._prefix_score_weight or 0.0
+        )
         return ActionChunk(
             t_obs_ns=obs.t_ns,
             dt_ns=self.dt_ns,

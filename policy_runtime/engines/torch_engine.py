@@ -2,7 +2,9 @@
 
 `infer` returns the chunk in SI units with the checkpoint's action channel names, the chosen anchor and every
 anchor's score; `context` carries the pooled vector the residual needs. `residual` runs the residual MLP for one
-step on the fast loop. Noise comes from a seeded generator, so a fixed seed and inputs give fixed chunks.
+step on the fast loop. Noise comes from a seeded generator, so a fixed seed and inputs give fixed chunks. After
+`condition_on_prefix` each chunk is conditioned on its observation's prefix (real-time chunking), as a bundle's head
+graph is.
 """
 
 from __future__ import annotations
@@ -46,6 +48,32 @@ class TorchEngine:
         self._tokenizer = self.policy.tokenizer  # the checkpoint's own, checked against its LM
         self._generator = torch.Generator().manual_seed(seed)
         self._lock = threading.Lock()
+        self._prefix_score_weight: float | None = None  # set by condition_on_prefix
+
+    def condition_on_prefix(self, score_weight: float) -> None:
+        """Condition each chunk on its observation's prefix, the candidates' prefix distance weighted
+        `score_weight` in their scores (the anchored head only)."""
+        if self.config.architecture.head.mode != "anchored":
+            raise UserError(
+                f"policy.prefix_conditioning: the checkpoint's head is '{self.config.architecture.head.mode}', "
+                "prefix conditioning needs the anchored head; set policy.prefix_conditioning: false"
+            )
+        self._prefix_score_weight = score_weight
+
+    def _prefix(self, obs: Observation) -> dict:
+        """The head's prefix arguments for `obs` (none without conditioning or a prefix)."""
+        if self._prefix_score_weight is None or obs.prefix is None:
+            return {}
+        head = self.config.architecture.head
+        actions = np.asarray(obs.prefix, np.float64)[: head.horizon]
+        prefix = torch.zeros(1, head.horizon, head.action_dim)
+        normalized = np.clip((actions - self._a_low) / self._a_half_range - 1, -1.0, 1.0)
+        prefix[0, : len(actions)] = torch.from_numpy(normalized.astype(np.float32))
+        return {
+            "prefix": prefix,
+            "prefix_length": torch.tensor([len(actions)]),
+            "prefix_score_weight": torch.tensor([self._prefix_score_weight]),
+        }
 
     def reseed(self, seed: int) -> None:
         """Restart the head's noise from `seed`: an episode's chunks then depend on its own seed alone."""
@@ -121,8 +149,9 @@ class TorchEngine:
         with self._lock:  # the generator and the module are not shared across threads
             noise = torch.randn(self.policy.head.noise_shape(1), generator=self._generator)
             with torch.inference_mode():
-                chunk, index, scores, _, context = self.policy(
-                    proprio, noise, num_steps=self.num_steps, **extra
+                cond = self.policy.condition(proprio, **extra)
+                chunk, index, scores, _, context = self.policy.head.sample(
+                    cond, proprio, noise, self.num_steps, **self._prefix(obs)
                 )
                 gripper = self._gripper_plan(context, proprio, chunk)
         actions = (chunk[0].double().numpy() + 1) * self._a_half_range + self._a_low

@@ -6,6 +6,10 @@ the noise an explicit input and the schedule constants precomputed as buffers, s
 to ONNX as one graph. The network predicts the clean chunk (as DiffusionDrive does); DDIM steps derive the noise
 estimate from it. The same network also serves the ablation's baselines (`HeadConfig.mode`): plain diffusion from
 noise over the full schedule, and direct L1 regression.
+
+Real-time chunking (`sample`'s prefix): the first actions of the next chunk are the ones the robot runs while it is
+computed. They are in-painted into every candidate during the truncated denoising steps, and the scoring prefers
+candidates that agree with them, so the chunk continues what runs instead of jumping away from it.
 """
 
 from __future__ import annotations
@@ -160,8 +164,20 @@ class AnchoredDiffusionHead(nn.Module):
         proprio: torch.Tensor,
         noise: torch.Tensor,
         num_steps: int | None = None,
+        prefix: torch.Tensor | None = None,
+        prefix_length: torch.Tensor | None = None,
+        prefix_score_weight: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run the fixed-length denoising loop.
+
+        With a prefix (real-time chunking; anchored mode): `prefix` (B, H, d) normalised actions, of which the first
+        `prefix_length` (B,) integer steps are the ones that run before this chunk takes over. After the first network
+        call every candidate's sample holds, on those steps, the prefix noised to the step's level with the
+        candidate's own noise, and each step's clean estimate holds the prefix itself, so the chunk reproduces the
+        prefix exactly and the later steps are denoised knowing it. The first call sees the candidates as they are:
+        the mean L1 distance of its clean estimate from the prefix on the prefix steps is how far a candidate would
+        have gone elsewhere, and `prefix_score_weight` (B,) times it is taken off the candidate's score. A
+        `prefix_length` of 0 gives the same chunk and scores as no prefix.
 
         Returns (chunk (B, H, d), index (B,), scores (B, K), candidates (B, K, H, d), context (B, dim)).
         """
@@ -176,16 +192,33 @@ class AnchoredDiffusionHead(nn.Module):
             x = noise
         else:
             x = torch.zeros_like(noise)
+        mask = None
+        if prefix is not None:
+            if self.config.mode != "anchored" or prefix_length is None:
+                raise ValueError("a prefix needs the anchored head and its prefix_length")
+            steps = torch.arange(self.config.horizon, device=x.device)
+            mask = (steps[None, :] < prefix_length[:, None]).to(x.dtype)[:, None, :, None]  # (B, 1, H, 1)
+            prefix = prefix[:, None]  # (B, 1, H, d): the same for every candidate
         x0 = x
         scores = torch.zeros(noise.shape[:2], dtype=x.dtype, device=x.device)
+        penalty = None
         for i, t in enumerate(timesteps):
             t_vec = torch.full((b,), t, dtype=torch.long, device=x.device)
             x0, scores = self.denoise(x, t_vec, memory, proprio)
             x0 = x0.clamp(-1.0, 1.0)
+            if mask is not None:
+                if i == 0:
+                    per_step = (x0 - prefix).abs().mean(dim=-1, keepdim=True) * mask
+                    penalty = per_step.sum(dim=(2, 3)) / mask.sum(dim=(2, 3)).clamp(min=1.0)  # (B, K)
+                    a_t = abar[t]
+                    x = x + mask * (a_t.sqrt() * prefix + (1 - a_t).sqrt() * noise - x)
+                x0 = x0 + mask * (prefix - x0)
             if i + 1 < len(timesteps):
                 a_t, a_next = abar[t], abar[timesteps[i + 1]]
                 eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
                 x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+        if penalty is not None and prefix_score_weight is not None:
+            scores = scores - prefix_score_weight[:, None] * penalty
         index = scores.argmax(dim=1)
         chunk = torch.gather(x0, 1, index[:, None, None, None].expand(b, 1, *x0.shape[2:])).squeeze(1)
         return chunk, index, scores, x0, self.pooled_context(memory)

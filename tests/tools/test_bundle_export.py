@@ -31,7 +31,11 @@ def test_manifest_lists_three_graphs_with_hashes_io_and_the_export_check_figures
             CHECKPOINT_KEY
         ] == manifest.source_checkpoint.sha256
     head = manifest.graphs["head.onnx"]
-    assert [i.name for i in head.inputs] == ["bridge", "proprio", "noise"]
+    # The real-time chunking prefix follows the noise (issue 23), and the manifest says the head takes it.
+    assert [i.name for i in head.inputs] == [
+        "bridge", "proprio", "noise", "prefix", "prefix_length", "prefix_score_weight"
+    ]  # fmt: skip
+    assert head.inputs[3].shape == [1, 8, len(ACTION_LAYOUT)] and manifest.runtime.prefix_conditioning
     assert [o.name for o in head.outputs] == ["chunk", "anchor_index", "scores", "context"]
     assert head.inputs[2].shape == [
         1,
