@@ -19,16 +19,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from anchorvla.errors import DeviceError, UserError
-from drivers.types import Frame
+from drivers.threaded_camera import ThreadedCamera
 
 log = logging.getLogger("anchorvla.realsense")
 
@@ -54,26 +52,6 @@ def connected_serials() -> list[str]:
     return sorted(d.get_info(rs.camera_info.serial_number) for d in rs.context().query_devices())
 
 
-class ClockMapper:
-    """Maps device timestamps (ms, any domain) to monotonic ns.
-
-    The offset is the smallest (arrival - device time) over the last `window` frames: the frame with the least
-    transport delay pins the two clocks together, the window follows slow drift. A mapped time is never later
-    than the frame's arrival, and it increases with the device time.
-    """
-
-    def __init__(self, window: int = 64):
-        self._offsets: deque[int] = deque(maxlen=window)
-
-    def reset(self) -> None:
-        self._offsets.clear()
-
-    def map(self, device_ms: float, arrival_ns: int) -> int:
-        device_ns = round(device_ms * 1e6)
-        self._offsets.append(arrival_ns - device_ns)
-        return device_ns + min(self._offsets)
-
-
 @dataclass(frozen=True)
 class CameraStats:
     frames: int  # frames received since start
@@ -85,7 +63,7 @@ class CameraStats:
     ended: bool  # a playback reached the end of its file
 
 
-class RealSenseCamera:
+class RealSenseCamera(ThreadedCamera):
     """One colour stream: live (`serial`) or played back (`path`). Implements `drivers.protocols.Camera`.
 
     `realtime=False` plays a recording as fast as the reader thread takes frames (every frame passes through
@@ -118,63 +96,21 @@ class RealSenseCamera:
             raise UserError(
                 f"camera '{name}': record to a .db3 file (librealsense 2.59 writes ROS2 .db3), got {record}"
             )
-        self.name = name
+        super().__init__(name, fps, stall_periods)
         self.serial, self.path = serial, path
         self.width, self.height, self.fps = width, height, fps
         self.realtime, self.loop, self.record = realtime, loop, record
-        self.stall_periods = stall_periods
-        self.period_ns = round(1e9 / fps)
-        self.stall_ns = int(stall_periods * self.period_ns)  # follows the stream's own rate once open
         if reconnect_after_s is None:
             reconnect_after_s = 1.0 if serial is not None else math.inf  # live: 1 s; playback: never
         self.reconnect_ns = reconnect_after_s * 1e9
         self._rs = import_rs()
-        self._lock = threading.Lock()
-        self._latest: Frame | None = None
-        self._quiet_since_ns = 0  # capture time of the newest frame, or when the stream was (re)opened
-        self._frames = self._drops = self._reconnects = self._stalls = 0
+        self._drops = self._reconnects = self._stalls = 0
         self._last_frame_number: int | None = None
         self._last_device_ms: float | None = None
-        self._clock = ClockMapper()
-        self._pipeline = None
+        self._source = None  # the started librealsense pipeline
         self._ended = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # --- the Camera protocol -------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._quiet_since_ns = time.monotonic_ns()
-        self._pipeline = self._open()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._read_loop, name=f"camera-{self.name}", daemon=True)
-        self._thread.start()
-
-    def latest(self) -> Frame | None:
-        with self._lock:
-            return self._latest
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
-        self._close()
 
     # --- health --------------------------------------------------------------------------------------------
-
-    def silence_s(self) -> float:
-        """Seconds since the newest frame was captured (since the stream was opened, before its first frame)."""
-        return (time.monotonic_ns() - self._quiet_since_ns) / 1e9
-
-    @property
-    def stalled(self) -> bool:
-        """No frame captured for `stall_periods` (1.5) frame periods: set within 2 periods of the newest frame."""
-        return self._thread is not None and time.monotonic_ns() - self._quiet_since_ns > self.stall_ns
-
-    def age_s(self) -> float | None:
-        frame = self.latest()
-        return None if frame is None else (time.monotonic_ns() - frame.t_ns) / 1e9
 
     def stats(self) -> CameraStats:
         return CameraStats(
@@ -239,14 +175,14 @@ class RealSenseCamera:
         return pipeline
 
     def _close(self) -> None:
-        if self._pipeline is not None:
+        if self._source is not None:
             with contextlib.suppress(RuntimeError):  # already stopped, or the device is gone
-                self._pipeline.stop()
-            self._pipeline = None
+                self._source.stop()
+            self._source = None
 
     def _playback_ended(self) -> bool:
         try:
-            device = self._pipeline.get_active_profile().get_device()
+            device = self._source.get_active_profile().get_device()
         except RuntimeError:
             return False
         return (
@@ -259,7 +195,7 @@ class RealSenseCamera:
         while not self._stop.is_set():
             try:
                 self._quiet_since_ns = time.monotonic_ns()
-                self._pipeline = self._open(part=self._reconnects + 1)
+                self._source = self._open(part=self._reconnects + 1)
                 self._reconnects += 1
                 log.info("camera %s: reconnected", self.name)
                 return
@@ -272,7 +208,7 @@ class RealSenseCamera:
         in_stall = False
         while not self._stop.is_set():
             try:
-                ok, frames = self._pipeline.try_wait_for_frames(timeout_ms)
+                ok, frames = self._source.try_wait_for_frames(timeout_ms)
             except RuntimeError as exc:  # the device went away under the pipeline
                 log.warning("camera %s: %s", self.name, exc)
                 ok, frames = False, None
@@ -305,9 +241,4 @@ class RealSenseCamera:
         self._last_frame_number, self._last_device_ms = number, device_ms
         t_ns = self._clock.map(device_ms, arrival)
         image = np.array(color.get_data(), dtype=np.uint8, copy=True)  # frees librealsense's buffer now
-        with self._lock:
-            previous = self._latest
-            t_ns = max(t_ns, previous.t_ns + 1) if previous is not None else t_ns
-            self._latest = Frame(t_ns, self.name, image, self._frames)
-            self._frames += 1
-            self._quiet_since_ns = t_ns
+        self._publish(t_ns, image)

@@ -19,14 +19,12 @@ import contextlib
 import glob
 import logging
 import os
-import threading
 import time
 
 import numpy as np
 
 from anchorvla.errors import DeviceError, UserError
-from drivers.realsense import ClockMapper
-from drivers.types import Frame
+from drivers.threaded_camera import ThreadedCamera
 
 log = logging.getLogger("anchorvla.uvc")
 
@@ -59,7 +57,7 @@ def device_for_serial(serial: str, by_id: str = BY_ID) -> str:
     )
 
 
-class UVCCamera:
+class UVCCamera(ThreadedCamera):
     """Implements `drivers.protocols.Camera` for a V4L2 device or an FFmpeg-readable stream at `device`."""
 
     def __init__(
@@ -73,54 +71,14 @@ class UVCCamera:
         reconnect_after_s: float = 1.0,
         stall_periods: float = 1.5,
     ):
-        self.name, self.device = name, str(device)
+        super().__init__(name, fps, stall_periods)
+        self.device = str(device)
         self.width, self.height, self.fps = width, height, fps
         self.v4l2 = self.device.startswith("/dev/")
-        self.period_ns = round(1e9 / fps)
-        self.stall_ns = int(stall_periods * self.period_ns)
         self.reconnect_ns = int(reconnect_after_s * 1e9)
         self._av = import_av()
-        self._lock = threading.Lock()
-        self._latest: Frame | None = None
-        self._quiet_since_ns = 0  # capture time of the newest frame, or when the stream was (re)opened
-        self._frames = self._reconnects = 0
-        self._clock = ClockMapper()
-        self._container = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # --- the Camera protocol -------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._quiet_since_ns = time.monotonic_ns()
-        self._container = self._open()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._read_loop, name=f"camera-{self.name}", daemon=True)
-        self._thread.start()
-
-    def latest(self) -> Frame | None:
-        with self._lock:
-            return self._latest
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            if self._thread.is_alive():  # blocked in a read that never returns: closing under it would crash
-                log.warning("camera %s: the reader is blocked on %s; leaving it", self.name, self.device)
-                return
-            self._thread = None
-        self._close()
-
-    # --- health --------------------------------------------------------------------------------------------
-
-    def age_s(self) -> float | None:
-        frame = self.latest()
-        return None if frame is None else (time.monotonic_ns() - frame.t_ns) / 1e9
-
-    @property
-    def stalled(self) -> bool:
-        return self._thread is not None and time.monotonic_ns() - self._quiet_since_ns > self.stall_ns
+        self._reconnects = 0
+        self._source = None  # the open av container
 
     @property
     def reconnects(self) -> int:
@@ -143,21 +101,22 @@ class UVCCamera:
         rate = container.streams.video[0].average_rate or container.streams.video[0].guessed_rate
         if rate:
             self.period_ns = round(1e9 / float(rate))
+            self.stall_ns = int(self.stall_periods * self.period_ns)
         self._clock.reset()
         return container
 
     def _close(self) -> None:
-        if self._container is not None:
+        if self._source is not None:
             with contextlib.suppress(Exception):  # already broken: the device is gone
-                self._container.close()
-            self._container = None
+                self._source.close()
+            self._source = None
 
     def _reconnect(self, why: str) -> None:
         log.warning("camera %s: %s; reconnecting to %s", self.name, why, self.device)
         self._close()
         while not self._stop.is_set():
             try:
-                self._container = self._open()
+                self._source = self._open()
             except DeviceError as exc:
                 log.info("%s; retrying", exc)
                 self._stop.wait(self.reconnect_ns / 1e9)
@@ -174,7 +133,7 @@ class UVCCamera:
             )  # a file plays at its own rate, like a camera
             start = None  # (first frame's time s, monotonic s)
             try:
-                for frame in self._container.decode(video=0):
+                for frame in self._source.decode(video=0):
                     if self._stop.is_set():
                         return
                     if paced and frame.time is not None:
@@ -194,10 +153,4 @@ class UVCCamera:
         t_ns = (
             self._clock.map(frame.time * 1000.0, arrival) if self.v4l2 and frame.time is not None else arrival
         )
-        image = np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
-        with self._lock:
-            previous = self._latest
-            t_ns = max(t_ns, previous.t_ns + 1) if previous is not None else t_ns
-            self._latest = Frame(t_ns, self.name, image, self._frames)
-            self._frames += 1
-            self._quiet_since_ns = t_ns
+        self._publish(t_ns, np.ascontiguousarray(frame.to_ndarray(format="rgb24")))

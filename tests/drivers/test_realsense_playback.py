@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from anchorvla.errors import DeviceError, UserError
-from drivers.realsense import ClockMapper, RealSenseCamera
+from drivers.realsense import RealSenseCamera
+from drivers.threaded_camera import ClockMapper
 from onboard.config import Config
 from onboard.devices import build_cameras
 from tests.realsense_helpers import numbered_images, poll_new_frames, record_together
@@ -151,7 +152,7 @@ def test_silent_stream_is_reopened_once_its_device_is_back(recordings, tmp_path,
     try:
         while cam.stats().frames < 5:
             time.sleep(0.005)
-        cam._pipeline.get_active_profile().get_device().as_playback().pause()  # frames stop mid-file
+        cam._source.get_active_profile().get_device().as_playback().pause()  # frames stop mid-file
         paused_seq = cam.latest().seq
         away = path.rename(tmp_path / "unplugged.db3")  # and the device is gone
         time.sleep(0.6)  # past the 0.2 s of silence: the reopen fails, the camera retries every second
