@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed chunks per engine (demo size)")
     parser.add_argument("--paper-repeats", type=int, default=5, help="timed chunks per engine (paper size)")
     parser.add_argument(
+        "--instruction-cache", action="store_true",
+        help="also time the torch backbone with token_order instruction_first, without and with the instruction's "
+        "KV cached",
+    )  # fmt: skip
+    parser.add_argument(
         "--verify-count", type=int, default=50, help="held-out observations for a built bundle"
     )
     parser.add_argument(
@@ -233,6 +238,10 @@ def _worker(kind: str, bundle: Path, threads: int, repeats: int, cpus: list[int]
     pin(cpus)
     manifest = read_manifest(bundle)
     sample = synthetic_samples(manifest.runtime, bundle, 1, HELD_OUT_SEED)[0]
+    if kind == "torch-instruction-cache":
+        from tools.bench_instruction_cache import time_instruction_cache
+
+        return time_instruction_cache(Path(manifest.source_checkpoint.path), sample, threads, repeats)
     rng = np.random.default_rng(0)
     timer = engine = None
     if kind == "torch-fp32":
@@ -279,7 +288,9 @@ def _worker(kind: str, bundle: Path, threads: int, repeats: int, cpus: list[int]
             "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}  # fmt: skip
 
 
-def bench_bundle(size: str, bundle: Path, threads: int, repeats: int, cpus: list[int] | None = None) -> dict:
+def bench_bundle(
+    size: str, bundle: Path, threads: int, repeats: int, cpus: list[int] | None = None, cache: bool = False
+) -> dict:
     from policy_runtime.bundle import read_manifest
 
     manifest = read_manifest(bundle)
@@ -300,7 +311,11 @@ def bench_bundle(size: str, bundle: Path, threads: int, repeats: int, cpus: list
         if torch_row and r.get("median_ms"):
             r["speedup_vs_torch"] = torch_row["median_ms"] / r["median_ms"]
             r["cpu_speedup_vs_torch"] = torch_row["cpu_median_ms"] / r["cpu_median_ms"]
-    return {"size": size, "bundle": str(bundle), "threads": threads, "cpus": cpus, "rows": rows}
+    result = {"size": size, "bundle": str(bundle), "threads": threads, "cpus": cpus, "rows": rows}
+    if cache:
+        print(f"[{size}] timing the instruction KV cache (torch, {repeats} chunks)", flush=True)
+        result["instruction_cache"] = measure("torch-instruction-cache", bundle, threads, repeats, cpus)
+    return result
 
 
 def _fig(row: dict, key: str, fmt: str) -> str:
@@ -322,6 +337,10 @@ def print_table(result: dict) -> None:
               f"{r['cpu_median_ms']:>9.1f}{r.get('cpu_speedup_vs_torch', 0):>8.2f}x{r['peak_rss_mb']:>9.0f}{_fig(r, 'backbone_cosine', '.6f'):>14}{_fig(r, 'chunk_cosine', '.5f'):>11}"
               f"{_fig(r, 'anchor_agreement', '.3f'):>12}  {r.get('status', 'reference')}")  # fmt: skip
     print_split(result)
+    if "instruction_cache" in result:
+        from tools.bench_instruction_cache import print_instruction_cache
+
+        print_instruction_cache(result["size"], result["instruction_cache"])
 
 
 SPLIT_COLUMNS = (("vision", "vision"), ("llm", "LLM"), ("other", "bb other"), ("backbone", "backbone"),
@@ -358,10 +377,11 @@ def main(args: argparse.Namespace):
     work_dir.mkdir(parents=True, exist_ok=True)
     bundle = args.bundle or prepare("demo", work_dir, args.verify_count)
     label = "demo" if args.bundle is None else args.bundle.name
-    results = [bench_bundle(label, bundle, args.threads, args.repeats, args.cpus)]
+    cache = args.instruction_cache
+    results = [bench_bundle(label, bundle, args.threads, args.repeats, args.cpus, cache)]
     if args.paper_size:
         paper = prepare("paper", work_dir, min(args.verify_count, 10))
-        results.append(bench_bundle("paper", paper, args.threads, args.paper_repeats, args.cpus))
+        results.append(bench_bundle("paper", paper, args.threads, args.paper_repeats, args.cpus, cache))
     for result in results:
         print_table(result)
     print()

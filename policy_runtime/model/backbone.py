@@ -12,6 +12,7 @@ By default the vision tower and the LM are frozen and LoRA adapters, the project
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -109,27 +110,62 @@ class VLABackbone(nn.Module):
         self.projector = nn.Sequential(nn.Linear(vision_hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.spatial = build_spatial(config, self.vision.config.image_size, hidden)
         self.action_queries = nn.Parameter(torch.randn(config.num_queries, hidden) * 0.02)
+        # transformers 5.2x renamed the LM's past_key_values argument and output to `cache`.
+        self._cache_name = (
+            "cache" if "cache" in inspect.signature(self.llm.forward).parameters else "past_key_values"
+        )
 
     @property
     def hidden_size(self) -> int:
         return int(self.llm.config.hidden_size)
 
+    def instruction_cache(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """With token_order 'instruction_first': the LM's keys and values of the instruction tokens, which no
+        later token changes, to pass to `forward` for every chunk of the episode (a transformers Cache)."""
+        if self.config.token_order != "instruction_first":
+            raise ValueError("an instruction cache needs backbone.token_order 'instruction_first'")
+        text = self.llm.embed_tokens(input_ids)
+        out = self.llm(inputs_embeds=text, attention_mask=attention_mask, use_cache=True)
+        return getattr(out, self._cache_name)
+
     def forward(
-        self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        images: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        instruction_cache=None,
     ) -> torch.Tensor:
-        """images (B, num_images, 3, S, S) normalised; input_ids/attention_mask (B, L) -> bridge features."""
+        """images (B, num_images, 3, S, S) normalised; input_ids/attention_mask (B, L) -> bridge features.
+        `instruction_cache` (token_order 'instruction_first'): `instruction_cache(input_ids, attention_mask)`'s
+        result; the LM then runs the vision and query tokens only (the cache itself is left as it was)."""
         b = images.shape[0]
         vision_tokens = image_tokens(self, images)
-        text_tokens = self.llm.embed_tokens(input_ids)
         queries = self.action_queries[None].expand(b, -1, -1)
-        embeds = torch.cat([vision_tokens, text_tokens, queries], dim=1)
         nv, nq = vision_tokens.shape[1], queries.shape[1]
-        ones_v = torch.ones(b, nv, dtype=attention_mask.dtype, device=attention_mask.device)
-        ones_q = torch.ones(b, nq, dtype=attention_mask.dtype, device=attention_mask.device)
-        mask = torch.cat([ones_v, attention_mask, ones_q], dim=1)
-        out = self.llm(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True, use_cache=False)
+        ones = torch.ones(b, nv + nq, dtype=attention_mask.dtype, device=attention_mask.device)
+        past = {}
+        if self.config.token_order == "vision_first":
+            embeds = torch.cat([vision_tokens, self.llm.embed_tokens(input_ids), queries], dim=1)
+            mask = torch.cat([ones[:, :nv], attention_mask, ones[:, nv:]], dim=1)
+        elif instruction_cache is None:
+            embeds = torch.cat([self.llm.embed_tokens(input_ids), vision_tokens, queries], dim=1)
+            mask = torch.cat([attention_mask, ones], dim=1)
+        else:
+            embeds = torch.cat([vision_tokens, queries], dim=1)
+            mask = torch.cat([attention_mask, ones], dim=1)  # the cached instruction's keys, then these
+            past = {self._cache_name: instruction_cache}
+        try:
+            out = self.llm(
+                inputs_embeds=embeds, attention_mask=mask, use_cache=bool(past), output_hidden_states=True, **past,
+            )  # fmt: skip
+        finally:  # the LM appended this chunk's keys and values to the cache: back to the instruction's
+            if past:
+                instruction_cache.crop(-embeds.shape[1])
+        start = 0 if self.config.token_order == "vision_first" else embeds.shape[1] - nv - nq
         bridge = [
-            torch.cat([out.hidden_states[layer][:, :nv], out.hidden_states[layer][:, -nq:]], dim=1)
+            torch.cat(
+                [out.hidden_states[layer][:, start : start + nv], out.hidden_states[layer][:, -nq:]], dim=1
+            )
             for layer in self.config.bridge_layers
         ]
         return torch.stack(bridge, dim=1) if self.config.bridge == "layers" else torch.cat(bridge, dim=1)

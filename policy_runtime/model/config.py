@@ -87,6 +87,12 @@ class BackboneConfig(_Section):
     bridge: Literal["concat", "layers"] = Field(
         default="concat", description="'concat': all layers to every head block; 'layers': one per block"
     )
+    token_order: Literal["vision_first", "instruction_first"] = Field(
+        default="vision_first",
+        description="the VLM's sequence: [vision | instruction | queries], or [instruction | vision | queries], "
+        "where the instruction's keys and values do not depend on the images and are computed once per episode "
+        "(VLABackbone.instruction_cache); a checkpoint runs in the order it was trained in",
+    )
     num_images: int = Field(default=2, ge=1)
     anchor_image: bool = Field(
         default=False,
