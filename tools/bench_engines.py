@@ -90,8 +90,8 @@ def prepare(size: str, work: Path, verify_count: int) -> Path:
     print(f"[{size}] exporting (random weights, built in code)", flush=True)
     export_policy(policy, config, bundle, str(checkpoint), checkpoint_sha256(checkpoint))
     del policy
-    print(f"[{size}] quantizing to INT8 (no episodes: dynamic INT8)", flush=True)
-    quantize_bundle(bundle, "int8")
+    print(f"[{size}] quantizing to INT8 (no episodes: dynamic INT8; the head's DiT blocks too)", flush=True)
+    quantize_bundle(bundle, "int8", quantize_head="blocks")
     print(f"[{size}] quantizing to INT4 (weight-only MatMulNBits)", flush=True)
     manifest = quantize_bundle(bundle, "int4")
     print(f"[{size}] verifying on {verify_count} synthetic held-out observations", flush=True)
