@@ -219,12 +219,18 @@ def _bundle_parts(kind: str, bundle: Path, sample, threads: int, rng):
     return backbone, head, residual, engine, state
 
 
-def _ort_split(engine, state: dict, threads: int) -> dict[str, float]:
+def _runs(ms: float) -> int:
+    """Profiled runs for a graph taking `ms`: about 2 s of them (a few ms per run are noise on a busy core)."""
+    return max(3, min(50, int(2000 / max(ms, 1e-3))))
+
+
+def _ort_split(engine, state: dict, threads: int, backbone_ms: float, head_ms: float) -> dict[str, float]:
     """Shares of the backbone's node time by module and of the head's spent in the denoising loop."""
     from tools.engine_split import head_part, module_of, profile_node_times, shares
 
-    backbone = profile_node_times(engine.graph_paths["backbone"], state["feeds"]["backbone"], threads)
-    head = profile_node_times(engine.graph_paths["head"], state["feeds"]["head"], threads)
+    feeds, paths = state["feeds"], engine.graph_paths
+    backbone = profile_node_times(paths["backbone"], feeds["backbone"], threads, _runs(backbone_ms))
+    head = profile_node_times(paths["head"], feeds["head"], threads, _runs(head_ms))
     return {**{f"backbone_{k}": v for k, v in shares(backbone, module_of).items()},
             "head_denoise": shares(head, head_part).get("denoise", 0.0)}  # fmt: skip
 
@@ -278,7 +284,7 @@ def _worker(kind: str, bundle: Path, threads: int, repeats: int, cpus: list[int]
         split["other"] = split["backbone"] - split["vision"] - split.get("llm", 0.0)
         split["head_denoise"] = split["head"] - split.pop("once", 0.0)
     elif kind.startswith("ort-"):
-        fractions = _ort_split(engine, state, threads)
+        fractions = _ort_split(engine, state, threads, split["backbone"], split["head"])
         for module in ("vision", "llm", "other"):
             split[module] = split["backbone"] * fractions.get(f"backbone_{module}", 0.0)
         split["head_denoise"] = split["head"] * fractions["head_denoise"]
