@@ -31,8 +31,9 @@ BACKBONE_MODULES = (
 HEAD_ONCE_PER_CHUNK = ("/cond_in", "/ReduceMean", "/gripper_head")  # the rest of the head graph is the loop
 
 
-def module_of(node: str, table=BACKBONE_MODULES) -> str:
-    for prefix, module in table:
+def module_of(node: str) -> str:
+    """The backbone module a node (by its name) belongs to; a prefix may follow a fused node's own name."""
+    for prefix, module in BACKBONE_MODULES:
         if node.startswith(prefix) or f"{prefix}/" in node:
             return module
     return "other"
