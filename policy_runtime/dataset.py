@@ -18,7 +18,7 @@ zero mean and unit variance, the state delta by its std. Images come from the vi
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +116,25 @@ class ChunkDataset:
 
     def __len__(self) -> int:
         return int(self.proprio.shape[0])
+
+    def without_proprio(self, names: list[str]) -> ChunkDataset:
+        """The same samples with the proprio channels `names` left out: a policy trained on it never reads them
+        (e.g. the base's measured velocities, which otherwise let it continue the motion it is in instead of
+        looking where to go)."""
+        unknown = [n for n in names if n not in self.proprio_layout]
+        if unknown:
+            raise UserError(
+                f"proprio channels {unknown} are not in dataset {self.root} ({', '.join(self.proprio_layout)})"
+            )
+        keep = [i for i, n in enumerate(self.proprio_layout) if n not in names]
+        if not keep:
+            raise UserError(f"leaving out {names} leaves no proprio channel: keep at least one")
+        return replace(
+            self, proprio_layout=tuple(self.proprio_layout[i] for i in keep), proprio=self.proprio[:, keep],
+            proprio_delta=self.proprio_delta[:, keep], future_proprio=self.future_proprio[..., keep],
+            proprio_mean=self.proprio_mean[keep], proprio_std=self.proprio_std[keep],
+            proprio_delta_std=self.proprio_delta_std[keep],
+        )  # fmt: skip
 
     def normalize_actions(self, actions: np.ndarray) -> np.ndarray:
         return 2 * (actions - self.action_low) / (self.action_high - self.action_low) - 1

@@ -105,6 +105,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --gripper-head: while the decision is 'open' the plan's gripper channel runs (config only)",
     )  # fmt: skip
     parser.add_argument(
+        "--proprio-exclude", default="", metavar="CHANNELS",
+        help="comma-separated proprio channels the policy must not read (e.g. base.vx,base.vy,base.wz); "
+        "the checkpoint's proprio layout leaves them out, so onboard they are never read either",
+    )  # fmt: skip
+    parser.add_argument(
         "--llm-training", choices=("lora", "full"), default=None,
         help="backbone.llm_training: LoRA adapters, or every LM weight (AnoleVLA fine-tunes its Mamba fully); "
         "default: the architecture's",
@@ -300,6 +305,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--batch {args.batch} must be a multiple of the {world} processes")
 
     data = dataset_args.load(args, args.horizon)
+    if args.proprio_exclude:
+        data = data.without_proprio([n.strip() for n in args.proprio_exclude.split(",") if n.strip()])
     torch.manual_seed(args.seed)
     state_path = args.out / STATE_FILE
     if args.resume:
@@ -351,6 +358,7 @@ def main(args: argparse.Namespace) -> int:
                 "trainer": "anchorvla train",
                 "dataset": str(args.dataset),
                 "samples": len(data),
+                "proprio_excluded": [n for n in args.proprio_exclude.split(",") if n.strip()],
                 "tasks": sorted(set(data.tasks)),
                 "seed": args.seed,
                 "batch": args.batch,

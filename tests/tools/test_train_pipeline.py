@@ -195,3 +195,19 @@ def test_residual_from_trains_a_new_residual_alone_normalised_as_the_checkpoint(
     err = capsys.readouterr().err.strip()
     assert "does not match the checkpoint: proprio channels: lacks pos.y; has pos.z besides" in err
     assert "\n" not in err
+
+
+def test_proprio_exclude_trains_a_policy_that_never_reads_those_channels(dataset, tmp_path, capsys):
+    out = tmp_path / "ckpt"
+    args = ["train", "--dataset", str(dataset), "--out", str(out), "--steps", "2", *TRAIN]
+    assert cli([*args, "--proprio-exclude", "goal.x,goal.y"]) == 0
+    policy, config = load_checkpoint(out)
+    assert config.proprio_layout == ["pos.x", "pos.y"] and config.architecture.head.proprio_dim == 2
+    assert len(config.normalization.proprio_mean) == 2 and config.provenance["proprio_excluded"] == ["goal.x", "goal.y"]
+    full = load_dataset(dataset, 4, with_images=False)
+    assert np.array_equal(full.without_proprio(["goal.x", "goal.y"]).proprio, full.proprio[:, :2])
+
+    capsys.readouterr()
+    assert cli([*args, "--out", str(tmp_path / "bad"), "--proprio-exclude", "goal.z"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "goal.z" in err and "pos.x, pos.y, goal.x, goal.y" in err and "\n" not in err
