@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -159,14 +157,7 @@ def control_flood(tcp_clients: int = 64, trials: int = 30) -> dict:
                 worker.join(timeout=10)
             for s in held:
                 s.close()
-        limit_s = unit_stop_timeout_s(load_config(child.config))
-        t0 = time.monotonic()
-        child.process.send_signal(signal.SIGTERM)
-        try:
-            rc = child.process.wait(timeout=limit_s)
-        except subprocess.TimeoutExpired:
-            rc = None
-        stop_s = time.monotonic() - t0
+        rc, stop_s = child.terminate(unit_stop_timeout_s(load_config(child.config)))
         tail = child.tail()
     p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99))
     grown = files_during - files_before
