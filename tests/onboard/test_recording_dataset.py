@@ -188,12 +188,7 @@ def test_the_dataset_worker_runs_under_the_units_system_call_filter():
     proc = syscalls.filtered(
         ["service", "run", "--config", str(config), "--duration", "5"], syscalls.unit_filter()
     )
-    try:
-        _out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    _out, err = syscalls.finish(proc, 120)
     assert proc.returncode == 0 and "Operation not permitted" not in err and "Traceback" not in err, err[
         -2000:
     ]

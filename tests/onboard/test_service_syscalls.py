@@ -93,6 +93,16 @@ def filtered(cmd: list[str], names: set[str], **kwargs) -> subprocess.Popen:
     )
 
 
+def finish(proc: subprocess.Popen, timeout_s: float) -> tuple[str, str]:
+    """(stdout, stderr) of a `filtered` process once it exits; killed if it outlives timeout_s or the test fails."""
+    try:
+        return proc.communicate(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def fifo_permitted() -> bool:
     """Whether this machine lets us take SCHED_FIFO at all (root or CAP_SYS_NICE), filter or not."""
     probe = "import os; os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(20))"
@@ -114,12 +124,7 @@ def test_the_policy_on_the_emulated_robot_runs_under_the_units_system_call_filte
     settings["robot"]["base"]["domain_id"] = 131
     (d / "sim.yaml").write_text(yaml.safe_dump(settings))
     proc = filtered(["run", "--config", str(d / "sim.yaml"), "--duration", "3"], unit_filter())
-    try:
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    out, err = finish(proc, 120)
     check_clean(proc, err)
     assert "chunks / failures" in out and "/ 0\n" in out.split("chunks / failures")[1][:40]
 
