@@ -12,8 +12,9 @@
 - int4: 4-bit block-wise weight-only quantization of the backbone's MatMuls (MatMulNBits, int8 compute); the head
   stays fp32.
 
-Before int8 and int4, LoRA adapters are merged into their base weights (tools/onnx_lora.py). What was measured on
-this CPU for the backbone (paper widths, 2 vision + 4 LLM layers, 1 thread, CPU ms per call, cosine to FP32):
+Before int8 and int4, LoRA adapters are merged into their base weights (tools/onnx_lora.py). What a one-off
+script (not in the repo; `anchorvla bench engines --paper-size` compares the whole graphs) measured on this CPU
+for a slice of the backbone (paper widths, 2 vision + 4 LLM layers, 1 thread, CPU ms per call, cosine to FP32):
 FP32 727; dynamic INT8 (QOperator: MatMulInteger, per-channel) 271 without / 264 with the LoRA merge, cosine
 0.9985; static QDQ INT8 (symmetric s8s8, 8 synthetic calibration observations) 635, cosine 0.797, so dynamic
 INT8 is the CPU variant and QDQ the TensorRT one; onnxruntime.transformers' optimizer (bert fusions: FastGelu,
