@@ -186,10 +186,10 @@ def main(args: argparse.Namespace):
 
     from policy_runtime.model.policy import AnchorVLAPolicy
     from policy_runtime.model.training import (
-        freeze_all_but_residual,
         planned_chunks,
         stage1_loss,
         stage2_loss,
+        train_only,
     )
     from tools.anchors import fit_anchors
     from tools.obstacle_task import make_episodes
@@ -232,7 +232,7 @@ def main(args: argparse.Namespace):
     _train(
         anchored,
         stage2_loss,
-        freeze_all_but_residual(anchored),
+        train_only(anchored, "residual"),
         plan_data,
         args.residual_steps,
         args.seed + 1,

@@ -2,8 +2,10 @@
 optionally AnoleVLA's smoothness stage (`--smooth-steps N`: the same parameters fine-tuned with the head's loss +
 the velocity and the acceleration term of the predicted chunk, weights `--smooth-velocity-weight` and
 `--smooth-accel-weight`, policy_runtime/model/smoothness.py), then the residual stage (the residual
-only, L1 on the correction, the rest frozen), from a recorded dataset
-(policy_runtime/dataset.py) into a checkpoint directory (policy_runtime/model/checkpoint.py).
+only, L1 on the correction, the rest frozen), then with `--gripper-head` the gripper stage (AnchorRefine's gripper
+head alone, on the finished policy's plans), from a recorded dataset (policy_runtime/dataset.py) into a checkpoint
+directory (policy_runtime/model/checkpoint.py). `--residual-from` and `--gripper-from` train one of the last two
+stages alone onto a finished checkpoint.
 
 Deterministic for a seed (batches and noise come from seeded CPU generators). Resumable: `--resume` continues
 from the checkpoint and `training_state.pt` (optimizer, step, generators; read with weights_only) in --out.
@@ -65,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accel-steps", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--accel-weight", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--residual-steps", type=int, default=100, help="residual-stage steps (0: skip)")
+    parser.add_argument(
+        "--gripper-steps", type=int, default=1000, help="gripper-stage steps (with --gripper-head)"
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument(
@@ -79,6 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--residual-from", type=Path, default=None, metavar="CHECKPOINT",
         help="train only a new residual for this checkpoint (its backbone, head, anchors and normalisation), on "
         "--dataset (e.g. from `anchorvla sim record --policy`), into --out",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gripper-from", type=Path, default=None, metavar="CHECKPOINT",
+        help="train only a new gripper head (--gripper-head CHANNEL) on this checkpoint's plans, into --out",
     )  # fmt: skip
     parser.add_argument(
         "--stop-after",
@@ -168,7 +177,7 @@ def _options(args: argparse.Namespace, arch, data):
     trained vision)."""
     from pydantic import ValidationError
 
-    from policy_runtime.model.config import ArchitectureConfig, GripperHeadConfig, SpatialEncoderConfig
+    from policy_runtime.model.config import ArchitectureConfig, SpatialEncoderConfig
 
     update = {}
     backbone = {
@@ -187,18 +196,25 @@ def _options(args: argparse.Namespace, arch, data):
             raise UserError(f"{flags}: needs an architecture with a backbone (images)")
         update["backbone"] = arch.backbone.model_copy(update=backbone)
     if args.gripper_head is not None:
-        if args.gripper_head not in data.action_layout:
-            raise UserError(
-                f"--gripper-head {args.gripper_head}: not an action channel ({', '.join(data.action_layout)})"
-            )
-        index = data.action_layout.index(args.gripper_head)
-        update["gripper_head"] = GripperHeadConfig(
-            channel_index=index, open_follows_plan=args.gripper_open_follows_plan
-        )
+        update["gripper_head"] = _gripper_head(args, data.action_layout)
     try:  # validated again: an option may not fit the rest of the architecture
         return ArchitectureConfig.model_validate(arch.model_copy(update=update).model_dump())
     except ValidationError as exc:
         raise UserError(f"architecture with the options: {exc.errors()[0]['msg']}") from None
+
+
+def _gripper_head(args: argparse.Namespace, action_layout: list[str]):
+    from policy_runtime.model.config import GripperHeadConfig
+
+    if args.gripper_head not in action_layout:
+        raise UserError(
+            f"--gripper-head {args.gripper_head}: not an action channel ({', '.join(action_layout)})"
+        )
+    if args.gripper_steps < 1:
+        raise UserError("--gripper-head trains in the gripper stage: give --gripper-steps >= 1")
+    return GripperHeadConfig(
+        channel_index=action_layout.index(args.gripper_head), open_follows_plan=args.gripper_open_follows_plan
+    )
 
 
 def _anchors(args: argparse.Namespace, data, arch):
@@ -277,7 +293,13 @@ def main(args: argparse.Namespace) -> int:
     from policy_runtime.model.policy import AnchorVLAPolicy
     from policy_runtime.model.smoothness import SmoothnessWeights
     from policy_runtime.model.tokenizer import build_tokenizer
-    from policy_runtime.model.training import StageLoss, freeze_all_but_residual, stage1_loss, stage2_loss
+    from policy_runtime.model.training import (
+        StageLoss,
+        gripper_stage_loss,
+        stage1_loss,
+        stage2_loss,
+        train_only,
+    )
 
     for name in ("steps", "batch", "horizon", "save_every"):
         if getattr(args, name) < 1:
@@ -333,6 +355,22 @@ def main(args: argparse.Namespace) -> int:
             }
         )
         state = {"stage": 3, "step": 0}
+    elif args.gripper_from is not None:
+        if args.gripper_head is None:
+            raise UserError("--gripper-from trains a gripper head alone: give --gripper-head CHANNEL")
+        policy, config = load_checkpoint(args.gripper_from)
+        policy.add_gripper_head(_gripper_head(args, config.action_layout))
+        config = config.model_copy(
+            update={
+                "architecture": config.architecture.model_copy(
+                    update={"gripper_head": policy.config.gripper_head}
+                ),
+                "provenance": dict(
+                    config.provenance, gripper_from=str(args.gripper_from), gripper_dataset=str(args.dataset)
+                ),
+            }
+        )
+        state = {"stage": 4, "step": 0}
     else:
         arch = _architecture(args, data)
         policy = AnchorVLAPolicy(arch)
@@ -367,6 +405,7 @@ def main(args: argparse.Namespace) -> int:
                 "smooth_steps": args.smooth_steps,
                 "smooth_velocity_weight": args.smooth_velocity_weight,
                 "smooth_accel_weight": args.smooth_accel_weight,
+                "gripper_steps": args.gripper_steps if args.gripper_head else 0,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             },
         )
@@ -385,13 +424,15 @@ def main(args: argparse.Namespace) -> int:
         if rank < len(saved):
             noise_gen.set_state(saved[rank])
 
-    # Stages by number: 1 main, 2 smoothness (main parameters again), 3 residual.
+    # Stages by number: 1 main, 2 smoothness (main parameters again), 3 residual, 4 gripper head.
     stages = [(1, args.steps, stage1_loss)]
     if args.smooth_steps > 0:
         weights = SmoothnessWeights(args.smooth_velocity_weight, args.smooth_accel_weight)
         stages.append((2, args.smooth_steps, functools.partial(stage1_loss, smoothness=weights)))
     if args.residual_steps > 0:
         stages.append((3, args.residual_steps, stage2_loss))
+    if policy.gripper_head is not None:
+        stages.append((4, args.gripper_steps, gripper_stage_loss))
     budget = args.stop_after
     for stage, steps, loss_fn in stages:
         if stage < state["stage"]:
@@ -403,7 +444,7 @@ def main(args: argparse.Namespace) -> int:
             for p in policy.residual.parameters():
                 p.requires_grad_(False)
         else:
-            params = freeze_all_but_residual(policy)
+            params = train_only(policy, "residual" if stage == 3 else "gripper_head")
         module = StageLoss(policy, loss_fn)
         if world > 1:
             # Only the anchored head's loss uses the scoring head; the other modes leave it without gradient.

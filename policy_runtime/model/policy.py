@@ -14,7 +14,7 @@ from torch import nn
 
 from anchorvla.errors import UserError
 from policy_runtime.model.backbone import VLABackbone
-from policy_runtime.model.config import ArchitectureConfig
+from policy_runtime.model.config import ArchitectureConfig, GripperHeadConfig
 from policy_runtime.model.gripper import GripperHead
 from policy_runtime.model.head import AnchoredDiffusionHead
 from policy_runtime.model.linear_head import LinearHead
@@ -128,7 +128,15 @@ class AnchorVLAPolicy(nn.Module):
         return self.head.sample(cond, proprio, noise, num_steps)
 
     def main_parameters(self) -> list[nn.Parameter]:
-        """What stage 1 trains: LoRA, projector, queries (or the state encoder) and the head; never the residual."""
+        """What stage 1 trains: LoRA, projector, queries (or the state encoder) and the head; never the residual
+        or the gripper head, which learn on the finished plans in stages of their own."""
         return [
-            p for name, p in self.named_parameters() if p.requires_grad and not name.startswith("residual.")
+            p
+            for name, p in self.named_parameters()
+            if p.requires_grad and not name.startswith(("residual.", "gripper_head."))
         ]
+
+    def add_gripper_head(self, config: GripperHeadConfig) -> None:
+        """A new, untrained gripper head (AnchorRefine) on this policy: `anchorvla train --gripper-from`."""
+        self.config = self.config.model_copy(update={"gripper_head": config})
+        self.gripper_head = GripperHead(config, self.config.head)

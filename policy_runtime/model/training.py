@@ -36,25 +36,20 @@ def stage1_loss(
     smoothness: SmoothnessWeights | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """LoRA + head: the head's loss (anchored: reconstruction of the chunk + anchor classification, positive =
-    nearest anchor by L1), plus the weighted velocity and acceleration terms (policy_runtime/model/smoothness.py);
-    with a gripper head, plus its loss on the plan the head makes now (`gripper_stage1_loss`)."""
+    nearest anchor by L1), plus the weighted velocity and acceleration terms (policy_runtime/model/smoothness.py)."""
     cond = _condition(policy, batch)
-    loss, logs = policy.head.loss(cond, batch["proprio"], batch["actions"], generator, smoothness=smoothness)
-    if policy.gripper_head is not None:
-        grip, grip_logs = gripper_stage1_loss(policy, cond, batch, generator)
-        loss, logs = loss + grip, {**logs, **grip_logs}
-    return loss, logs
+    return policy.head.loss(cond, batch["proprio"], batch["actions"], generator, smoothness=smoothness)
 
 
-def gripper_stage1_loss(
-    policy: AnchorVLAPolicy,
-    cond: torch.Tensor,
-    batch: dict[str, torch.Tensor],
-    generator: torch.Generator | None = None,
+def gripper_stage_loss(
+    policy: AnchorVLAPolicy, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The gripper head on top of the plan: the head samples a chunk (`gripper_plan`) and the gripper head learns
-    the demonstrated open/close of each step (policy_runtime/model/gripper.py)."""
+    """The gripper stage (AnchorRefine): the gripper head alone, on top of the finished policy's plans. The frozen
+    policy plans the batch as it does when it runs (`gripper_plan`) and the head learns the demonstrated open/close
+    of each step (policy_runtime/model/gripper.py)."""
     assert policy.gripper_head is not None
+    with torch.no_grad():
+        cond = _condition(policy, batch)
     chunk, context = gripper_plan(policy, cond, batch["proprio"], generator)
     logits = policy.gripper_head(context, batch["proprio"], chunk)
     index = policy.gripper_head.config.channel_index
@@ -72,22 +67,18 @@ def gripper_plan(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The plan the gripper head learns on: (chunk (B, H, d), context (B, C)) as the policy makes it when it runs,
     with the configured denoising steps (`head.inference_steps`), so the head trains on the plans it sits on.
-    No gradient: the decision never changes the plan. Its noise leaves the generator where it was, so the main
-    model trains exactly as without the head (same seed, same draws): a comparison with the baseline then
-    measures the head alone."""
-    state = generator.get_state() if generator is not None else None
+    No gradient: the decision never changes the plan."""
     noise = torch.randn(policy.head.noise_shape(proprio.shape[0]), generator=generator).to(cond.device)
     chunk, _, _, _, context = policy.head.sample(cond, proprio, noise)
-    if state is not None:
-        generator.set_state(state)
     return chunk, context
 
 
-def freeze_all_but_residual(policy: AnchorVLAPolicy) -> list[torch.nn.Parameter]:
-    """Stage 2 trains the residual only; returns its parameters."""
+def train_only(policy: AnchorVLAPolicy, module: str) -> list[torch.nn.Parameter]:
+    """A stage that trains one module of the policy alone (`residual`, `gripper_head`): the rest frozen; returns
+    the module's parameters."""
     for name, p in policy.named_parameters():
-        p.requires_grad_(name.startswith("residual."))
-    return list(policy.residual.parameters())
+        p.requires_grad_(name.startswith(module + "."))
+    return list(getattr(policy, module).parameters())
 
 
 @torch.no_grad()

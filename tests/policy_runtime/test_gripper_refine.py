@@ -318,7 +318,7 @@ def test_train_turns_both_options_on_and_refuses_an_unknown_gripper_channel(tmp_
         load_file(str(out / "model.safetensors")),
         load_file(str(tmp_path / "plain" / "model.safetensors")),
     )
-    # the head learns beside the main model without changing its training (same seed: the same weights)
+    # the head learns in a stage of its own, after the main model's (same seed: the same main weights)
     assert {k for k in with_head if not k.startswith("gripper_head.")} == set(without)
     assert all(torch.equal(with_head[k], without[k]) for k in without)
     policy, config = load_checkpoint(out)
@@ -327,3 +327,37 @@ def test_train_turns_both_options_on_and_refuses_an_unknown_gripper_channel(tmp_
     assert policy.gripper_head is not None and float(policy.gripper_head.margin) > 0
     assert cli([*common, "--out", str(tmp_path / "bad"), "--gripper-head", "arm.claw"]) == 2
     assert "--gripper-head arm.claw: not an action channel" in capsys.readouterr().err
+    assert (
+        cli(
+            [*common, "--out", str(tmp_path / "bad"), "--gripper-head", "arm.gripper", "--gripper-steps", "0"]
+        )
+        == 2
+    )
+    assert "give --gripper-steps >= 1" in capsys.readouterr().err
+
+
+def test_gripper_from_puts_a_trained_head_on_a_finished_checkpoint_and_changes_nothing_else(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from anchorvla.cli import main as cli
+    from policy_runtime.model.checkpoint import load_checkpoint
+    from tests.bundle_helpers import write_demo_dataset
+
+    data = write_demo_dataset(tmp_path / "data", seed=5, episodes=2, frames=6)
+    common = ["train", "--dataset", str(data), "--horizon", "4", "--num-anchors", "2", "--batch", "4",
+              "--threads", "1", "--no-progress"]  # fmt: skip
+    base = tmp_path / "base"
+    assert cli([*common, "--out", str(base), "--steps", "3", "--residual-steps", "1"]) == 0
+    out = tmp_path / "with_head"
+    grip = ["--gripper-from", str(base), "--gripper-head", "arm.gripper", "--gripper-steps", "4"]
+    assert cli([*common, "--out", str(out), *grip]) == 0
+    for name in ("model.safetensors", "residual.safetensors"):
+        before, after = load_file(str(base / name)), load_file(str(out / name))
+        assert {k for k in after if not k.startswith("gripper_head.")} == set(before)
+        assert all(torch.equal(after[k], before[k]) for k in before), name
+    policy, config = load_checkpoint(out)
+    assert policy.gripper_head is not None and config.provenance["gripper_from"] == str(base)
+    fresh = GripperHead(config.architecture.gripper_head, config.architecture.head)
+    assert not torch.equal(policy.gripper_head.raw_margin, fresh.raw_margin)  # it trained
+    assert cli([*common, "--out", str(tmp_path / "bad"), "--gripper-from", str(base)]) == 2
+    assert "give --gripper-head CHANNEL" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import torch
 
 from policy_runtime.model.config import ArchitectureConfig, HeadConfig, ResidualConfig
 from policy_runtime.model.policy import AnchorVLAPolicy
-from policy_runtime.model.training import freeze_all_but_residual, stage1_loss, stage2_loss
+from policy_runtime.model.training import stage1_loss, stage2_loss, train_only
 
 
 def _policy(mode: str) -> AnchorVLAPolicy:
@@ -60,7 +60,7 @@ def test_stage1_learns_reconstruction_and_classification_and_leaves_the_residual
 def test_stage2_trains_only_the_residual_and_reduces_its_l1():
     policy = _policy("regression")  # every sample counts as the head's own mode
     main_before = {k: v.clone() for k, v in policy.state_dict().items() if not k.startswith("residual.")}
-    params = freeze_all_but_residual(policy)
+    params = train_only(policy, "residual")
     assert {id(p) for p in params} == {id(p) for p in policy.parameters() if p.requires_grad}
     first, last = _fit(policy, stage2_loss, params, 40)
     assert last < 0.7 * first
