@@ -24,7 +24,7 @@ from tools.bundle_samples import synthetic_samples
 
 REPO = Path(__file__).resolve().parents[2]
 # A bundle committed before the head took a prefix (its head graph has bridge, proprio and noise only).
-OLD_BUNDLE = REPO / "policies/options/baseline/bundle"
+OLD_BUNDLE = REPO / "policies/demo/bundle"
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ def test_rtc_rows_run_beside_the_others_and_the_prefix_overhead_is_timed(tmp_pat
 
 
 def test_an_rtc_row_on_a_bundle_without_prefix_inputs_is_refused_before_any_episode(capsys):
-    old = REPO / "policies/options/baseline/bundle"  # committed before the head took a prefix
+    old = REPO / "policies/demo/bundle"  # committed before the head took a prefix
     args = ["bench", "delay", "--config", str(REPO / "configs/sim.yaml"), "--task", "touch", "--episodes", "1",
             "--latencies", "60", "--bundle", str(old), "--variant", "late=shift", "--variant", "rtc=on"]  # fmt: skip
     assert cli(args) == 2
