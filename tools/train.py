@@ -359,12 +359,11 @@ def main(args: argparse.Namespace) -> int:
         if args.gripper_head is None:
             raise UserError("--gripper-from trains a gripper head alone: give --gripper-head CHANNEL")
         policy, config = load_checkpoint(args.gripper_from)
-        policy.add_gripper_head(_gripper_head(args, config.action_layout))
+        gripper = _gripper_head(args, config.action_layout)
+        policy.add_gripper_head(gripper)
         config = config.model_copy(
             update={
-                "architecture": config.architecture.model_copy(
-                    update={"gripper_head": policy.config.gripper_head}
-                ),
+                "architecture": config.architecture.model_copy(update={"gripper_head": gripper}),
                 "provenance": dict(
                     config.provenance, gripper_from=str(args.gripper_from), gripper_dataset=str(args.dataset)
                 ),
@@ -440,9 +439,12 @@ def main(args: argparse.Namespace) -> int:
         if budget is not None and budget <= 0:
             break
         if stage in (1, 2):
+            # The residual and the gripper head learn later, on the finished plans: frozen here (DDP would find
+            # them without gradient otherwise).
             params = policy.main_parameters()
-            for p in policy.residual.parameters():
-                p.requires_grad_(False)
+            main = {id(p) for p in params}
+            for p in policy.parameters():
+                p.requires_grad_(id(p) in main)
         else:
             params = train_only(policy, "residual" if stage == 3 else "gripper_head")
         module = StageLoss(policy, loss_fn)

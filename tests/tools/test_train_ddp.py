@@ -147,3 +147,20 @@ def _outputs(checkpoint: Path, dataset: Path, steps_taken: bool = True) -> tuple
         j = torch.ones(len(proprio), dtype=torch.long)
         correction = policy.residual(proprio, context, chunk[:, 1], j)
     return chunk.numpy(), correction.numpy()
+
+
+@pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun is not in the venv")
+def test_two_processes_train_a_policy_with_a_gripper_head_through_every_stage(tmp_path):
+    """The gripper head learns in stage 4 only: in the earlier stages it is frozen, or DDP finds it without gradient
+    and stops the run."""
+    from tests.bundle_helpers import write_demo_dataset as write_robot_dataset
+
+    data = write_robot_dataset(  # the robot's action layout, arm.gripper in it
+        tmp_path / "data", seed=5, episodes=2, frames=6
+    )
+    train = ["-m", "anchorvla.cli", "train", "--dataset", str(data), "--horizon", "4", "--num-anchors", "2",
+             "--steps", "3", "--residual-steps", "1", "--gripper-head", "arm.gripper", "--gripper-steps", "2",
+             "--batch", "4", "--threads", "1", "--no-progress", "--out", str(tmp_path / "ckpt")]  # fmt: skip
+    out = _run([*_torchrun(), *train])
+    assert _stage_figures(out).keys() == {"stage 1", "stage 3", "stage 4"}
+    assert "grip_bce" in _stage_figures(out)["stage 4"]
