@@ -65,7 +65,10 @@ def test_eval_runs_variants_side_by_side_and_writes_json(tmp_path):
     assert set(rows) == {("H=5", "reach"), ("ckpt", "reach")}
     assert rows["H=5", "reach"]["graphs_mb"] > 0.5  # the demo bundle's INT8 graphs
     assert rows["ckpt", "reach"]["graphs_mb"] is None  # a checkpoint run by torch has no graph files
-    assert rows["H=5", "reach"]["engine_variant"] == "int8" and rows["ckpt", "reach"]["engine_variant"] == "torch"
+    assert (
+        rows["H=5", "reach"]["engine_variant"] == "int8"
+        and rows["ckpt", "reach"]["engine_variant"] == "torch"
+    )
     for row in rows.values():
         assert row["episodes"] == 2
         assert 0.0 <= row["success_rate"] <= 1.0
@@ -73,6 +76,24 @@ def test_eval_runs_variants_side_by_side_and_writes_json(tmp_path):
         assert row["jerk_rms_median"] > 0  # the policy moved the arm
         assert isinstance(row["rss_growth_mb"], float)
     assert "ckpt" in proc.stdout and "graphs MB" in proc.stdout and "virtual clock" in proc.stdout
+
+
+def test_eval_jobs_run_variants_in_parallel_with_the_same_outcomes(tmp_path):
+    # Each episode is a function of its seed and the virtual clock, so evaluating the variants in worker
+    # processes must give the rows, in the same order, that one process gives; only wall-time figures differ.
+    def rows(jobs: int) -> list[dict]:
+        out = tmp_path / f"eval-{jobs}.json"
+        args = ["eval", "--config", str(REPO / "configs/sim.yaml"), "--task", "touch,reach", "--episodes"]
+        args += ["2", "--variant", "H=5,name=a", "--variant", "H=2,slip=0.02,name=b", "--latency-ms", "60"]
+        proc = run_cli(*args, "--jobs", str(jobs), "--json", str(out), env=ONE_THREAD)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(out.read_text())["rows"]
+
+    outcome = ("variant", "task", "success_rate", "jerk_rms_median", "interventions_per_episode", "underruns")
+    serial, parallel = rows(1), rows(2)
+    assert [r["variant"] for r in parallel] == ["a"] * 3 + ["b"] * 3
+    assert [{k: r[k] for k in outcome} for r in parallel] == [{k: r[k] for k in outcome} for r in serial]
+    assert serial[0]["jerk_rms_median"] != serial[3]["jerk_rms_median"]  # the two variants do differ
 
 
 def test_eval_refuses_a_config_without_the_emulated_robot(tmp_path, capsys):
