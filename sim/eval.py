@@ -1,8 +1,9 @@
 """`anchorvla eval --config configs/sim.yaml --task T --episodes N [--variant SPEC ...] [--json PATH]`
 
 Closed-loop evaluation of the configured policy on the emulated robot's tasks: success rate, time to success,
-smoothness (RMS jerk of the arm commands, peak base acceleration of the base commands), safety interventions
-and the timing figures, for one or several variants of the controller side by side, all measured in one run.
+smoothness (RMS jerk of the arm commands, peak base acceleration of the base commands), safety interventions,
+why the failed episodes failed (the task's reason, e.g. 'touched the obstacle', or 'timed out') and the timing
+figures, for one or several variants of the controller side by side, all measured in one run.
 
 How it runs: the controller's own code (FastLoop.tick, SlowLoop's steps and start planning, ChunkSchedule,
 the safety layer, the engine, the residual) in lockstep on a virtual clock against in-process emulated devices
@@ -35,6 +36,7 @@ import argparse
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +168,7 @@ class EpisodeResult:
     interventions: int  # safety: commands clamped or rejected, faults latched, holds begun
     underruns: int
     stale_dropped: int
+    failure: str | None  # the task's reason ('touched the obstacle') or 'timed out'; None: a success
     inference_ms: list[float] = field(default_factory=list)
     tick_compute_ms: list[float] = field(default_factory=list)
     seam_jerk: list[float] = field(default_factory=list)  # rad/s^3 at ticks where the plan's chunk changed
@@ -249,6 +252,7 @@ def run_episode(
     chunk_ids: list = []  # per tick: which chunk the planned action came from (None: nothing planned)
     wall_inference_ms = []  # measured wall time of each call (the report's figure)
     success_tick = None
+    failure = "timed out"
     try:
         for tick in range(task.max_steps):
             now = robot.clock.now_ns
@@ -293,9 +297,10 @@ def run_episode(
             task.update(robot.world)
             status = task.status(robot.world)
             if status.success:
-                success_tick = tick + 1
+                success_tick, failure = tick + 1, None
                 break
             if status.failed:
+                failure = status.detail
                 break
     finally:
         slow.close()
@@ -312,6 +317,7 @@ def run_episode(
         interventions=counters.clamped + counters.rejected + counters.faults + counters.holds,
         underruns=stats.underruns,
         stale_dropped=loops.schedule.stale_dropped,
+        failure=failure,
         inference_ms=wall_inference_ms,
         tick_compute_ms=stats.tick_compute_ms.recent(len(stats.tick_compute_ms)),
         seam_jerk=seam_jerk,
@@ -340,6 +346,7 @@ def summarize(results: list[EpisodeResult]) -> dict:
         "inference_ms_p99": pct(inference, 99),
         "tick_compute_ms_p50": pct(compute, 50),
         "tick_compute_ms_p99": pct(compute, 99),
+        "failures": dict(Counter(r.failure for r in results if r.failure is not None).most_common()),
         "seam_jerk_median": pct([v for r in results for v in r.seam_jerk], 50),
         "inside_jerk_p95": pct([v for r in results for v in r.inside_jerk], 95),
     }
@@ -398,7 +405,12 @@ def evaluate_variant(
             all_results += results
             engine_row["rss_growth_mb"] = round(resident_mb() - rss_before, 1)
             rows.append(dict(variant=label, task=name, **summarize(results), **engine_row))
-            print(f"{label:>16}  {name:<6} success {rows[-1]['success_rate'] * 100:.0f}%", flush=True)
+            failures = ", ".join(f"{why} {n}" for why, n in rows[-1]["failures"].items())
+            print(
+                f"{label:>16}  {name:<6} success {rows[-1]['success_rate'] * 100:.0f}%"
+                + (f" (failed: {failures})" if failures else ""),
+                flush=True,
+            )
     finally:
         engine.close()
     if len(names) > 1:

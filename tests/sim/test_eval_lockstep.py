@@ -11,7 +11,7 @@ import pytest
 
 from anchorvla.cli import main as cli_main
 from anchorvla.errors import UserError
-from sim.eval import parse_variant, smoothness
+from sim.eval import EpisodeResult, parse_variant, smoothness, summarize
 from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,6 +51,19 @@ def test_smoothness_of_known_trajectories():
     assert jerk == 0.0 and accel == 0.0
 
 
+def test_the_summary_counts_why_episodes_failed():
+    def episode(failure):
+        return EpisodeResult(
+            "reach", failure is None, 2.0 if failure is None else None, 30, 1.0, 0.0, 0, 0, 0, failure
+        )
+
+    obstacle = "touched the obstacle"
+    summary = summarize([episode(None), episode(obstacle), episode("timed out"), episode(obstacle)])
+    assert summary["success_rate"] == 0.25
+    assert summary["failures"] == {obstacle: 2, "timed out": 1}
+    assert list(summary["failures"]) == [obstacle, "timed out"]  # most common first
+
+
 def test_eval_runs_variants_side_by_side_and_writes_json(tmp_path):
     out = tmp_path / "eval.json"
     args = ["eval", "--config", str(REPO / "configs/sim.yaml"), "--task", "reach", "--episodes", "2"]
@@ -72,6 +85,8 @@ def test_eval_runs_variants_side_by_side_and_writes_json(tmp_path):
     for row in rows.values():
         assert row["episodes"] == 2
         assert 0.0 <= row["success_rate"] <= 1.0
+        # every failed episode has its reason
+        assert sum(row["failures"].values()) == round(row["episodes"] * (1 - row["success_rate"]))
         assert row["inference_ms_p50"] > 0 and row["tick_compute_ms_p50"] > 0
         assert row["jerk_rms_median"] > 0  # the policy moved the arm
         assert isinstance(row["rss_growth_mb"], float)
