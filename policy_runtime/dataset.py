@@ -30,6 +30,7 @@ from policy_runtime.units import LeRobotUnits, to_si
 
 __all__ = ["ChunkDataset", "DatasetWriter", "EpisodeRecord", "check_matches", "load_dataset", "write_dataset"]
 FRAME_CACHE_BYTES = 4 << 30
+GOAL_CHANNELS = ("goal.x", "goal.y", "goal.z")
 
 
 def write_dataset(
@@ -113,6 +114,7 @@ class ChunkDataset:
     proprio_delta_std: np.ndarray
     _frames: EpisodeFrames | None  # None: loaded without images
     conversion: str | None = None  # how stored units were converted to ours, where they were
+    goal: np.ndarray | None = None  # (N, 3) normalised goal position, a training label (`with_goal_as_label`)
 
     def __len__(self) -> int:
         return int(self.proprio.shape[0])
@@ -135,6 +137,19 @@ class ChunkDataset:
             proprio_mean=self.proprio_mean[keep], proprio_std=self.proprio_std[keep],
             proprio_delta_std=self.proprio_delta_std[keep],
         )  # fmt: skip
+
+    def with_goal_as_label(self) -> ChunkDataset:
+        """The samples with goal.x/y/z out of the proprio and kept as `goal`, the goal probe's label, normalised to
+        zero mean and unit variance: a policy trained on it never reads the goal, it learns to find it."""
+        missing = [n for n in GOAL_CHANNELS if n not in self.proprio_layout]
+        if missing:
+            raise UserError(
+                f"dataset {self.root} has no {', '.join(missing)} in its proprio to learn the goal from: record it "
+                "with the goal (`anchorvla sim record --task color --goal-label`)"
+            )
+        goal = self.proprio[:, [self.proprio_layout.index(n) for n in GOAL_CHANNELS]]
+        goal = (goal - goal.mean(0)) / (goal.std(0) + 1e-6)
+        return replace(self.without_proprio(list(GOAL_CHANNELS)), goal=goal.astype(np.float32))
 
     def normalize_actions(self, actions: np.ndarray) -> np.ndarray:
         return 2 * (actions - self.action_low) / (self.action_high - self.action_low) - 1

@@ -2,8 +2,9 @@
 
 Each episode runs the task's expert (sim/experts.py) in lockstep on a virtual clock against the
 in-process emulated devices (sim/lockstep.py) at the control rate. What is recorded per tick: the proprio
-(`PROPRIO_LAYOUT`, the goal's pose included; in the colour tasks `PROPRIO_NO_GOAL`, without it, and one dataset
-holds one layout, so plain and colour tasks are recorded apart), both synthetic camera images (64 px, 96 px in the
+(`PROPRIO_LAYOUT`, the goal's pose included; in the colour tasks `PROPRIO_NO_GOAL`, without it, unless
+`--goal-label` keeps it as the goal probe's label; one dataset holds one layout, so plain and colour tasks are
+recorded apart), both synthetic camera images (64 px, 96 px in the
 colour tasks, where the targets must be told apart in them), the instruction, and the expert's action. What is
 executed is that action plus smooth noise (in a share of the episodes), passed through the same safety envelope
 as on the robot, so the demonstrations also show how to get back on track. Episodes the expert does not finish
@@ -55,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="successful episodes per task: N, or per task as 'touch=150,reach=250,lift=250'",
     )  # fmt: skip
     rec.add_argument("--out", required=True, type=Path, help="dataset directory to write")
+    rec.add_argument(
+        "--goal-label", action="store_true",
+        help="colour tasks: record goal.x/y/z in the proprio anyway, as the label of `train --goal-probe` (which "
+        "takes it out of the policy's input)",
+    )  # fmt: skip
     rec.add_argument("--seed", type=int, default=0, help="first episode seed")
     rec.add_argument(
         "--image-size", type=int, default=None,
@@ -115,8 +121,11 @@ def episode_counts(spec: str, names: list[str]) -> dict[str, int]:
     return counts
 
 
-def record_episode(robot, task_name: str, seed: int, noisy: bool, noise_scale: float = 1.0):
-    """One expert episode; returns an EpisodeRecord, or None when the expert did not succeed."""
+def record_episode(
+    robot, task_name: str, seed: int, noisy: bool, noise_scale: float = 1.0, layout=PROPRIO_LAYOUT
+):
+    """One expert episode with the proprio `layout`; returns an EpisodeRecord, or None when the expert did not
+    succeed."""
     from safety.config import SafetyConfig
     from safety.envelope import SafetyLayer
     from sim.experts import Expert
@@ -130,7 +139,7 @@ def record_episode(robot, task_name: str, seed: int, noisy: bool, noise_scale: f
         np.random.default_rng([seed, 2]),
         dt_ns / 1e9,
     )
-    tape = Tape(robot, task)
+    tape = Tape(robot, task, layout)
     hold = None
     for _ in range(task.max_steps):
         arm, base = robot.arm.read_state(), robot.base.read_state()
@@ -158,9 +167,10 @@ def record_episode(robot, task_name: str, seed: int, noisy: bool, noise_scale: f
     return None
 
 
-def proprio_layout(names: list[str]) -> tuple[str, ...]:
+def proprio_layout(names: list[str], goal_label: bool = False) -> tuple[str, ...]:
     """The proprio layout of a dataset of tasks `names`: with the goal for the plain tasks, without for the colour
-    tasks; both kinds in one dataset is refused."""
+    tasks unless `goal_label` (`--goal-label`: the goal recorded for the goal probe, `train --goal-probe`, which
+    takes it out of the policy's input); both kinds in one dataset is refused."""
     from sim.tasks import COLOR_TASKS
 
     colour = {n in COLOR_TASKS for n in names}
@@ -169,24 +179,24 @@ def proprio_layout(names: list[str]) -> tuple[str, ...]:
             f"--task {','.join(names)}: plain and colour tasks have different proprio layouts (goal.* or not); "
             "record them into separate datasets"
         )
-    return PROPRIO_NO_GOAL if colour == {True} else PROPRIO_LAYOUT
+    return PROPRIO_NO_GOAL if colour == {True} and not goal_label else PROPRIO_LAYOUT
 
 
 class Tape:
-    """An episode as it is recorded, tick by tick: the proprio (the goal included if the task gives it), each
-    camera's current image, and the action to learn."""
+    """An episode as it is recorded, tick by tick: the proprio in `layout` (the goal included where the layout has
+    goal.*), each camera's current image, and the action to learn."""
 
-    def __init__(self, robot, task):
+    def __init__(self, robot, task, layout: tuple[str, ...]):
         from policy_runtime.preprocess import ProprioLayout
 
         self.robot, self.task = robot, task
-        layout = PROPRIO_LAYOUT if task.goal_in_proprio else PROPRIO_NO_GOAL
+        self.with_goal = "goal.x" in layout
         self.layout = ProprioLayout(layout, robot.arm.joint_names)
         self.states, self.actions = [], []
         self.images = {c.name: [] for c in robot.cameras}
 
     def add(self, arm, base, action: np.ndarray) -> None:
-        goal = self.task.goal_in_arm_frame(self.robot.world) if self.task.goal_in_proprio else None
+        goal = self.task.goal_in_arm_frame(self.robot.world) if self.with_goal else None
         self.states.append(self.layout.vector(arm, base, goal))
         for cam in self.robot.cameras:
             self.images[cam.name].append(cam.latest().image)
@@ -201,7 +211,9 @@ class Tape:
         )  # fmt: skip
 
 
-def record_policy_episode(config, engine, robot, task_name: str, seed: int, latency_ms: float, variant=None):
+def record_policy_episode(
+    config, engine, robot, task_name: str, seed: int, latency_ms: float, variant=None, layout=PROPRIO_LAYOUT
+):
     """One episode the controller drives (the loops of `anchorvla eval`), labelled every tick with what the
     task's expert would command from that state: (EpisodeRecord, EpisodeResult). Failed episodes are kept up to
     where they ended: their states are those a correction is for. `variant`: the world's side of the eval variant
@@ -214,7 +226,9 @@ def record_policy_episode(config, engine, robot, task_name: str, seed: int, late
 
     def on_tick(task) -> None:
         if not labelled:
-            labelled.update(tape=Tape(robot, task), expert=Expert(task, robot.world, dt_s, follow_side=True))
+            labelled.update(
+                tape=Tape(robot, task, layout), expert=Expert(task, robot.world, dt_s, follow_side=True)
+            )
         labelled["tape"].add(robot.arm.read_state(), robot.base.read_state(), labelled["expert"].act())
 
     from sim.world_variants import UNCHANGED
@@ -227,19 +241,19 @@ def record_policy_episode(config, engine, robot, task_name: str, seed: int, late
 
 def main(args: argparse.Namespace) -> int:
     from sim.lockstep import SimRobot
-    from sim.tasks import task_names
+    from sim.tasks import COLOR_TASKS, task_names
 
     if args.image_size is not None and not 8 <= args.image_size <= 512:
         raise UserError(f"--image-size {args.image_size}: use 8..512 pixels")
     if args.noise_scale < 0:
         raise UserError(f"--noise-scale must be >= 0 (got {args.noise_scale})")
     names = task_names(args.task)
-    layout = proprio_layout(names)
+    layout = proprio_layout(names, args.goal_label)
     counts = episode_counts(str(args.episodes), names)
     if args.policy is not None:
         return record_policy(args, names, counts, layout)
     fps = int(RATE_HZ)
-    size = args.image_size or (IMAGE_SIZE if layout == PROPRIO_LAYOUT else COLOR_IMAGE_SIZE)
+    size = args.image_size or (COLOR_IMAGE_SIZE if names[0] in COLOR_TASKS else IMAGE_SIZE)
     robot = SimRobot([(c, c, size, size, fps) for c in CAMERAS])
     rng = np.random.default_rng(args.seed)
     writer = _writer(args.out, robot, layout)
@@ -251,7 +265,7 @@ def main(args: argparse.Namespace) -> int:
             if tried > 3 * counts[name] + 10:
                 raise UserError(f"the {name} expert failed too often ({done} of {tried}); this is a bug")
             noisy = bool(rng.random() < args.noise_share)
-            record = record_episode(robot, name, seed, noisy, args.noise_scale)
+            record = record_episode(robot, name, seed, noisy, args.noise_scale, layout)
             if record is not None:
                 writer.add_episode(record)
                 done += 1
@@ -281,7 +295,7 @@ def record_policy(args: argparse.Namespace, names: list[str], counts: dict[str, 
             successes = 0
             for k in range(counts[name]):
                 record, result = record_policy_episode(
-                    config, engine, robot, name, args.seed + k, args.latency_ms, variant
+                    config, engine, robot, name, args.seed + k, args.latency_ms, variant, layout
                 )
                 writer.add_episode(record)
                 successes += result.success

@@ -119,6 +119,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the checkpoint's proprio layout leaves them out, so onboard they are never read either",
     )  # fmt: skip
     parser.add_argument(
+        "--goal-probe", type=float, default=0.0, metavar="WEIGHT",
+        help="learn to find the goal: goal.x/y/z leave the proprio (a dataset recorded with `sim record "
+        "--goal-label`) and become the label of a training-only probe on the ActionQuery tokens, its squared "
+        "error weighted WEIGHT in stages 1-2 (0: off)",
+    )  # fmt: skip
+    parser.add_argument(
         "--llm-training", choices=("lora", "full"), default=None,
         help="backbone.llm_training: LoRA adapters, or every LM weight (AnoleVLA fine-tunes its Mamba fully); "
         "default: the architecture's",
@@ -197,6 +203,8 @@ def _options(args: argparse.Namespace, arch, data):
         update["backbone"] = arch.backbone.model_copy(update=backbone)
     if args.gripper_head is not None:
         update["gripper_head"] = _gripper_head(args, data.action_layout)
+    if args.goal_probe > 0:
+        update["goal_probe"] = True
     try:  # validated again: an option may not fit the rest of the architecture
         return ArchitectureConfig.model_validate(arch.model_copy(update=update).model_dump())
     except ValidationError as exc:
@@ -280,6 +288,8 @@ def make_batch(data, indices: np.ndarray, arch, tokenizer, device) -> dict:
         ids, mask = tokenizer.encode([data.tasks[i] for i in indices], arch.backbone.max_instruction_tokens)
         batch["input_ids"] = torch.from_numpy(ids).to(device)
         batch["attention_mask"] = torch.from_numpy(mask).to(device)
+    if arch.goal_probe:
+        batch["goal"] = f32(data.goal[indices])
     return batch
 
 
@@ -309,8 +319,10 @@ def main(args: argparse.Namespace) -> int:
             "--accel-steps/--accel-weight (an L1 on first differences, a velocity term) are gone: use "
             "--smooth-steps N --smooth-velocity-weight V --smooth-accel-weight A"
         )
-    if min(args.smooth_steps, args.smooth_velocity_weight, args.smooth_accel_weight) < 0:
-        raise UserError("--smooth-steps, --smooth-velocity-weight and --smooth-accel-weight must be >= 0")
+    if min(args.smooth_steps, args.smooth_velocity_weight, args.smooth_accel_weight, args.goal_probe) < 0:
+        raise UserError(
+            "--smooth-steps, --smooth-velocity-weight, --smooth-accel-weight and --goal-probe must be >= 0"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -371,6 +383,8 @@ def main(args: argparse.Namespace) -> int:
         )
         state = {"stage": 4, "step": 0}
     else:
+        if args.goal_probe > 0:
+            data = data.with_goal_as_label()
         arch = _architecture(args, data)
         policy = AnchorVLAPolicy(arch)
         anchors_meta = None
@@ -405,11 +419,15 @@ def main(args: argparse.Namespace) -> int:
                 "smooth_velocity_weight": args.smooth_velocity_weight,
                 "smooth_accel_weight": args.smooth_accel_weight,
                 "gripper_steps": args.gripper_steps if args.gripper_head else 0,
+                "goal_probe_weight": args.goal_probe,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             },
         )
         state = {"stage": 1, "step": 0}
     arch = config.architecture
+    if arch.goal_probe and data.goal is None:  # a resumed run, or a new residual for a goal-probe policy
+        data = data.with_goal_as_label()
+    goal_weight = config.provenance.get("goal_probe_weight", 0.0)
     data = _with_normalization(data, config)
     policy.to(device)
     tokenizer = build_tokenizer(arch.backbone.tokenizer) if arch.backbone is not None else None
@@ -424,10 +442,11 @@ def main(args: argparse.Namespace) -> int:
             noise_gen.set_state(saved[rank])
 
     # Stages by number: 1 main, 2 smoothness (main parameters again), 3 residual, 4 gripper head.
-    stages = [(1, args.steps, stage1_loss)]
+    stages = [(1, args.steps, functools.partial(stage1_loss, goal_weight=goal_weight))]
     if args.smooth_steps > 0:
         weights = SmoothnessWeights(args.smooth_velocity_weight, args.smooth_accel_weight)
-        stages.append((2, args.smooth_steps, functools.partial(stage1_loss, smoothness=weights)))
+        smooth = functools.partial(stage1_loss, smoothness=weights, goal_weight=goal_weight)
+        stages.append((2, args.smooth_steps, smooth))
     if args.residual_steps > 0:
         stages.append((3, args.residual_steps, stage2_loss))
     if policy.gripper_head is not None:

@@ -214,6 +214,11 @@ class ArchitectureConfig(_Section):
         default=None,
         description="AnchorRefine's discrete gripper head (None: the plan's gripper channel runs)",
     )
+    goal_probe: bool = Field(
+        default=False,
+        description="a training-only head that predicts the goal's position from the ActionQuery tokens "
+        "(`anchorvla train --goal-probe`), so the backbone must find the named target in the images; not exported",
+    )
     image_size: int = 224
     image_mean: list[float] = Field(default_factory=lambda: [0.5, 0.5, 0.5])
     image_std: list[float] = Field(default_factory=lambda: [0.5, 0.5, 0.5])
@@ -228,6 +233,12 @@ class ArchitectureConfig(_Section):
                     f"spatial_encoder: image_size {self.image_size} must be patch_size {spatial.patch_size} x a "
                     f"multiple of grid {spatial.grid}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _goal_probe_reads_queries(self) -> ArchitectureConfig:
+        if self.goal_probe and (self.backbone is None or self.backbone.kind != "vlm"):
+            raise ValueError("goal_probe reads the ActionQuery tokens: it needs backbone.kind 'vlm'")
         return self
 
     @model_validator(mode="after")

@@ -23,6 +23,7 @@ from policy_runtime.model.residual import ResidualModule
 from policy_runtime.model.tokenizer import ByteTokenizer, LocalTokenizer, build_tokenizer, check_against_lm
 
 STATE_TOKENS = 4  # tokens the compact state encoder makes when there is no VLM backbone
+GOAL_DIM = 3  # goal.x, goal.y, goal.z: what the goal probe predicts
 
 
 class StateEncoder(nn.Module):
@@ -37,6 +38,22 @@ class StateEncoder(nn.Module):
 
     def forward(self, proprio: torch.Tensor) -> torch.Tensor:
         return self.mlp(proprio).reshape(proprio.shape[0], STATE_TOKENS, self.width)
+
+
+class GoalProbe(nn.Module):
+    """Training only (`anchorvla train --goal-probe`): the goal's position (x, y, z, normalised) read from the
+    mean of the bridge's ActionQuery tokens, the tokens that see the images and the instruction. Its loss makes
+    the backbone locate the target the instruction names; nothing onboard runs it."""
+
+    def __init__(self, width: int, num_queries: int):
+        super().__init__()
+        self.num_queries = num_queries
+        self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, GOAL_DIM))
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        """cond (B, N, C) or, with the layer-wise bridge, (B, depth, N, C) -> (B, 3); the last layer's queries."""
+        last = cond if cond.dim() == 3 else cond[:, -1]
+        return self.mlp(last[:, -self.num_queries :].mean(dim=1))
 
 
 class AnchorVLAPolicy(nn.Module):
@@ -62,6 +79,9 @@ class AnchorVLAPolicy(nn.Module):
         )
         self.gripper_head = (
             GripperHead(config.gripper_head, head_cfg) if config.gripper_head is not None else None
+        )
+        self.goal_probe = (
+            GoalProbe(head_cfg.cond_dim, config.backbone.num_queries) if config.goal_probe else None
         )
 
     def _checked_tokenizer(self) -> ByteTokenizer | LocalTokenizer:
@@ -128,8 +148,8 @@ class AnchorVLAPolicy(nn.Module):
         return self.head.sample(cond, proprio, noise, num_steps)
 
     def main_parameters(self) -> list[nn.Parameter]:
-        """What stage 1 trains: LoRA, projector, queries (or the state encoder) and the head; never the residual
-        or the gripper head, which learn on the finished plans in stages of their own."""
+        """What stage 1 trains: LoRA, projector, queries (or the state encoder), the head and the goal probe; never
+        the residual or the gripper head, which learn on the finished plans in stages of their own."""
         return [
             p
             for name, p in self.named_parameters()

@@ -4,8 +4,9 @@ stage.
 
 A batch is a dict of tensors: `proprio` (B, P) normalised, `proprio_delta` (B, P) normalised state delta (for a
 backbone that reads it), `actions` (B, H, d) normalised target chunk,
-`future_proprio` (B, H, P) normalised proprio at each step of the chunk (what the residual sees), and, for a
-policy with a backbone, `images` (B, N, 3, S, S), `input_ids` and `attention_mask` (B, L).
+`future_proprio` (B, H, P) normalised proprio at each step of the chunk (what the residual sees), for a
+policy with a backbone, `images` (B, N, 3, S, S), `input_ids` and `attention_mask` (B, L), and for one with a goal
+probe `goal` (B, 3) the goal's normalised position.
 """
 
 from __future__ import annotations
@@ -34,11 +35,18 @@ def stage1_loss(
     batch: dict[str, torch.Tensor],
     generator: torch.Generator | None = None,
     smoothness: SmoothnessWeights | None = None,
+    goal_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """LoRA + head: the head's loss (anchored: reconstruction of the chunk + anchor classification, positive =
-    nearest anchor by L1), plus the weighted velocity and acceleration terms (policy_runtime/model/smoothness.py)."""
+    nearest anchor by L1), plus the weighted velocity and acceleration terms (policy_runtime/model/smoothness.py),
+    plus, for a policy with a goal probe, `goal_weight` times its mean squared error on the batch's `goal`."""
     cond = _condition(policy, batch)
-    return policy.head.loss(cond, batch["proprio"], batch["actions"], generator, smoothness=smoothness)
+    loss, logs = policy.head.loss(cond, batch["proprio"], batch["actions"], generator, smoothness=smoothness)
+    if policy.goal_probe is not None:
+        goal = torch.nn.functional.mse_loss(policy.goal_probe(cond), batch["goal"])
+        loss = loss + goal_weight * goal
+        logs = dict(logs, goal=float(goal.detach()))
+    return loss, logs
 
 
 def gripper_stage_loss(
